@@ -1,0 +1,61 @@
+"""Every Redis key pattern and TTL of the service, in one place.
+
+Key names are the seed design's (``job:{job_id}:status`` ...). The braces around the job id are literal: they are
+a Redis Cluster hash tag, so every key of one job lives in one slot.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+JOB_STATUS_TTL_S: Final = 3600
+"""A job not finished within this window expires (seed: status 1 h)."""
+JOB_RESULT_TTL_S: Final = 86400
+"""A finished job (result and status together) stays readable this long (seed: result 24 h)."""
+JOB_IMAGE_TTL_S: Final = JOB_STATUS_TTL_S
+"""The upload lives as long as its pending job (the seed's 30 min would drop jobs queued longer); it is
+deleted as soon as the job ends."""
+JOB_METADATA_TTL_S: Final = JOB_STATUS_TTL_S
+WORKER_STATUS_TTL_S: Final = 60
+HEALTH_CHECK_TTL_S: Final = 30
+
+QUEUE_GROUP: Final = "dispatchers"
+"""Consumer group every dispatcher reads the queues through."""
+DEAD_LETTER_STREAM: Final = "queue:dead"
+MODEL_ROUTES: Final = "models:routes"
+"""Hash: alias (what clients pass as ``model_version``) -> Triton model name."""
+MODEL_SPECS: Final = "models:specs"
+"""Hash: Triton model name -> JSON ``ModelSpec`` (preprocessing, labels, tensors)."""
+HEALTH_CHECK: Final = "health:check"
+
+
+def job_status(job_id: str) -> str:
+    return f"job:{{{job_id}}}:status"
+
+
+def job_result(job_id: str) -> str:
+    return f"job:{{{job_id}}}:result"
+
+
+def job_image(job_id: str) -> str:
+    return f"job:{{{job_id}}}:image"
+
+
+def job_metadata(job_id: str) -> str:
+    return f"job:{{{job_id}}}:metadata"
+
+
+def job_events(job_id: str) -> str:
+    """Pub/sub channel carrying every status change of one job."""
+    return f"job:{{{job_id}}}:events"
+
+
+def queue(priority: str) -> str:
+    return f"queue:{priority}"
+
+
+def worker_status(worker_id: str) -> str:
+    return f"worker:{worker_id}:status"
+
+
+WORKER_STATUS_PATTERN: Final = "worker:*:status"

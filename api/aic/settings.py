@@ -1,0 +1,130 @@
+"""Settings, one frozen dataclass per concern, read from the environment or a ``.env`` file.
+
+Names follow the seed design's section 7 (``API_HOST``, ``REDIS_URL``, ``MAX_FILE_SIZE``, ...); each field's
+environment variable is its name in upper case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def environment() -> dict[str, str]:
+    """The process environment over the values of ``.env`` in the working directory (env wins)."""
+    values = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def _convert(raw: str, kind: Any, name: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if raw == "" else _convert(raw, inner[0], name)
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{name} must be a boolean, got {raw!r}")
+    if kind is int or kind is float:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if origin is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is Path:
+        return Path(raw).expanduser()
+    return raw
+
+
+def load(cls: type[T], env: Mapping[str, str] | None = None) -> T:
+    """Build one settings dataclass from ``env`` (default: the process environment and ``.env``)."""
+    env = environment() if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = field.name.upper()
+        if name in env:
+            values[field.name] = _convert(env[name], hints[field.name], name)
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API process."""
+
+    app_name: str = "Async Image Classifier"
+    version: str = "1.0.0"
+    debug: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_prefix: str = "/api/v1"
+    max_file_size: int = 10 * 1024 * 1024
+    """Largest accepted upload in bytes; larger uploads get 400 "File size exceeds limit"."""
+    allowed_extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+    allowed_hosts: tuple[str, ...] = ("*",)
+    api_keys: str = ""
+    """Comma-separated ``tenant:key`` pairs. Empty means no key is valid: every guarded route answers 401."""
+    api_key_header: str = "X-API-Key"
+    log_level: str = "INFO"
+    log_format: str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisSettings:
+    """Where job state and the queue live."""
+
+    redis_url: str = "redis://localhost:6379"
+    redis_password: str | None = None
+    redis_db: int = 0
+    redis_max_connections: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonSettings:
+    """The Triton server(s) and the model repository they serve."""
+
+    triton_url: str = "localhost:8001"
+    """gRPC address (host:port) of Triton."""
+    model_repository: Path = PROJECT_ROOT / "model_repository"
+    triton_backends: tuple[str, ...] = ("python",)
+    """Backends the target Triton has. The local wheel's server has only ``python``; the NGC image has
+    ``onnxruntime`` (preferred for ONNX when listed) and ``tensorrt``."""
+    triton_http_port: int = 8010
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherSettings:
+    """The dispatcher processes that move jobs from the queue through Triton."""
+
+    batch_max_size: int = 16
+    batch_max_wait_ms: int = 5
+    lease_ms: int = 30_000
+    """A job not renewed for this long is taken over by another dispatcher."""
+    max_retries: int = 3
+    dispatcher_concurrency: int = 2
+    """Batches in flight per dispatcher process: one preprocessing while another is in Triton."""
+    preprocess_threads: int = 0
+    """Threads decoding images; 0 means one per CPU core."""
+    heartbeat_interval_s: int = 10
