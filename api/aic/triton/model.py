@@ -1,0 +1,80 @@
+"""Triton python-backend runner: serves an ONNX file with onnxruntime on a Triton without that backend.
+
+`aic model build` copies this file to ``<model>/<version>/model.py``. It runs inside Triton's python
+stub, so it imports nothing from ``aic``. Threads: ``AIC_ORT_INTRA_OP_THREADS`` (0 = onnxruntime decides).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import triton_python_backend_utils as pb_utils
+
+THREADS_ENV = "AIC_ORT_INTRA_OP_THREADS"
+
+
+class TritonPythonModel:
+    """One onnxruntime session per model instance; each ``execute`` runs all its requests as one batch."""
+
+    session: Any
+    input_name: str
+    output_name: str
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        self.input_name = config["input"][0]["name"]
+        self.output_name = config["output"][0]["name"]
+        parameters = config.get("parameters", {})
+        filename = parameters.get("onnx_model_filename", {}).get("string_value", "model.onnx")
+        path = Path(args["model_repository"]) / args["model_version"] / filename
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "0"))
+        # Triton already overlaps requests; a second pool of inter-op threads only contends for cores.
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
+        if self.input_name not in names[0] or self.output_name not in names[1]:
+            raise pb_utils.TritonModelException(
+                f"{path} has inputs {sorted(names[0])} and outputs {sorted(names[1])}, "
+                f"config expects {self.input_name!r} -> {self.output_name!r}"
+            )
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        """Exactly one response per request, in order; a bad request fails alone, a failed run fails all."""
+        responses: list[Any] = [None] * len(requests)
+        batches: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        taken: list[int] = []
+        for index, request in enumerate(requests):
+            tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
+            if tensor is None:
+                responses[index] = _error(f"missing input {self.input_name!r}")
+                continue
+            batches.append(np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32))
+            taken.append(index)
+        if batches:
+            try:
+                (logits,) = self.session.run([self.output_name], {self.input_name: np.concatenate(batches)})
+            except Exception as exc:  # any failure is reported per request; raising would fail the whole call
+                for index in taken:
+                    responses[index] = _error(f"inference failed: {exc}")
+                return responses
+            start = 0
+            for index, batch in zip(taken, batches, strict=True):
+                part = logits[start : start + len(batch)]
+                start += len(batch)
+                responses[index] = pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(self.output_name, np.ascontiguousarray(part))]
+                )
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None
+
+
+def _error(message: str) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
