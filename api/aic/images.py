@@ -1,0 +1,121 @@
+"""Images: validation of uploads (API) and decoding + preprocessing into a model's input (dispatcher).
+
+The type is decided from the bytes, never from a header or file name. Dimensions are read from the header
+before any pixel is decoded, so a decompression bomb is refused without being expanded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from aic.errors import ImageValidationError
+from aic.modelspec import Layout, Preprocessing, ResizeRule
+
+MIN_SIDE = 32
+MAX_SIDE = 4096
+# Header-declared size is bounded by MAX_SIDE; this stops PIL's own check from ever being the one that fires.
+Image.MAX_IMAGE_PIXELS = MAX_SIDE * MAX_SIDE
+
+_SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
+    ("JPEG", b"\xff\xd8\xff", 0),
+    ("PNG", b"\x89PNG\r\n\x1a\n", 0),
+    ("WEBP", b"WEBP", 8),
+)
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format the bytes start with (JPEG, PNG, WEBP), or None."""
+    for fmt, magic, offset in _SIGNATURES:
+        if data[offset : offset + len(magic)] == magic and (fmt != "WEBP" or data[:4] == b"RIFF"):
+            return fmt
+    return None
+
+
+def validate(data: bytes, max_size: int) -> dict[str, Any]:
+    """Check an upload without decoding its pixels; returns the seed's image metadata."""
+    if len(data) > max_size:
+        raise ImageValidationError(f"File size exceeds limit of {max_size} bytes")
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageValidationError("Unsupported file type: only JPEG, PNG and WebP images are accepted")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])
+            width, height = image.size
+            mode = image.mode
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageValidationError(f"Invalid image file: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageValidationError("Image too large: decompression bomb refused") from None
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageValidationError(f"Image too small: {width}x{height} (minimum {MIN_SIDE}x{MIN_SIDE})")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageValidationError(f"Image too large: {width}x{height} (maximum {MAX_SIDE}x{MAX_SIDE})")
+    return {"format": fmt, "mode": mode, "size": [width, height], "file_size": len(data)}
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB; transparent pixels are laid on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(pixels * (255.0 / peak), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def decode(data: bytes, spec: Preprocessing) -> Image.Image:
+    """Decode to RGB with EXIF orientation applied; JPEGs decode at a reduced scale when that is enough."""
+    try:
+        opened = Image.open(io.BytesIO(data))
+        if opened.format == "JPEG":
+            # DCT scaling: decode at 1/2, 1/4 or 1/8 as long as both sides stay >= what the resize needs.
+            side = int(max(spec.height, spec.width) / min(1.0, spec.crop_fraction)) + 1
+            opened.draft("RGB", (side, side))
+        return _to_rgb(ImageOps.exif_transpose(opened) or opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageValidationError(f"Undecodable image: {exc}") from None
+
+
+def _resample(name: str) -> Image.Resampling:
+    return Image.Resampling[name.upper()]
+
+
+def resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
+    method = _resample(spec.interpolation)
+    if spec.resize is ResizeRule.STRETCH:
+        return image.resize((spec.width, spec.height), method)
+    # shorter side to size / crop_fraction, then the centre size x size
+    width, height = image.size
+    scale = max(spec.width, spec.height) / spec.crop_fraction / min(width, height)
+    resized = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), method)
+    left = (resized.width - spec.width) // 2
+    top = (resized.height - spec.height) // 2
+    return resized.crop((left, top, left + spec.width, top + spec.height))
+
+
+def to_tensor(image: Image.Image, spec: Preprocessing) -> NDArray[np.float32]:
+    """RGB pixels to the normalised input tensor of one image (no batch dimension)."""
+    pixels = np.asarray(image, dtype=np.float32)
+    mean = np.asarray(spec.mean, dtype=np.float32) * spec.scale
+    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * spec.scale)
+    tensor = (pixels - mean) * inv_std
+    if spec.layout is Layout.NCHW:
+        tensor = tensor.transpose(2, 0, 1)
+    return np.ascontiguousarray(tensor, dtype=np.float32)
+
+
+def preprocess(data: bytes, spec: Preprocessing) -> NDArray[np.float32]:
+    """Bytes of an uploaded image to the model's input tensor (runs in a worker thread)."""
+    return to_tensor(resize(decode(data, spec), spec), spec)
