@@ -23,17 +23,27 @@ from aic.timeutil import now_iso
 ESTIMATE_BASE_S = 30.0  # seed 5.1: base processing time scaled by priority
 
 # Only a live (pending/processing) job may change; a cancelled or finished one stays as it is.
+# KEYS: status, events channel, webhook outbox. ARGV: event json, then field/value pairs.
+# The first move to processing queues a 'started' webhook when the job asked for one.
 _ADVANCE = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if st ~= 'pending' and st ~= 'processing' then return 0 end
 for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
+if st == 'pending' and redis.call('HGET', KEYS[1], 'status') == 'processing' then
+  local events = redis.call('HGET', KEYS[1], 'webhook_events') or ''
+  local url = redis.call('HGET', KEYS[1], 'callback_url') or ''
+  if url ~= '' and string.find(',' .. events .. ',', ',started,', 1, true) then
+    redis.call('XADD', KEYS[3], '*', 'job_id', redis.call('HGET', KEYS[1], 'job_id'), 'event', 'started')
+  end
+end
 return 1
 """
 
-# KEYS: status, result, image, metadata, stream, events, dead-letter stream
+# KEYS: status, result, image, metadata, stream, events, dead-letter stream, webhook outbox
 # ARGV: group, entry id, result body ('' when failing), ttl, event json, dead-letter json ('' for none),
 #       then field/value pairs for the status hash
+# A job with a callback_url gets its terminal event queued for webhook delivery in the same step.
 _FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
 local live = (st == 'pending' or st == 'processing')
@@ -45,6 +55,10 @@ if live then
   redis.call('DEL', KEYS[3])
   if ARGV[6] ~= '' then redis.call('XADD', KEYS[7], '*', 'job', ARGV[6]) end
   redis.call('PUBLISH', KEYS[6], ARGV[5])
+  if (redis.call('HGET', KEYS[1], 'callback_url') or '') ~= '' then
+    local final = redis.call('HGET', KEYS[1], 'status')
+    redis.call('XADD', KEYS[8], '*', 'job_id', redis.call('HGET', KEYS[1], 'job_id'), 'event', final)
+  end
 end
 redis.call('XACK', KEYS[5], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[5], ARGV[2])
@@ -195,7 +209,8 @@ class JobStore:
         event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
         args: list[str | bytes] = [event, "status", str(status), "stage", str(stage), "progress", str(progress)]
         args += ["updated_at", now]
-        await self._advance(keys=[keys.job_status(job.job_id), keys.job_events(job.job_id)], args=args, client=pipe)
+        job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
+        await self._advance(keys=job_keys, args=args, client=pipe)
 
     async def complete(self, pipe: Pipeline, job: Job, stream: str, entry_id: str, result: bytes) -> None:
         """Queue the atomic completion on ``pipe``: result, status, image removal and acknowledgement."""
@@ -233,6 +248,7 @@ class JobStore:
             stream,
             keys.job_events(job.job_id),
             keys.DEAD_LETTER_STREAM,
+            keys.WEBHOOK_OUTBOX,
         ]
         args: list[Any] = [keys.QUEUE_GROUP, entry_id, result, keys.JOB_RESULT_TTL_S, event, letter]
         for name, value in fields.items():

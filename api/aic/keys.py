@@ -22,6 +22,8 @@ HEALTH_CHECK_TTL_S: Final = 30
 QUEUE_GROUP: Final = "dispatchers"
 """Consumer group every dispatcher reads the queues through."""
 DEAD_LETTER_STREAM: Final = "queue:dead"
+WEBHOOK_OUTBOX: Final = "webhooks:outbox"
+"""Stream of (job_id, event) pairs whose webhook is due; written atomically with the state change."""
 MODEL_ROUTES: Final = "models:routes"
 """Hash: alias (what clients pass as ``model_version``) -> Triton model name."""
 MODEL_SPECS: Final = "models:specs"
