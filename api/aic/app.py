@@ -32,6 +32,7 @@ from aic.redis_conn import connect
 from aic.schemas import ErrorResponse
 from aic.settings import ApiSettings, RedisSettings
 from aic.timeutil import now_iso
+from aic.webhook_routes import WebhookController
 
 log = logging.getLogger("aic.api")
 
@@ -130,7 +131,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     prefix = api_settings.api_prefix
     open_paths = [f"^{prefix}/health$", "^/schema"]
     return Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=[JobController, health])],
+        route_handlers=[Router(path=prefix, route_handlers=[JobController, health, WebhookController])],
         lifespan=[lifespan],
         state=State(
             {"key_ring": key_ring, "api_key_header": api_settings.api_key_header, "api_settings": api_settings}

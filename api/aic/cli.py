@@ -45,12 +45,18 @@ async def _dispatch() -> None:
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
     dispatcher = Dispatcher(redis, runner, settings_mod.load(DispatcherSettings))
+    from aic.webhook_worker import WebhookWorker
+
+    webhooks = WebhookWorker(redis, settings_mod.load(settings_mod.WebhookSettings))
+    webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, dispatcher.stop)
     try:
         await dispatcher.run()
     finally:
+        webhooks.stop()
+        await asyncio.gather(webhook_task, return_exceptions=True)
         await runner.close()
         await redis.aclose()
 

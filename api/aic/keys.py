@@ -24,6 +24,26 @@ QUEUE_GROUP: Final = "dispatchers"
 DEAD_LETTER_STREAM: Final = "queue:dead"
 WEBHOOK_OUTBOX: Final = "webhooks:outbox"
 """Stream of (job_id, event) pairs whose webhook is due; written atomically with the state change."""
+WEBHOOK_GROUP: Final = "webhooks"
+"""Consumer group the dispatchers' webhook workers read the outbox through."""
+WEBHOOK_SCHEDULED: Final = "webhooks:scheduled"
+"""Sorted set: webhook id -> when its next attempt is due (ms); a claimed one is pushed out by a lease."""
+
+
+def webhook_delivery(webhook_id: str) -> str:
+    """Hash: one pending delivery (job_id, event, entry_id, attempts); deleted once delivered or given up."""
+    return f"webhooks:delivery:{webhook_id}"
+
+
+def webhook_secret(tenant: str) -> str:
+    """Hash: a tenant's signing secret (current, previous, previous_until_ms), no TTL."""
+    return f"webhooks:secret:{tenant}"
+
+
+def job_webhooks(job_id: str) -> str:
+    """List of JSON delivery attempts of one job's webhooks; lives as long as the job's status."""
+    return f"job:{{{job_id}}}:webhooks"
+
 MODEL_ROUTES: Final = "models:routes"
 """Hash: alias (what clients pass as ``model_version``) -> Triton model name."""
 MODEL_SPECS: Final = "models:specs"

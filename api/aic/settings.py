@@ -128,3 +128,35 @@ class DispatcherSettings:
     preprocess_threads: int = 0
     """Threads decoding images; 0 means one per CPU core."""
     heartbeat_interval_s: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    """Signed webhooks to ``callback_url``: retry schedule, network limits and the secret rotation grace."""
+
+    webhook_max_attempts: int = 5
+    """Attempts per event before giving up (the first one included)."""
+    webhook_backoff_base_s: float = 10.0
+    """Delay after the first failed attempt; each later one is ``webhook_backoff_factor`` times longer
+    (defaults: 10 s, 40 s, 160 s, 640 s capped to 600 s: about 13 minutes in all)."""
+    webhook_backoff_factor: float = 4.0
+    webhook_backoff_max_s: float = 600.0
+    """Longest delay between two attempts, also the cap on a receiver's ``Retry-After``."""
+    webhook_jitter: float = 0.2
+    """Fraction of each delay drawn at random, so receivers that failed together are not retried together."""
+    webhook_connect_timeout_s: float = 5.0
+    webhook_timeout_s: float = 15.0
+    """Total time of one attempt: name resolution, connect, TLS, request and the bounded read of the answer."""
+    webhook_max_response_bytes: int = 4096
+    webhook_concurrency: int = 4
+    """Deliveries in flight per dispatcher process."""
+    webhook_poll_ms: int = 500
+    """How often the schedule is checked for retries that became due."""
+    webhook_claim_idle_ms: int = 30_000
+    """An outbox entry read but not moved into the schedule this long ago (a crashed reader) is taken over."""
+    webhook_allow_loopback: bool = False
+    """Tests only: lets a callback reach 127.0.0.0/8 and ::1. Every other internal address stays refused."""
+    webhook_ca_bundle: Path | None = None
+    """PEM file of the CAs callback certificates must chain to; empty means the system trust store."""
+    webhook_secret_grace_s: float = 86_400.0
+    """After a rotation, webhooks are signed with the new and the previous secret for this long."""
