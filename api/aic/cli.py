@@ -88,6 +88,24 @@ def cmd_up(_: argparse.Namespace) -> int:
     return run_up()
 
 
+def cmd_operator(_: argparse.Namespace) -> int:
+    from aic_operator.main import run
+
+    return run()
+
+
+def cmd_models_apply(args: argparse.Namespace) -> int:
+    from aic.localmodels import apply_file
+
+    return apply_file(Path(args.filename))
+
+
+def cmd_models_delete(args: argparse.Namespace) -> int:
+    from aic.localmodels import delete
+
+    return delete(args.names)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aic", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -100,6 +118,14 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="rebuild even when the cached build is current")
     build.add_argument("--repository", help="target repository (default: MODEL_REPOSITORY)")
     build.set_defaults(func=cmd_model_build)
+    sub.add_parser("operator", help="run the ModelVersion operator (kopf)").set_defaults(func=cmd_operator)
+    models = sub.add_parser("models", help="local ModelVersions").add_subparsers(dest="verb", required=True)
+    apply = models.add_parser("apply", help="reconcile the ModelVersions of a YAML file (as kubectl apply would)")
+    apply.add_argument("-f", "--filename", required=True, help="YAML file with ModelVersion documents ('-': stdin)")
+    apply.set_defaults(func=cmd_models_apply)
+    remove = models.add_parser("delete", help="unload ModelVersions and remove their files and routes")
+    remove.add_argument("names", nargs="+", help="ModelVersion names")
+    remove.set_defaults(func=cmd_models_delete)
     return top
 
 

@@ -48,6 +48,9 @@ MODEL_ROUTES: Final = "models:routes"
 """Hash: alias (what clients pass as ``model_version``) -> Triton model name."""
 MODEL_SPECS: Final = "models:specs"
 """Hash: Triton model name -> JSON ``ModelSpec`` (preprocessing, labels, tensors)."""
+MODEL_WEIGHTS: Final = "models:weights"
+"""Hash: alias -> JSON {Triton model name: traffic weight}, written by the ModelVersion operator. Where an alias
+has an entry, dispatchers split its traffic by these weights; otherwise ``models:routes`` names its one model."""
 HEALTH_CHECK: Final = "health:check"
 
 

@@ -6,6 +6,10 @@ cluster); the API checks ``model_version`` against the aliases and dispatchers r
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Mapping
+
 from redis.asyncio import Redis
 
 from aic import keys, modelspec
@@ -31,20 +35,53 @@ async def resolve(redis: Redis, alias: str) -> str | None:
 
 
 class SpecCache:
-    """A dispatcher's view of the published specs, read on first use of each model."""
+    """A dispatcher's view of the published routes and specs.
 
-    def __init__(self, redis: Redis) -> None:
+    A spec is re-read after ``ttl_s``, so a changed ModelVersion (preprocessing, labels) reaches running
+    dispatchers. Where an alias has weights (``models:weights``), each call picks one of its models by weight.
+    """
+
+    def __init__(self, redis: Redis, ttl_s: float = 5.0) -> None:
         self._redis = redis
-        self._specs: dict[str, ModelSpec] = {}
+        self._ttl_s = ttl_s
+        self._specs: dict[str, tuple[float, ModelSpec]] = {}
+        self._credit: dict[str, dict[str, int]] = {}
 
     async def for_alias(self, alias: str) -> ModelSpec | None:
-        name = await resolve(self._redis, alias)
+        name = await self._pick(alias)
         if name is None:
             return None
-        spec = self._specs.get(name)
-        if spec is None:
+        cached = self._specs.get(name)
+        if cached is None or time.monotonic() - cached[0] > self._ttl_s:
             raw = await self._redis.hget(keys.MODEL_SPECS, name)
             if raw is None:
                 return None
-            spec = self._specs[name] = modelspec.decode(raw)
-        return spec
+            cached = self._specs[name] = (time.monotonic(), modelspec.decode(raw))
+        return cached[1]
+
+    async def _pick(self, alias: str) -> str | None:
+        raw: bytes | None = await self._redis.hget(keys.MODEL_WEIGHTS, alias)  # type: ignore[assignment]
+        if raw is not None:
+            weights = {str(k): int(v) for k, v in json.loads(raw).items()}
+            chosen = pick_weighted(weights, self._credit.setdefault(alias, {}))
+            if chosen is not None:
+                return chosen
+        return await resolve(self._redis, alias)
+
+
+def pick_weighted(weights: Mapping[str, int], credit: dict[str, int]) -> str | None:
+    """Smooth weighted round-robin (as nginx balances upstreams), ``credit`` being the caller's state.
+
+    Over any ``sum(weights)`` consecutive picks each model is chosen exactly its weight's times, interleaved
+    rather than in runs; weight 0 is never chosen. None when no model has a positive weight.
+    """
+    live = {name: weight for name, weight in weights.items() if weight > 0}
+    for name in [n for n in credit if n not in live]:
+        del credit[name]
+    if not live:
+        return None
+    for name, weight in live.items():
+        credit[name] = credit.get(name, 0) + weight
+    chosen = max(sorted(live), key=lambda name: credit[name])
+    credit[chosen] -= sum(live.values())
+    return chosen

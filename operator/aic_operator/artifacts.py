@@ -1,0 +1,109 @@
+"""Artifacts: fetch a model or labels file by URI, verify its sha256, keep it in a content-addressed cache.
+
+Sources: ``file://``, ``http(s)://`` and ``pvc://CLAIM/PATH`` (a claim mounted under ``PVC_MOUNT_ROOT``).
+``s3://`` is refused with a clear message (not supported yet: use a presigned https URL). Files are
+written under a temporary name and renamed once verified, so no reader ever sees half of one.
+Blocking I/O: callers run these functions in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+CACHE_DIR = ".artifacts"
+"""Inside the model repository; the leading dot keeps Triton and ``modelspec.discover`` away from it."""
+_CHUNK = 1 << 20
+
+
+class ArtifactError(Exception):
+    """An artifact cannot be had. ``permanent``: only a spec change can help (bad URI, wrong checksum)."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def local_path(uri: str, pvc_root: Path) -> Path | None:
+    """The file a ``file://`` or ``pvc://`` URI names; None for remote URIs."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "pvc":
+        claim, path = parsed.netloc, urllib.parse.unquote(parsed.path).lstrip("/")
+        if not claim or not path:
+            raise ArtifactError(f"{uri}: expected pvc://CLAIM/PATH", permanent=True)
+        root = (pvc_root / claim).resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):  # "pvc://claim/../other" must not leave the claim
+            raise ArtifactError(f"{uri}: the path leaves the claim", permanent=True)
+        return target
+    return None
+
+
+def fetch(uri: str, sha256: str, cache: Path, pvc_root: Path, timeout_s: float) -> Path:
+    """A verified local copy of ``uri`` in ``cache`` (named by its checksum), fetched only if missing.
+
+    An empty ``sha256`` (allowed for labels) is not verified and the file is fetched every time.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    if sha256 and (cache / sha256).is_file():
+        return cache / sha256
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "s3":
+        raise ArtifactError(
+            f"{uri}: s3:// is not supported yet; use a presigned https URL or pvc://", permanent=True
+        )
+    fd, partial_name = tempfile.mkstemp(prefix=".partial-", dir=cache)
+    partial = Path(partial_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual = _copy(uri, out, pvc_root, timeout_s)
+        if sha256 and actual != sha256:
+            raise ArtifactError(f"{uri}: sha256 is {actual}, the spec says {sha256}", permanent=True)
+        target = cache / (sha256 or f"unverified-{actual}")
+        os.replace(partial, target)
+        return target
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _copy(uri: str, out: IO[bytes], pvc_root: Path, timeout_s: float) -> str:
+    digest = hashlib.sha256()
+    path = local_path(uri, pvc_root)
+    try:
+        with contextlib.ExitStack() as stack:
+            if path is not None:
+                source: IO[bytes] = stack.enter_context(path.open("rb"))
+            elif urllib.parse.urlsplit(uri).scheme in ("http", "https"):
+                source = stack.enter_context(urllib.request.urlopen(uri, timeout=timeout_s))  # noqa: S310 - scheme checked
+            else:
+                raise ArtifactError(f"{uri}: unsupported scheme", permanent=True)
+            for chunk in iter(lambda: source.read(_CHUNK), b""):
+                digest.update(chunk)
+                out.write(chunk)
+    except FileNotFoundError:
+        # A volume being mounted or a file still being copied shows up later: worth retrying.
+        raise ArtifactError(f"{uri}: no such file", permanent=False) from None
+    except urllib.error.HTTPError as exc:
+        raise ArtifactError(f"{uri}: HTTP {exc.code} {exc.reason}", permanent=400 <= exc.code < 500) from None
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise ArtifactError(f"{uri}: {exc}", permanent=False) from None
+    return digest.hexdigest()
+
+
+def place(source: Path, target: Path) -> None:
+    """Put a cached artifact at ``target``: a hard link where possible (no copy of a large model)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)

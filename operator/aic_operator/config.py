@@ -1,0 +1,61 @@
+"""Settings of the ModelVersion operator and of ``aic models``: one frozen dataclass, read from the environment.
+
+It lives beside the operator rather than in ``aic.settings`` because only the operator and the local
+``aic models`` commands read it; values come through the same ``aic.settings.load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from aic import settings as settings_mod
+from aic.settings import RedisSettings, TritonSettings
+
+GROUP = "serving.aic.dev"
+VERSION = "v1alpha1"
+PLURAL = "modelversions"
+KIND = "ModelVersion"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorSettings:
+    """How models are placed and where the Triton replicas are."""
+
+    triton_service: str = ""
+    """Name of the Triton Service whose EndpointSlices list the replicas; empty: TRITON_URL (comma-separated)."""
+    triton_grpc_port_name: str = "grpc"
+    """Name of the gRPC port in the Service's EndpointSlices."""
+    triton_has_gpu: bool = False
+    """Whether the target Triton replicas have GPUs: decides what ``device: auto`` renders."""
+    pvc_mount_root: Path = Path("/mnt/pvc")
+    """``pvc://CLAIM/PATH`` reads ``PVC_MOUNT_ROOT/CLAIM/PATH`` (the claims are mounted there)."""
+    watch_namespace: str = ""
+    """Namespace of the ModelVersions to serve; empty: every namespace."""
+    resync_interval_s: float = 15.0
+    """Each ModelVersion is checked on every replica this often: a replica that started later gets it."""
+    download_timeout_s: float = 300.0
+    operator_health_port: int = 0
+    """Port of the operator's ``/healthz`` (liveness probe); 0: none."""
+    triton_load_timeout_s: float = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a reconcile needs to know about its surroundings."""
+
+    operator: OperatorSettings
+    triton: TritonSettings
+    redis: RedisSettings
+
+    @property
+    def static_replicas(self) -> tuple[str, ...]:
+        return tuple(url.strip() for url in self.triton.triton_url.split(",") if url.strip())
+
+
+def load_config() -> Config:
+    return Config(
+        operator=settings_mod.load(OperatorSettings),
+        triton=settings_mod.load(TritonSettings),
+        redis=settings_mod.load(RedisSettings),
+    )

@@ -1,0 +1,107 @@
+"""kopf handlers for ModelVersion: every change, resume and timer tick runs the same reconcile.
+
+Progress lives on the object (status, kopf's annotations), so a restarted operator resumes where it
+stopped; the finalizer that kopf adds for the delete handler unloads the model and removes its files.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from aic.redis_conn import connect
+
+from aic_operator.config import GROUP, PLURAL, VERSION, load_config
+from aic_operator.reconcile import ReconcileError, Reconciler
+from aic_operator.status import Status
+from aic_operator.triton import Fleet, slice_urls
+
+CONFIG = load_config()
+TEMPORARY_DELAY_S = 10.0
+SERVICE_LABEL = "kubernetes.io/service-name"
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.posting.level = logging.WARNING  # k8s Events only for problems
+    settings.persistence.finalizer = f"{GROUP}/unload"
+    fleet = Fleet(CONFIG.static_replicas, CONFIG.operator.triton_load_timeout_s)
+    memo.reconciler = Reconciler(CONFIG, fleet, connect(CONFIG.redis))
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    await reconciler.fleet.close()
+    await reconciler.redis.aclose()
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _apply(memo.reconciler, name, body, patch)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=CONFIG.operator.resync_interval_s, initial_delay=2.0, idle=1.0)
+async def resync(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Replicas that restarted or joined later get the model; a spec that failed stays failed until it changes."""
+    if body.status.get("phase") == "Failed" and body.status.get("observedGeneration") == body.meta.get("generation"):
+        return
+    await _apply(memo.reconciler, name, body, patch, raise_temporary=False)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    reconciler: Reconciler = memo.reconciler
+    try:
+        await reconciler.delete(name)
+    except ReconcileError as exc:
+        raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
+    logger.info("model %s unloaded and removed", name)
+
+
+async def _apply(
+    reconciler: Reconciler,
+    name: str,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    raise_temporary: bool = True,
+) -> None:
+    generation = body.meta.get("generation")
+    try:
+        status: Status = await reconciler.apply(name, dict(body.spec), generation)
+    except ReconcileError as exc:
+        _report(exc.status, body.status, patch)
+        if exc.permanent:
+            raise kopf.PermanentError(exc.status.message) from None
+        if raise_temporary:
+            raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
+        return
+    _report(status, body.status, patch)
+
+
+def _report(status: Status, current: kopf.Status, patch: kopf.Patch) -> None:
+    """Patch the status only where it changed: a resync of a healthy model writes nothing."""
+    wanted = status.as_dict(previous=current.get("conditions") or [])
+    changes = {key: value for key, value in wanted.items() if current.get(key) != value}
+    if changes:
+        patch.status.update(changes)
+
+
+def track_replicas(type: str, name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Keep the replica list current; the resync timer then loads every model on a new replica."""
+    fleet: Fleet = memo.reconciler.fleet
+    if type == "DELETED":
+        changed = fleet.drop_slice(name)
+    else:
+        changed = fleet.set_slice(name, slice_urls(body, CONFIG.operator.triton_grpc_port_name))
+    if changed:
+        logger.info("Triton replicas now: %s", ", ".join(fleet.urls()) or "none")
+
+
+if CONFIG.operator.triton_service:  # else the static TRITON_URL list: no need to watch (or be allowed to)
+    kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_LABEL: CONFIG.operator.triton_service})(
+        track_replicas
+    )

@@ -1,0 +1,106 @@
+"""The reconcile of one ModelVersion, shared by the kopf operator and ``aic models apply``.
+
+desired state (pure) -> artifacts fetched and verified -> model directory swapped in -> loaded on every
+Triton replica -> routes published -> a status. The order matters: routes change only once every
+reachable replica serves the new model, so no alias ever points at a model that is not there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aic.modelspec import ModelSpec
+from redis.asyncio import Redis
+
+from aic_operator import artifacts, repository, routes
+from aic_operator.artifacts import ArtifactError
+from aic_operator.config import Config
+from aic_operator.render import DesiredState, desired_state
+from aic_operator.spec import InvalidSpec, ModelVersionSpec, check_name, parse
+from aic_operator.status import Status, failed, from_replicas
+from aic_operator.triton import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class ReconcileError(Exception):
+    """The reconcile stopped; ``status`` says why. ``permanent``: only a spec change helps."""
+
+    def __init__(self, status: Status, *, permanent: bool) -> None:
+        super().__init__(status.message)
+        self.status = status
+        self.permanent = permanent
+
+
+class Reconciler:
+    """Makes ModelVersions true in one model repository, on one fleet of Triton replicas and one Redis."""
+
+    def __init__(self, config: Config, fleet: Fleet, redis: Redis) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.redis = redis
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def repository(self) -> Path:
+        return self.config.triton.model_repository
+
+    def desired(self, name: str, spec: Mapping[str, Any]) -> tuple[ModelVersionSpec, DesiredState]:
+        parsed = parse(spec)
+        backends = self.config.triton.triton_backends
+        return parsed, desired_state(check_name(name), parsed, backends, self.config.operator.triton_has_gpu)
+
+    async def apply(self, name: str, spec: Mapping[str, Any], generation: int | None) -> Status:
+        """Bring model ``name`` to ``spec``; return the status, or raise ReconcileError carrying one."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            try:
+                parsed, desired = self.desired(name, spec)
+                changed, model = await asyncio.to_thread(self._write, desired, parsed)
+            except InvalidSpec as exc:
+                raise ReconcileError(failed(name, "InvalidSpec", str(exc), generation), permanent=True) from None
+            except ArtifactError as exc:
+                reason = "ArtifactInvalid" if exc.permanent else "ArtifactUnavailable"
+                status = failed(name, reason, str(exc), generation)
+                raise ReconcileError(status, permanent=exc.permanent) from None
+            replicas = await self.fleet.ensure_loaded(name, reload=changed)
+            status = from_replicas(name, replicas, generation, desired.device)
+            if status.ready_replicas == 0:
+                raise ReconcileError(status, permanent=status.reason == "LoadFailed")
+            await routes.publish(self.redis, model, parsed.traffic.weight)
+            if status.ready_replicas < len(replicas):
+                raise ReconcileError(status, permanent=False)  # serving, but some replicas still need it
+            return status
+
+    async def delete(self, name: str) -> None:
+        """Withdraw routes first (no new jobs for it), then unload everywhere, then remove the files."""
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            await routes.withdraw(self.redis, name)
+            replicas = await self.fleet.unload(name)
+            unreachable = [r.url for r in replicas if not r.reachable]
+            if unreachable:
+                message = f"cannot unload from unreachable Triton replicas {unreachable}"
+                raise ReconcileError(failed(name, "TritonUnavailable", message, None), permanent=False)
+            await asyncio.to_thread(repository.remove_model, self.repository, name)
+        self._locks.pop(name, None)
+
+    def _write(self, desired: DesiredState, parsed: ModelVersionSpec) -> tuple[bool, ModelSpec]:
+        """Fetch what is missing and swap the model directory in if it differs; (changed, spec with labels)."""
+        op = self.config.operator
+        cache = self.repository / artifacts.CACHE_DIR
+        source = desired.artifact
+        artifact = artifacts.fetch(source.uri, source.sha256, cache, op.pvc_mount_root, op.download_timeout_s)
+        labels: tuple[str, ...] = ()
+        if parsed.labels is not None:
+            path = artifacts.fetch(
+                parsed.labels.uri, parsed.labels.sha256, cache, op.pvc_mount_root, op.download_timeout_s
+            )
+            labels = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+        model = msgspec.structs.replace(desired.model, labels=labels)
+        desired = dataclasses.replace(desired, model=model)
+        return repository.write_model(self.repository, desired, artifact, labels), model
