@@ -91,7 +91,7 @@ def publish_models(redis_url: str, repository: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack(redis_srv: RedisServer, triton_server: LocalTriton) -> Iterator[Stack]:
+def stack(redis_srv: RedisServer, triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
     """The product as it runs in production, on this machine: API and one dispatcher as real processes."""
     publish_models(redis_srv.url, triton_server.repository)
     port = free_port()
@@ -104,6 +104,7 @@ def stack(redis_srv: RedisServer, triton_server: LocalTriton) -> Iterator[Stack]
         "API_PORT": str(port),
         "API_KEYS": f"acme:{API_KEY},globex:{OTHER_TENANT_KEY}",
         "LOG_LEVEL": "INFO",
+        **webhook_ca.env,
     }
     api = Service("api", env).start()
     dispatcher = Service("dispatcher", env).start()
@@ -117,3 +118,47 @@ def stack(redis_srv: RedisServer, triton_server: LocalTriton) -> Iterator[Stack]
 
 
 # ---- END service stack fixtures ------------------------------------------------------------------------------
+
+
+# ---- BEGIN webhook fixtures (owner: webhooks) ----------------------------------------------------------------
+import trustme  # noqa: E402
+from webhook_receiver import Receiver  # noqa: E402
+
+
+@dataclass
+class WebhookCA:
+    ca: trustme.CA
+    bundle: Path
+    """PEM of the CA, given to the sender as WEBHOOK_CA_BUNDLE."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What the stack's dispatcher needs to deliver to the test receiver, with a tiny retry schedule."""
+        return {
+            "WEBHOOK_ALLOW_LOOPBACK": "true",
+            "WEBHOOK_CA_BUNDLE": str(self.bundle),
+            "WEBHOOK_MAX_ATTEMPTS": "3",
+            "WEBHOOK_BACKOFF_BASE_S": "0.05",
+            "WEBHOOK_BACKOFF_FACTOR": "2",
+            "WEBHOOK_POLL_MS": "50",
+        }
+
+
+@pytest.fixture(scope="session")
+def webhook_ca(tmp_path_factory: pytest.TempPathFactory) -> WebhookCA:
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("webhook-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return WebhookCA(ca, bundle)
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver(webhook_ca: WebhookCA) -> Iterator[Receiver]:
+    receiver = Receiver(webhook_ca.ca)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+# ---- END webhook fixtures ------------------------------------------------------------------------------------

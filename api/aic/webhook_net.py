@@ -13,6 +13,7 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,19 @@ CLOUD_METADATA = frozenset(
 )
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+_REFUSED: list[tuple[str, Callable[[IPAddress], bool]]] = [
+    ("unspecified address", lambda ip: ip.is_unspecified),
+    ("multicast address", lambda ip: ip.is_multicast),
+    ("link-local address", lambda ip: ip.is_link_local),
+    ("carrier-grade NAT address", lambda ip: ip in _CGNAT),
+    ("reserved address", lambda ip: ip.is_reserved),
+    # includes the documentation and benchmarking ranges, per the IANA special-purpose registries
+    ("private address", lambda ip: ip.is_private),
+    ("non-global address", lambda ip: not ip.is_global),
+]
+"""First match names the reason; order matters only for the message."""
 
 
 class WebhookRefused(Exception):
@@ -62,21 +76,7 @@ def refusal_reason(ip: IPAddress, *, allow_loopback: bool = False) -> str | None
         return "cloud metadata address"
     if ip.is_loopback:
         return None if allow_loopback else "loopback address"
-    if ip.is_unspecified:
-        return "unspecified address"
-    if ip.is_multicast:
-        return "multicast address"
-    if ip.is_link_local:
-        return "link-local address"
-    if isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT:
-        return "carrier-grade NAT address"
-    if ip.is_reserved:
-        return "reserved address"
-    if ip.is_private:  # includes documentation and benchmarking ranges, per the IANA special-purpose registries
-        return "private address"
-    if not ip.is_global:
-        return "non-global address"
-    return None
+    return next((reason for reason, applies in _REFUSED if applies(ip)), None)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class WebhookWorker:
     async def _send(self, delivery: Delivery, job: dict[str, str], body: bytes) -> tuple[Outcome, bool]:
         secret = await self.store.secret(job.get("tenant", ""))
         timestamp = int(time.time())
-        signing = secret.signing(timestamp * 1000)
+        signing = secret.signing(now_ms())
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,

@@ -1,0 +1,111 @@
+"""A real HTTPS webhook receiver for tests: TLS from a trustme CA, Standard Webhooks signature verification.
+
+It answers 401 to a request whose ``webhook-signature`` verifies with none of the secrets it knows, as a real
+receiver would, and records every request. The path picks a behaviour (fail once, 503 with Retry-After, ...).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import trustme
+from aic import webhooks
+
+TOLERANCE_S = 300  # the spec's suggested timestamp tolerance
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    """time.monotonic() when it arrived"""
+    verified_with: list[str] = field(default_factory=list)
+    """Which of the receiver's secrets made a valid signature in the header."""
+
+    @property
+    def webhook_id(self) -> str:
+        return self.headers["webhook-id"]
+
+
+class Receiver:
+    def __init__(self, ca: trustme.CA) -> None:
+        self.secrets: list[str] = []
+        self.requests: list[Received] = []
+        self._seen: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert("localhost", "127.0.0.1", "::1").configure_cert(context)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                status, extra = receiver.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return f"https://localhost:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _verify(self, headers: dict[str, str], body: bytes) -> list[str]:
+        try:
+            timestamp = int(headers["webhook-timestamp"])
+            wid, header = headers["webhook-id"], headers["webhook-signature"]
+        except (KeyError, ValueError):
+            return []
+        if abs(time.time() - timestamp) > TOLERANCE_S:
+            return []
+        return [s for s in self.secrets if webhooks.verify(s, header, wid, timestamp, body)]
+
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+        got = Received(path, headers, body, time.monotonic(), self._verify(headers, body))
+        with self._lock:
+            self.requests.append(got)
+            key = (path.split("?", 1)[0], headers.get("webhook-id", ""))
+            self._seen[key] += 1
+            seen = self._seen[key]
+        if not got.verified_with:
+            return 401, {}
+        route = key[0]
+        if route == "/fail-once" and seen == 1:
+            return 500, {}
+        if route == "/busy-once" and seen == 1:
+            return 503, {"retry-after": "1"}
+        if route == "/always-500":
+            return 500, {}
+        if route == "/redirect":
+            return 302, {"location": self.url("/redirect-target")}
+        return 200, {}
+
+    def received(self, job_id: str, path: str | None = None) -> list[Received]:
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if job_id in r.headers.get("webhook-id", "") and (path is None or r.path.startswith(path))
+            ]
