@@ -257,3 +257,27 @@ async def test_a_claim_whose_sender_died_is_retried_with_the_same_id(
     assert summary["state"] == "delivered"
     [got] = webhook_receiver.received(job_id)
     assert got.webhook_id == claimed.webhook_id
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_a_timeout(
+    redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
+) -> None:
+    quick = dataclasses.replace(settings, webhook_max_attempts=2, webhook_timeout_s=0.5)
+    async with worker(redis, quick):
+        job_id = await finished_job(redis, webhook_receiver.url("/slow"))
+        summary = await until_over(redis, job_id)
+    assert summary["state"] == "failed" and summary["attempts"] == 2
+    assert [a.get("error") for a in await WebhookStore(redis).attempts(job_id)] == ["timeout", "timeout"]
+
+
+async def test_only_a_bounded_part_of_the_answer_is_read(
+    redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
+) -> None:
+    async with worker(redis, settings):
+        job_id = await finished_job(redis, webhook_receiver.url("/huge"))
+        summary = await until_over(redis, job_id)
+    assert summary["state"] == "delivered"
+    deadline = asyncio.get_running_loop().time() + 30
+    while "/huge" not in webhook_receiver.aborted and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert "/huge" in webhook_receiver.aborted  # the sender hung up long before 64 MiB

@@ -18,6 +18,7 @@ import trustme
 from aic import webhooks
 
 TOLERANCE_S = 300  # the spec's suggested timestamp tolerance
+HUGE_BYTES = 64 * 1024 * 1024  # far beyond what a sender should read of an answer
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Receiver:
     def __init__(self, ca: trustme.CA) -> None:
         self.secrets: list[str] = []
         self.requests: list[Received] = []
+        self.aborted: list[str] = []
+        """Paths whose answer the sender did not read to the end."""
         self._seen: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -49,12 +52,19 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 status, extra = receiver.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                if self.path.startswith("/slow"):
+                    time.sleep(2)
+                answer = b"x" * HUGE_BYTES if self.path.startswith("/huge") else b"ok"
                 self.send_response(status)
                 for name, value in extra.items():
                     self.send_header(name, value)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    for start in range(0, len(answer), 65536):
+                        self.wfile.write(answer[start : start + 65536])
+                except OSError:  # the sender hung up before the whole answer was written
+                    receiver.aborted.append(self.path)
 
             def log_message(self, *args: Any) -> None:
                 pass
