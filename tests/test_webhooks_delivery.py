@@ -281,3 +281,20 @@ async def test_only_a_bounded_part_of_the_answer_is_read(
     while "/huge" not in webhook_receiver.aborted and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
     assert "/huge" in webhook_receiver.aborted  # the sender hung up long before 64 MiB
+
+
+async def test_an_unknown_event_is_dropped_not_retried_forever(
+    redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
+) -> None:
+    job_id = await finished_job(redis, webhook_receiver.url("/ok"))
+    await redis.xadd(keys.WEBHOOK_OUTBOX, {"job_id": job_id, "event": "exploded"})
+    async with worker(redis, settings):
+        await until_over(redis, job_id)  # the real 'completed' one
+        store = WebhookStore(redis)
+        async with asyncio.timeout(30):
+            while len(await store.attempts(job_id)) < 2:
+                await asyncio.sleep(0.02)
+    attempts = await store.attempts(job_id)
+    assert {a.get("error") for a in attempts} == {None, "unknown event 'exploded'"}
+    assert await redis.zcard(keys.WEBHOOK_SCHEDULED) == 0
+    assert len(webhook_receiver.received(job_id)) == 1

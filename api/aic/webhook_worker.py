@@ -26,7 +26,7 @@ from aic.settings import WebhookSettings
 from aic.timeutil import now_iso
 from aic.webhook_net import Outcome, WebhookRefused, make_client, send
 from aic.webhook_store import Delivery, WebhookStore, now_ms, read_hash
-from aic.webhooks import RetryPolicy, entry_time, parse_retry_after, payload, signature_header
+from aic.webhooks import EVENT_TYPES, RetryPolicy, entry_time, parse_retry_after, payload, signature_header
 
 log = logging.getLogger("aic.webhooks")
 
@@ -158,6 +158,11 @@ class WebhookWorker:
         number = delivery.attempts + 1
         if not job.get("callback_url"):  # the job expired meanwhile: nothing to send, nowhere to record
             await self.store.record(delivery, {"attempt": number}, {}, None)
+            return
+        if delivery.event not in EVENT_TYPES:  # a writer newer than this reader: drop it, never loop on it
+            error = f"unknown event {delivery.event!r}"
+            dropped = {"event": delivery.event, "webhook_id": delivery.webhook_id, "state": "failed"}
+            await self.store.record(delivery, {"attempt": number, "at": now_iso(), "error": error}, dropped, None)
             return
         result: dict[str, Any] | None = None
         if delivery.event == "completed":
