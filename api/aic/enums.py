@@ -26,6 +26,14 @@ class Priority(StrEnum):
     LOW = "low"
 
 
+PRIORITY_WEIGHTS: dict[Priority, int] = {
+    Priority.URGENT: 8,
+    Priority.HIGH: 4,
+    Priority.NORMAL: 2,
+    Priority.LOW: 1,
+}
+"""Share of each batch a dispatcher takes from each queue; every queue gets at least one place."""
+
 ESTIMATE_MULTIPLIER: dict[Priority, float] = {
     Priority.URGENT: 0.25,
     Priority.HIGH: 0.5,
@@ -49,6 +57,7 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "INTERNAL_ERROR"
     RATE_LIMITED = "RATE_LIMITED"
     UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
     JOB_NOT_FOUND = "JOB_NOT_FOUND"
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
     VALIDATION_ERROR = "VALIDATION_ERROR"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from numpy.typing import NDArray
@@ -14,24 +12,28 @@ from aic.schemas import Prediction
 
 TOP_K = 5
 
-# gRPC codes after which the same request may succeed later (server down, overloaded, slow).
-_RETRYABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED"}
+# gRPC codes after which the same request may succeed later: the server is away (an outage: wait for it) or
+# was slow or overloaded this time (retry a bounded number of times).
+_OUTAGE = {"StatusCode.UNAVAILABLE"}
+_TRANSIENT = {"StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.ABORTED"}
 
 
 class InferenceError(Exception):
-    """A Triton call failed; ``retryable`` tells whether trying again later can help."""
+    """A Triton call failed. ``retryable``: trying again later can help; ``outage``: Triton is unreachable."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, outage: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable or outage
+        self.outage = outage
 
 
 def classify_error(exc: BaseException) -> InferenceError:
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
-        return InferenceError(f"Triton: {exc.message()} ({status})", retryable=status in _RETRYABLE)
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return InferenceError(f"Triton unreachable: {exc}", retryable=True)
+        message = f"Triton: {exc.message()} ({status})"
+        return InferenceError(message, retryable=status in _TRANSIENT, outage=status in _OUTAGE)
+    if isinstance(exc, (ConnectionError, TimeoutError, OSError)):
+        return InferenceError(f"Triton unreachable: {exc}", retryable=True, outage=True)
     return InferenceError(f"Triton call failed: {type(exc).__name__}: {exc}", retryable=False)
 
 
@@ -86,7 +88,3 @@ def top_k(logits: NDArray[np.float32], spec: ModelSpec, k: int = TOP_K) -> list[
             [Prediction(class_name=spec.label(int(c)), confidence=float(row[c]), class_id=int(c)) for c in ordered]
         )
     return rows
-
-
-def describe(exc: BaseException) -> dict[str, Any]:
-    return {"type": type(exc).__name__, "message": str(exc)}

@@ -84,3 +84,21 @@ def worker_status(worker_id: str) -> str:
 
 
 WORKER_STATUS_PATTERN: Final = "worker:*:status"
+
+IDEMPOTENCY_TTL_S: Final = 86400
+"""An ``Idempotency-Key`` is remembered this long (Stripe keeps keys 24 h)."""
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    """Request fingerprint + job ids of one tenant's Idempotency-Key (the key itself is kept only hashed)."""
+    return f"idempotency:{tenant}:{key_digest}"
+
+
+def rate_limit_ip(ip: str) -> str:
+    """Token bucket of one client IP (the seed's ``rate_limit:ip:*``; a bucket needs no window suffix)."""
+    return f"rate_limit:ip:{ip}"
+
+
+def rate_limit_user(key_id: str) -> str:
+    """Token bucket of one API key, named by a digest prefix of the key, never the key."""
+    return f"rate_limit:user:{key_id}"

@@ -86,6 +86,19 @@ class ApiSettings:
     api_key_header: str = "X-API-Key"
     log_level: str = "INFO"
     log_format: str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    secret_key: str = ""
+    """Signs the Bearer JWTs of ``POST /auth/token`` (HS256). Empty: a random per-process secret is generated
+    and a warning logged; every API replica must share one value in production."""
+    access_token_expire_minutes: int = 30
+    """Lifetime of an access token issued by ``POST /auth/token``."""
+    rate_limit_per_minute: int = 60
+    """Sustained requests per minute allowed per API key and, separately, per client IP; 0 disables limits."""
+    rate_limit_burst: int = 10
+    """Requests a key or IP may make at once before the per-minute rate applies (token bucket capacity)."""
+    batch_max_files: int = 10
+    """Most files one ``POST /classify/batch`` may carry."""
+    prefer_wait_max_s: int = 60
+    """Longest hold a ``Prefer: wait=N`` submit may ask for; larger N is served as this."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +141,19 @@ class DispatcherSettings:
     preprocess_threads: int = 0
     """Threads decoding images; 0 means one per CPU core."""
     heartbeat_interval_s: int = 10
+    triton_outage_timeout_s: float = 300.0
+    """While Triton is unreachable jobs wait (backing off) this long, then fail with TIMEOUT."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM in-flight batches get this long to finish; what is left is released to other dispatchers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSettings:
+    """Admission control shared by the API replicas."""
+
+    queue_max_depth: int = 10_000
+    """Jobs waiting or in flight across all priorities; above it submit answers 503 with Retry-After."""
+    queue_full_retry_after_s: int = 5
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,353 @@
+"""Faults: every accepted job ends in the right terminal state exactly once, whatever is killed or restarted.
+
+This module runs its own rig (redis-server with an append-only file, a local Triton, `aic api`, and as many
+`aic dispatcher` processes as a test needs) so it can kill and restart each of them without disturbing the
+rest of the suite. Leases are short (3 s) so reclaiming is observable in a test's time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from aic import keys
+from aic import settings as aic_settings
+from aic.modelbuild import ensure_default_model
+from aic.triton_local import LocalTriton
+from conftest import API_KEY, publish_models
+from PIL import Image
+from skimage import data as skdata
+from stack import RedisServer, Service, free_port, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+TERMINAL = {"completed", "failed", "cancelled"}
+LEASE_MS = 3000
+
+
+def jpeg(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+CAT = jpeg(skdata.chelsea())
+POISON = CAT[: len(CAT) // 2]  # passes the API's header checks, cannot be decoded
+
+
+class Recorder:
+    """Every event published for any job, from before the first submit (pattern subscription)."""
+
+    def __init__(self, url: str) -> None:
+        self.pubsub = redis.Redis.from_url(url).pubsub()
+        self.pubsub.psubscribe("job:*:events")
+        self.pubsub.get_message(timeout=2)
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self.pubsub.get_message(timeout=0.1)
+            except redis.ConnectionError:
+                return
+            if message and message["type"] == "pmessage":
+                self.events.append(json.loads(message["data"]))
+
+    def terminal_counts(self, job_ids: list[str]) -> Counter[str]:
+        wanted = set(job_ids)
+        return Counter(e["job_id"] for e in self.events if e["job_id"] in wanted and e["status"] in TERMINAL)
+
+    def completion_order(self) -> list[str]:
+        return [e["job_id"] for e in self.events if e["status"] == "completed"]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+
+
+@dataclass
+class Rig:
+    redis_server: RedisServer
+    triton: LocalTriton
+    api: Service
+    env: dict[str, str]
+    base_url: str
+    dispatchers: list[Service] = field(default_factory=list)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers={"X-API-Key": API_KEY}, timeout=30)
+
+    def dispatcher(self, **extra: str) -> Service:
+        service = Service("dispatcher", {**self.env, **extra}).start()
+        self.dispatchers.append(service)
+        return service
+
+    def submit(self, count: int, image: bytes = CAT, priority: str = "normal") -> list[str]:
+        with self.client() as client:
+            ids = []
+            for _ in range(count):
+                response = client.post("/classify", files={"file": ("x.jpg", image)}, data={"priority": priority})
+                assert response.status_code == 200, response.text
+                ids.append(response.json()["job_id"])
+            return ids
+
+    def statuses(self, job_ids: list[str]) -> dict[str, str]:
+        r = self.redis()
+        return {j: (r.hget(keys.job_status(j), "status") or b"?").decode() for j in job_ids}
+
+    def wait_terminal(self, job_ids: list[str], timeout_s: float = 120) -> dict[str, str]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            statuses = self.statuses(job_ids)
+            if all(s in TERMINAL for s in statuses.values()):
+                return statuses
+            time.sleep(0.1)
+        raise AssertionError(f"not finished in {timeout_s}s: {Counter(self.statuses(job_ids).values())}")
+
+    def assert_exactly_once(
+        self, recorder: Recorder, job_ids: list[str], expected: str, *, image_kept: bool = False
+    ) -> None:
+        statuses = self.wait_terminal(job_ids)
+        assert Counter(statuses.values()) == Counter({expected: len(job_ids)}), statuses
+        time.sleep(0.3)  # let the last published events arrive
+        counts = recorder.terminal_counts(job_ids)
+        assert all(counts[j] == 1 for j in job_ids), {j: counts[j] for j in job_ids if counts[j] != 1}
+        r = self.redis()
+        for job_id in job_ids:
+            assert bool(r.exists(keys.job_result(job_id))) == (expected == "completed")
+            assert bool(r.exists(keys.job_image(job_id))) == image_kept  # kept only for a dead letter's retry
+
+    def stop_dispatchers(self) -> None:
+        for service in self.dispatchers:
+            service.signal(signal.SIGCONT)
+            service.stop()
+        self.dispatchers.clear()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
+    base = aic_settings.load(aic_settings.TritonSettings)
+    ensure_default_model(base.model_repository, ("python",))
+    workdir = tmp_path_factory.mktemp("faults")
+    redis_server = RedisServer(free_port(), workdir)
+    redis_server.start()
+    grpc_port = free_port()
+    triton_settings = dataclasses.replace(
+        base,
+        triton_url=f"127.0.0.1:{grpc_port}",
+        triton_backends=("python",),
+        triton_http_port=free_port(),
+        triton_grpc_port=grpc_port,
+        triton_metrics_port=free_port(),
+        triton_timeout_s=120.0,
+    )
+    triton = LocalTriton(triton_settings, log_path=workdir / "triton.log")
+    triton.start()
+    triton.wait_ready(120)
+    publish_models(redis_server.url, triton.repository)
+    port = free_port()
+    env = {
+        **_base_env(),
+        "REDIS_URL": redis_server.url,
+        "TRITON_URL": triton.grpc_url,
+        "API_PORT": str(port),
+        "API_KEYS": f"acme:{API_KEY}",
+        "LEASE_MS": str(LEASE_MS),
+        "HEARTBEAT_INTERVAL_S": "1",
+        "SHUTDOWN_GRACE_S": "5",
+        "BATCH_MAX_SIZE": "8",
+        "TRITON_TIMEOUT_S": "60",
+    }
+    api = Service("api", env).start()
+    rig = Rig(redis_server, triton, api, env, f"http://127.0.0.1:{port}/api/v1")
+    try:
+        wait_for_http(f"{rig.base_url}/health", 60, api)
+        yield rig
+    finally:
+        rig.stop_dispatchers()
+        api.stop()
+        triton.stop()
+        redis_server.stop()
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TRITON_", "API_", "LEASE"))}
+
+
+@pytest.fixture
+def recorder(rig: Rig) -> Iterator[Recorder]:
+    rec = Recorder(rig.redis_server.url)
+    yield rec
+    rec.close()
+    rig.stop_dispatchers()
+
+
+def test_health_is_degraded_without_dispatchers_and_healthy_with_them(rig: Rig, recorder: Recorder) -> None:
+    body = httpx.get(f"{rig.base_url}/health").json()
+    assert body["status"] == "degraded"
+    assert body["services"]["dispatchers"] == "no active dispatchers"
+    rig.dispatcher()
+    rig.dispatcher()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{rig.base_url}/health").json()
+        if body["services"]["dispatchers"] == "healthy (2 dispatchers)":
+            break
+        time.sleep(0.2)
+    assert body["status"] == "healthy", body
+    assert body["services"]["dispatchers"] == "healthy (2 dispatchers)"
+
+
+def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder: Recorder) -> None:
+    victim = rig.dispatcher(PREPROCESS_THREADS="1")
+    job_ids = rig.submit(24)
+    deadline = time.monotonic() + 60
+    while "processing" not in rig.statuses(job_ids).values():
+        assert time.monotonic() < deadline, "no job was ever picked up"
+        time.sleep(0.01)
+    victim.signal(signal.SIGKILL)
+    victim.process.wait(5)  # type: ignore[union-attr]
+    held_by_victim = [j for j, s in rig.statuses(job_ids).items() if s not in TERMINAL]
+    assert held_by_victim, "the kill came too late to leave work in flight"
+    survivor = rig.dispatcher()
+    rig.assert_exactly_once(recorder, job_ids, "completed")
+    assert "reclaimed" in survivor.output()
+
+
+def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: Recorder) -> None:
+    worker = rig.dispatcher()
+    job_ids = rig.submit(4)
+    rig.wait_terminal(job_ids)  # warm: the model answered once
+    observer = rig.dispatcher()
+    rig.triton.process.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]  # Triton hangs mid-call
+    try:
+        slow = rig.submit(3)
+        time.sleep(3 * LEASE_MS / 1000)  # three leases: a job without renewal would have been stolen
+    finally:
+        rig.triton.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+    rig.assert_exactly_once(recorder, slow, "completed")
+    r = rig.redis()
+    assert all(int(r.hget(keys.job_status(j), "attempts") or 0) == 1 for j in slow)
+    assert "reclaimed" not in observer.output() and "reclaimed" not in worker.output()
+
+
+def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: Recorder) -> None:
+    rig.dispatcher()
+    rig.triton.stop()
+    try:
+        job_ids = rig.submit(6)
+        time.sleep(3)
+        assert not any(s in TERMINAL for s in rig.statuses(job_ids).values())
+    finally:
+        rig.triton.start()
+        rig.triton.wait_ready(120)
+    rig.assert_exactly_once(recorder, job_ids, "completed")
+
+
+def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: Rig, recorder: Recorder) -> None:
+    rig.dispatcher(TRITON_OUTAGE_TIMEOUT_S="2")
+    dead_before = rig.redis().xlen(keys.DEAD_LETTER_STREAM)
+    rig.triton.stop()
+    try:
+        job_ids = rig.submit(3)
+        rig.assert_exactly_once(recorder, job_ids, "failed", image_kept=True)
+    finally:
+        rig.triton.start()
+        rig.triton.wait_ready(120)
+    r = rig.redis()
+    assert all(r.hget(keys.job_status(j), "error_code") == b"TIMEOUT" for j in job_ids)
+    letters = [json.loads(f[b"job"]) for _, f in r.xrange(keys.DEAD_LETTER_STREAM)][dead_before:]
+    assert sorted(letter["job_id"] for letter in letters) == sorted(job_ids)
+
+
+def test_redis_restart_keeps_accepted_jobs(rig: Rig, recorder: Recorder) -> None:
+    worker = rig.dispatcher()
+    worker.signal(signal.SIGSTOP)  # jobs stay queued across the restart
+    job_ids = rig.submit(8)
+    rig.redis_server.stop()  # SIGTERM: the append-only file is flushed
+    rig.redis_server.start()
+    late = Recorder(rig.redis_server.url)
+    try:
+        worker.signal(signal.SIGCONT)
+        rig.assert_exactly_once(late, job_ids, "completed")
+    finally:
+        late.close()
+    with rig.client() as client:  # the API reconnected by itself
+        assert client.get(f"/result/{job_ids[0]}").status_code == 200
+
+
+def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: Recorder) -> None:
+    worker = rig.dispatcher()
+    good = rig.submit(6)
+    bad = rig.submit(2, image=POISON)
+    good += rig.submit(2)
+    rig.assert_exactly_once(recorder, good, "completed")
+    rig.assert_exactly_once(recorder, bad, "failed")
+    r = rig.redis()
+    assert all(r.hget(keys.job_status(j), "error_code") == b"INVALID_IMAGE" for j in bad)
+    assert worker.process.poll() is None  # type: ignore[union-attr]
+
+
+def test_low_priority_is_not_starved_by_an_urgent_flood(rig: Rig, recorder: Recorder) -> None:
+    worker = rig.dispatcher()
+    worker.signal(signal.SIGSTOP)
+    low = rig.submit(1, priority="low")
+    urgent = rig.submit(40, priority="urgent")
+    worker.signal(signal.SIGCONT)
+    rig.assert_exactly_once(recorder, low + urgent, "completed")
+    order = recorder.completion_order()
+    # one place per batch is reserved for each queue: the low job rides in the first batches
+    assert order.index(low[0]) < 2 * 8, order.index(low[0])
+
+
+def test_sigterm_finishes_or_releases_in_flight_work_within_the_grace(rig: Rig, recorder: Recorder) -> None:
+    leaving = rig.dispatcher()
+    job_ids = rig.submit(16)
+    while "processing" not in rig.statuses(job_ids).values():
+        time.sleep(0.01)
+    started = time.monotonic()
+    leaving.signal(signal.SIGTERM)
+    code = leaving.process.wait(30)  # type: ignore[union-attr]
+    assert code == 0, leaving.output()
+    assert time.monotonic() - started < 5 + 5  # SHUTDOWN_GRACE_S plus process teardown
+    rig.dispatcher()
+    rig.assert_exactly_once(recorder, job_ids, "completed")
+
+
+def test_full_queue_answers_503_with_retry_after(rig: Rig, recorder: Recorder) -> None:
+    port = free_port()
+    tight = Service("api", {**rig.env, "API_PORT": str(port), "QUEUE_MAX_DEPTH": "3"}).start()
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/api/v1/health", 60, tight)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"X-API-Key": API_KEY}) as client:
+            answers = [client.post("/classify", files={"file": ("x.jpg", CAT)}) for _ in range(4)]
+    finally:
+        tight.stop()
+    assert [a.status_code for a in answers] == [200, 200, 200, 503]
+    refused = answers[-1]
+    assert refused.headers["retry-after"] == "5"
+    assert refused.json()["error"] == "SERVICE_UNAVAILABLE"
+    accepted = [a.json()["job_id"] for a in answers[:3]]
+    rig.dispatcher()
+    rig.assert_exactly_once(recorder, accepted, "completed")
