@@ -1,0 +1,79 @@
+"""The benchmark's results as JSON and a markdown page: bench/results/latest.{json,md} plus a timestamped copy."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+
+def write(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(result, indent=2) + "\n"
+    page = markdown(result)
+    for name in ("latest", stamp):
+        (out / f"{name}.json").write_text(text)
+        (out / f"{name}.md").write_text(page)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    best = r["best"]
+    lat = [x["b"]["latency_ms"] for x in r["rounds"]]
+    p = {k: round(sum(x[k] for x in lat) / len(lat), 1) for k in ("p50", "p95", "p99")}
+    clients = r["rounds"][0]["b"]["clients"]
+    lines = [
+        f"# Benchmark {r['started_at']}",
+        "",
+        f"`{r['command']}` on {r['machine']['cpus']} CPU cores; {len(r['rounds'])} rounds alternating (a) and (b), "
+        f"{r['elapsed_s']:.0f} s in all.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| (a) raw Triton, perf_analyzer, preprocessed input, batch {best['batch']} x concurrency "
+        f"{best['concurrency']} (best of the sweep) | **{r['a_inferences_per_s']:.1f} inferences/s** |",
+        f"| (b) whole service end to end, {clients} clients, JPEGs 320-3,000 px, submit → result "
+        f"| **{r['b_jobs_per_s']:.1f} jobs/s** |",
+        f"| (b) latency p50 / p95 / p99 (mean over rounds) | {p['p50']:.0f} / {p['p95']:.0f} / {p['p99']:.0f} ms |",
+        f"| **(b) / (a)** | **{r['ratio_b_over_a']:.2f}** (per round: "
+        f"{', '.join(f'{x:.2f}' for x in r['ratio_per_round'])}) |",
+        "",
+        "## Rounds",
+        "",
+        "| round | (a) inf/s | (b) jobs/s | ratio | p50 / p95 / p99 ms | failed+errors | others' CPU (a) / (b) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for i, x in enumerate(r["rounds"], 1):
+        b, q = x["b"], x["b"]["latency_ms"]
+        lines.append(
+            f"| {i} | {x['a']['inferences_per_s']:.1f} | {b['jobs_per_s']:.1f} | "
+            f"{b['jobs_per_s'] / x['a']['inferences_per_s']:.2f} | {q['p50']:.0f} / {q['p95']:.0f} / {q['p99']:.0f} | "
+            f"{b['failed'] + b['errors']} | {x['cpu_a']['other_processes_pct']:.0f}% / "
+            f"{x['cpu_b']['other_processes_pct']:.0f}% |"
+        )
+    lines += ["", "## CPU seconds by component during (b), last round", "", "| component | CPU s |", "|---|---|"]
+    last = r["rounds"][-1]["cpu_b"]
+    lines += [f"| {name} | {cpu} |" for name, cpu in last["cpu_s_by_component"].items()]
+    lines += [f"| (wall clock, 2 cores = {2 * last['wall_s']:.0f} CPU s) | {last['wall_s']} s |"]
+    lines += ["", "## (a) sweep: perf_analyzer inferences/s", ""]
+    batches = sorted({m["batch"] for m in r["sweep"]})
+    conc = sorted({m["concurrency"] for m in r["sweep"]})
+    lines += ["| batch \\ concurrency | " + " | ".join(str(c) for c in conc) + " |", "|---" * (len(conc) + 1) + "|"]
+    cell = {(m["batch"], m["concurrency"]): m["inferences_per_s"] for m in r["sweep"]}
+    for b in batches:
+        lines.append(f"| {b} | " + " | ".join(f"{cell.get((b, c), 0):.1f}" for c in conc) + " |")
+    lines += [
+        "",
+        "## How to read this",
+        "",
+        "- Everything runs on the same cores: Triton (onnxruntime), redis-server, the API, the dispatcher(s), the",
+        "  load generator and perf_analyzer. (a) and (b) alternate within one run so that both meet the same",
+        '  neighbours; a ratio across runs or machines means nothing. "Others\' CPU" is what processes outside',
+        "  this benchmark used (other people's builds and tests), as a share of all cores.",
+        f"- Service tuning in force: {r['tuning_env'] or 'defaults'}; dispatchers: {r['dispatchers']}.",
+        f"- Photos: {r['photos']['count']} JPEGs, {r['photos']['bytes_mean'] // 1000} KB on average; "
+        f"chelsea (Egyptian cat) top-1 right: {r['rounds'][-1]['b']['chelsea_top1_egyptian_cat']} in the last round.",
+        "",
+    ]
+    return "\n".join(lines)
