@@ -40,5 +40,18 @@ lint: setup
 	$(BIN)/ruff check api operator tests
 	$(BIN)/mypy
 
+# Not part of `make test`: NVIDIA's perf_analyzer lands in $(BENCH_DIR) (git-ignored), outside the venv.
+BENCH_DIR ?= .bench
+BENCH_ARGS ?= --profile 20
+BENCH_STAMP := $(VENV)/.bench-installed
+
+bench: setup $(BENCH_STAMP) ## raw Triton (perf_analyzer) vs the whole service in one run -> bench/results/
+	bash bench/install_perf_analyzer.sh $(BENCH_DIR)/perf_analyzer $(BIN)/python
+	$(BIN)/python bench/run.py --perf-analyzer $(BENCH_DIR)/perf_analyzer/bin/perf_analyzer $(BENCH_ARGS)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[local,build,test,bench]'
+	touch $@
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
