@@ -56,6 +56,7 @@ from stack import RedisServer, Service, redis_server, wait_for_http  # noqa: E40
 
 API_KEY = "acme-test-key-0123456789abcdef"
 OTHER_TENANT_KEY = "globex-test-key-0123456789abcdef"
+ADMIN_KEY = "ops-admin-key-0123456789abcdef"
 
 
 @dataclass
@@ -102,7 +103,9 @@ def stack(redis_srv: RedisServer, triton_server: LocalTriton, webhook_ca: Webhoo
         "MODEL_REPOSITORY": str(triton_server.repository),
         "API_HOST": "127.0.0.1",
         "API_PORT": str(port),
-        "API_KEYS": f"acme:{API_KEY},globex:{OTHER_TENANT_KEY}",
+        "API_KEYS": f"acme:{API_KEY},globex:{OTHER_TENANT_KEY},ops:{ADMIN_KEY}:admin",
+        "SECRET_KEY": "test-secret-key-for-jwt-signing-0123456789",
+        "RATE_LIMIT_PER_MINUTE": "0",  # limits are tested on their own API process (test_api_limits.py)
         "LOG_LEVEL": "INFO",
         **webhook_ca.env,
     }

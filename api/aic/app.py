@@ -19,19 +19,23 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.middleware import ASGIMiddleware, DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 from redis.asyncio import Redis
 
 from aic import settings as settings_mod
+from aic.admin import AdminController
 from aic.auth import ApiKeyMiddleware, KeyRing
-from aic.controllers import JobController, health
+from aic.controllers import AccountController, JobController, health, livez, readyz
 from aic.enums import ErrorCode
 from aic.errors import AppError, RequestValidationError
 from aic.jobs import JobStore
+from aic.live import EventHub
+from aic.ratelimit import RateLimiter, RateLimitMiddleware
 from aic.redis_conn import connect
 from aic.schemas import ErrorResponse
 from aic.settings import ApiSettings, RedisSettings
 from aic.timeutil import now_iso
+from aic.tokens import signing_secret
 from aic.webhook_routes import WebhookController
 
 log = logging.getLogger("aic.api")
@@ -80,6 +84,7 @@ def handle_app_error(request: Request[Any, Any, State], exc: AppError) -> Respon
 
 _HTTP_CODES = {
     401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
     404: ErrorCode.JOB_NOT_FOUND,
     429: ErrorCode.RATE_LIMITED,
     503: ErrorCode.SERVICE_UNAVAILABLE,
@@ -114,9 +119,13 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         redis = connect(redis_settings)
         app.state.redis = redis
         app.state.job_store = JobStore(redis)
+        app.state.rate_limiter = RateLimiter(redis, api_settings.rate_limit_per_minute, api_settings.rate_limit_burst)
+        hub = app.state.hub = EventHub(redis)
+        await hub.start()
         try:
             yield
         finally:
+            await hub.stop()
             await redis.aclose()
 
     def provide_redis(state: State) -> Redis:
@@ -125,33 +134,57 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     def provide_job_store(state: State) -> JobStore:
         return state.job_store  # type: ignore[no-any-return]
 
+    def provide_hub(state: State) -> EventHub:
+        return state.hub  # type: ignore[no-any-return]
+
     def provide_api_settings() -> ApiSettings:
         return api_settings
 
     prefix = api_settings.api_prefix
-    open_paths = [f"^{prefix}/health$", "^/schema"]
+    open_paths = [f"^{prefix}/health$", "^/schema", "^/livez$", "^/readyz$"]
+    state = {
+        "key_ring": key_ring,
+        "api_key_header": api_settings.api_key_header,
+        "api_settings": api_settings,
+        "secret_key": signing_secret(api_settings.secret_key),
+    }
+    api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
     return Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=[JobController, health, WebhookController])],
+        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz],
         lifespan=[lifespan],
-        state=State(
-            {"key_ring": key_ring, "api_key_header": api_settings.api_key_header, "api_settings": api_settings}
-        ),
+        state=State(state),
         dependencies={
             "redis": Provide(provide_redis, sync_to_thread=False),
             "job_store": Provide(provide_job_store, sync_to_thread=False),
+            "hub": Provide(provide_hub, sync_to_thread=False),
             "api_settings": Provide(provide_api_settings, sync_to_thread=False),
         },
         middleware=[
             RequestIdMiddleware(),
             DefineMiddleware(ApiKeyMiddleware, exclude=open_paths),
+            RateLimitMiddleware(exclude=tuple(open_paths)),
         ],
         exception_handlers={
             AppError: handle_app_error,
             HTTPException: handle_http_error,
             Exception: handle_unexpected,
         },
-        request_max_body_size=api_settings.max_file_size + MULTIPART_OVERHEAD,
-        cors_config=CORSConfig(allow_origins=list(api_settings.allowed_hosts)),
+        # uploads are bounded per part while they stream (aic.uploads); this bounds a whole batch
+        request_max_body_size=api_settings.batch_max_files * api_settings.max_file_size + MULTIPART_OVERHEAD,
+        cors_config=CORSConfig(
+            allow_origins=list(api_settings.allowed_hosts),
+            allow_headers=[api_settings.api_key_header, "Authorization", "Idempotency-Key", "Prefer", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+                "Preference-Applied",
+                "Idempotent-Replayed",
+            ],
+        ),
         openapi_config=OpenAPIConfig(
             title=api_settings.app_name,
             version=api_settings.version,
@@ -160,8 +193,11 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
                     "ApiKey": SecurityScheme(
                         type="apiKey", name=api_settings.api_key_header, security_scheme_in="header"
                     ),
-                    "BearerKey": SecurityScheme(
-                        type="http", scheme="bearer", description="The API key sent as a Bearer token"
+                    "Bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        bearer_format="JWT",
+                        description="A token from POST /auth/token, or the API key itself",
                     ),
                 }
             ),

@@ -1,160 +1,182 @@
-"""HTTP routes of the job API (seed section 4). Bodies stay thin: parsing here, work in the job store."""
+"""HTTP and WebSocket routes of the job API (seed section 4). Bodies stay thin: parsing and work live in
+``submissions``, ``idempotency``, ``live`` and the job store."""
 
 from __future__ import annotations
 
-import json
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, post
-from litestar.datastructures import State, UploadFile
-from litestar.enums import RequestEncodingType
+from litestar import Controller, Request, Response, WebSocket, delete, get, post, websocket
+from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
-from litestar.params import Body, Parameter
+from litestar.params import Parameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 from redis.asyncio import Redis
 
-from aic import images, keys, routing
-from aic.auth import Principal
-from aic.enums import JobStatus, Priority
-from aic.errors import BadRequestError, JobConflictError, RequestValidationError
+from aic import idempotency, keys, live, routing, submissions
+from aic.auth import WS_PROTOCOL, Principal
+from aic.enums import JobStatus
+from aic.errors import AppError, ForbiddenError, JobConflictError, JobNotFoundError, ServiceUnavailableError
 from aic.jobs import Job, JobStore
+from aic.live import EventHub
+from aic.openapi_forms import BatchOperation, ClassifyOperation
 from aic.schemas import (
+    BatchResponse,
     ClassificationResponse,
     ClassificationResult,
     ErrorResponse,
     HealthResponse,
     JobStatusResponse,
+    ModelInfo,
+    ModelsResponse,
+    ProbeResponse,
+    TokenResponse,
 )
 from aic.settings import ApiSettings
 from aic.timeutil import now_iso
-
-METADATA_MAX_BYTES = 1024
-CALLBACK_URL_MAX = 2048
-
-
-@dataclass
-class ClassifyForm:
-    """The multipart form of ``POST /classify``."""
-
-    file: UploadFile
-    priority: str = "normal"
-    model_version: str = "latest"
-    callback_url: str | None = None
-    metadata: str | None = None
-    """A JSON object of at most 1 KB, stored with the job and returned by status?include_metadata=true."""
-
-
-def _field_error(field: str, message: str) -> RequestValidationError:
-    return RequestValidationError("Request validation failed", [{"field": field, "message": message}])
-
-
-def parse_priority(raw: str) -> Priority:
-    try:
-        return Priority(raw.strip().lower())
-    except ValueError:
-        allowed = ", ".join(p.value for p in Priority)
-        raise _field_error("priority", f"must be one of {allowed}") from None
-
-
-def parse_metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None or raw == "":
-        return {}
-    if len(raw.encode()) > METADATA_MAX_BYTES:
-        raise _field_error("metadata", f"must be at most {METADATA_MAX_BYTES} bytes of JSON")
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise _field_error("metadata", "must be valid JSON") from None
-    if not isinstance(value, dict):
-        raise _field_error("metadata", "must be a JSON object")
-    return value
-
-
-def parse_callback_url(raw: str | None) -> str | None:
-    if raw is None or raw == "":
-        return None
-    if len(raw) > CALLBACK_URL_MAX or not raw.startswith("https://") or len(raw) <= len("https://"):
-        raise _field_error("callback_url", "must be an https:// URL of at most 2048 characters")
-    return raw
-
-
-async def check_model_version(redis: Redis, model_version: str) -> None:
-    published = await routing.aliases(redis)
-    if model_version not in published:
-        known = ", ".join(sorted(published)) or "none published yet"
-        raise BadRequestError(f"Unknown model_version {model_version!r} (available: {known})")
-
-
-def status_response(job: Job, metadata: dict[str, Any] | None = None) -> JobStatusResponse:
-    return JobStatusResponse(
-        job_id=job.job_id,
-        status=job.status,
-        progress=job.progress,
-        stage=job.stage,
-        updated_at=job.updated_at,
-        error_message=job.error,
-        error_code=job.error_code,
-        metadata=metadata,
-    )
-
+from aic.tokens import issue
 
 _ERROR_DESCRIPTIONS = {
-    400: "Invalid image, unsupported type, oversized file or unknown model_version",
-    401: "Missing or invalid API key",
+    400: "Invalid image, unsupported type, oversized file, malformed body or unknown model_version",
+    401: "Missing or invalid API key or token",
+    403: "The caller's role may not do this",
     404: "Job not found (or owned by another tenant)",
-    409: "Job not completed, or failed",
+    409: "Job not in a state that allows this",
     422: "Request validation failed (per-field errors)",
+    429: "Rate limit exceeded (see Retry-After)",
+    503: "A dependency is unavailable or the queue is full",
 }
+
+JobId = Annotated[str, Parameter(description="The id returned by /classify", max_length=64)]
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(header="Idempotency-Key", description="Same key + same request: the same job, created once (24 h)"),
+]
+Prefer = Annotated[
+    str | None, Parameter(header="Prefer", description="wait=N (N <= 60): hold the response until the job ends")
+]
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
 
 
 def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the ErrorResponse bodies a route can answer with."""
-    return {c: ResponseSpec(ErrorResponse, description=_ERROR_DESCRIPTIONS[c]) for c in (401, *codes)}
+    return {
+        c: ResponseSpec(ErrorResponse, description=_ERROR_DESCRIPTIONS[c], generate_examples=False)
+        for c in sorted({401, 429, *codes})
+    }
+
+
+def prefer_wait(header: str | None, ceiling_s: int) -> int | None:
+    """Seconds asked for by ``Prefer: wait=N`` (RFC 7240), capped; None when not asked."""
+    found = _PREFER_WAIT.search(header or "")
+    return min(int(found.group(1)), ceiling_s) if found else None
+
+
+async def accepted(job_store: JobStore, job: Job) -> ClassificationResponse:
+    result = None
+    if job.status is JobStatus.COMPLETED:
+        body = await job_store.result(job.job_id)
+        result = msgspec.json.decode(body, type=ClassificationResult) if body else None
+    return ClassificationResponse(
+        job_id=job.job_id,
+        status=job.status,
+        created_at=job.created_at,
+        estimated_completion=job.estimated_completion,
+        result=result,
+    )
+
+
+async def submit(
+    request: Request[Principal, Any, State],
+    job_store: JobStore,
+    hub: EventHub,
+    api_settings: ApiSettings,
+    idempotency_key: str | None,
+    prefer: str | None,
+    *,
+    batch: bool,
+) -> tuple[list[ClassificationResponse], dict[str, str]]:
+    """Validate every file, create the jobs once (per Idempotency-Key), optionally wait for them to end."""
+    tenant = request.user.tenant
+    redis = job_store.redis
+    submission = await submissions.read_submission(
+        request.stream(), request.headers.get("content-type", ""), api_settings, redis, batch=batch
+    )
+    job_ids = submissions.new_job_ids(submission)
+    fresh = True
+    if idempotency_key is not None:
+        claim = await idempotency.claim(redis, tenant, idempotency_key, submission.fingerprint(), job_ids)
+        fresh, job_ids = claim.fresh, claim.job_ids
+    if fresh:
+        try:
+            await submissions.create_jobs(job_store, submission, job_ids, tenant, request.headers.get("traceparent"))
+        except BaseException:
+            if idempotency_key is not None:
+                await idempotency.release(redis, tenant, idempotency_key)
+            raise
+    headers: dict[str, str] = {}
+    wait_s = prefer_wait(prefer, api_settings.prefer_wait_max_s)
+    if wait_s is not None:
+        await live.wait_until_done(hub, job_store, job_ids, tenant, wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s}"
+    if not fresh:
+        headers["Idempotent-Replayed"] = "true"
+    jobs = []
+    for job_id in job_ids:
+        try:
+            jobs.append(await job_store.get(job_id, tenant))
+        except JobNotFoundError:
+            raise idempotency.replay_missing() from None
+    return [await accepted(job_store, job) for job in jobs], headers
 
 
 class JobController(Controller):
     path = "/"
     tags = ["jobs"]  # noqa: RUF012 - Litestar reads these as class attributes
-    security = [{"ApiKey": []}, {"BearerKey": []}]  # noqa: RUF012
+    security = [{"ApiKey": []}, {"Bearer": []}]  # noqa: RUF012
 
     @post(
         "/classify",
         operation_id="classify",
         summary="Submit an image for classification",
         status_code=200,
-        responses=error_responses(400, 422),
+        responses=error_responses(400, 409, 422, 503),
+        operation_class=ClassifyOperation,
     )
     async def classify(
         self,
         request: Request[Principal, Any, State],
-        data: Annotated[ClassifyForm, Body(media_type=RequestEncodingType.MULTI_PART)],
         job_store: JobStore,
+        hub: EventHub,
         api_settings: ApiSettings,
-    ) -> ClassificationResponse:
-        priority = parse_priority(data.priority)
-        metadata = parse_metadata(data.metadata)
-        callback_url = parse_callback_url(data.callback_url)
-        content = await data.file.read(api_settings.max_file_size + 1)
-        image_metadata = images.validate(content, api_settings.max_file_size)
-        await check_model_version(job_store.redis, data.model_version)
-        job = await job_store.create(
-            tenant=request.user.tenant,
-            image=content,
-            priority=priority,
-            model_version=data.model_version,
-            image_metadata=image_metadata,
-            metadata=metadata,
-            callback_url=callback_url,
-            traceparent=request.headers.get("traceparent"),
-        )
-        return ClassificationResponse(
-            job_id=job.job_id,
-            status=job.status,
-            created_at=job.created_at,
-            estimated_completion=job.estimated_completion,
-        )
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
+    ) -> Response[ClassificationResponse]:
+        jobs, headers = await submit(request, job_store, hub, api_settings, idempotency_key, prefer, batch=False)
+        return Response(jobs[0], headers=headers)
+
+    @post(
+        "/classify/batch",
+        operation_id="classifyBatch",
+        summary="Submit up to 10 images; all are validated before any job is created",
+        status_code=200,
+        responses=error_responses(400, 409, 422, 503),
+        operation_class=BatchOperation,
+    )
+    async def classify_batch(
+        self,
+        request: Request[Principal, Any, State],
+        job_store: JobStore,
+        hub: EventHub,
+        api_settings: ApiSettings,
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
+    ) -> Response[BatchResponse]:
+        jobs, headers = await submit(request, job_store, hub, api_settings, idempotency_key, prefer, batch=True)
+        return Response(BatchResponse(jobs=jobs), headers=headers)
 
     @get(
         "/status/{job_id:str}",
@@ -165,13 +187,70 @@ class JobController(Controller):
     async def status(
         self,
         request: Request[Principal, Any, State],
-        job_id: Annotated[str, Parameter(description="The id returned by /classify", max_length=64)],
+        job_id: JobId,
         job_store: JobStore,
         include_metadata: bool = False,
     ) -> JobStatusResponse:
         job = await job_store.get(job_id, request.user.tenant)
         metadata = await job_store.metadata(job_id) if include_metadata else None
-        return status_response(job, metadata)
+        return msgspec.structs.replace(live.as_status(job), metadata=metadata)
+
+    @get(
+        "/status/{job_id:str}/events",
+        operation_id="streamStatus",
+        summary="Every status change as Server-Sent Events (event: status); ends after a terminal state",
+        responses=error_responses(404),
+        media_type="text/event-stream",
+    )
+    async def events(
+        self, request: Request[Principal, Any, State], job_id: JobId, job_store: JobStore, hub: EventHub
+    ) -> ServerSentEvent:
+        tenant = request.user.tenant
+        await job_store.get(job_id, tenant)  # 404 as JSON before the stream starts
+
+        async def stream() -> AsyncIterator[ServerSentEventMessage]:
+            async for change in live.follow(hub, job_store, job_id, tenant):
+                if change is None:
+                    yield ServerSentEventMessage(comment="keep-alive")
+                else:
+                    yield ServerSentEventMessage(data=msgspec.json.encode(change).decode(), event="status")
+
+        return ServerSentEvent(stream(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @websocket("/status/{job_id:str}/ws")
+    async def status_ws(self, socket: WebSocket[Principal, Any, State], job_id: str, job_store: JobStore) -> None:
+        """Every status change as a JSON text message; closes (1000) after a terminal state, 4404 if unknown."""
+        offered = socket.scope.get("subprotocols") or []
+        await socket.accept(subprotocols=WS_PROTOCOL if WS_PROTOCOL in offered else None)
+        hub: EventHub = socket.app.state.hub
+        try:
+            async for change in live.follow(hub, job_store, job_id, socket.user.tenant):
+                if change is not None:
+                    await socket.send_data(msgspec.json.encode(change).decode())
+        except AppError as exc:
+            body = ErrorResponse(error=exc.error_code, detail=exc.detail, timestamp=now_iso())
+            await socket.send_data(msgspec.json.encode(body).decode())
+            await socket.close(code=4000 + exc.status_code, reason=exc.detail[:120])
+            return
+        await socket.close(code=1000)
+
+    @delete(
+        "/jobs/{job_id:str}",
+        operation_id="cancelJob",
+        summary="Cancel a pending or processing job",
+        status_code=200,
+        responses=error_responses(404, 409),
+    )
+    async def cancel(
+        self, request: Request[Principal, Any, State], job_id: JobId, job_store: JobStore
+    ) -> JobStatusResponse:
+        job = await job_store.get(job_id, request.user.tenant)
+        outcome = await job_store.cancel(job)
+        if outcome == "":
+            raise JobNotFoundError(job_id)
+        if outcome != "ok":
+            raise JobConflictError(f"Job already {outcome}: only pending or processing jobs can be cancelled")
+        return live.as_status(await job_store.get(job_id, request.user.tenant))
 
     @get(
         "/result/{job_id:str}",
@@ -182,7 +261,7 @@ class JobController(Controller):
     async def result(
         self,
         request: Request[Principal, Any, State],
-        job_id: Annotated[str, Parameter(description="The id returned by /classify", max_length=64)],
+        job_id: JobId,
         job_store: JobStore,
     ) -> ClassificationResult:
         job = await job_store.get(job_id, request.user.tenant)
@@ -194,6 +273,41 @@ class JobController(Controller):
         if body is None:
             raise JobConflictError("Results not found")
         return msgspec.json.decode(body, type=ClassificationResult)
+
+
+class AccountController(Controller):
+    path = "/"
+    tags = ["auth"]  # noqa: RUF012
+    security = [{"ApiKey": []}, {"Bearer": []}]  # noqa: RUF012
+
+    @post(
+        "/auth/token",
+        operation_id="issueToken",
+        summary="Exchange an API key for a short-lived Bearer token (JWT)",
+        status_code=200,
+        responses=error_responses(403),
+    )
+    async def token(self, request: Request[Principal, Any, State], api_settings: ApiSettings) -> TokenResponse:
+        principal = request.user
+        if principal.via_token:
+            raise ForbiddenError("Send an API key, not a token, to get a token")
+        ttl_s = api_settings.access_token_expire_minutes * 60
+        secret: str = request.app.state.secret_key
+        return TokenResponse(
+            access_token=issue(secret, principal.key_id, principal.tenant, ttl_s),
+            token_type="bearer",  # noqa: S106 - the scheme's name, not a secret
+            expires_in=ttl_s,
+        )
+
+    @get("/models", operation_id="listModels", summary="Model versions and aliases clients may use")
+    async def models(self, redis: Redis) -> ModelsResponse:
+        by_model: dict[str, list[str]] = {}
+        for alias, name in sorted((await routing.aliases(redis)).items()):
+            by_model.setdefault(name, []).append(alias)
+        return ModelsResponse(
+            models=[ModelInfo(name=name, aliases=aliases) for name, aliases in sorted(by_model.items())],
+            default="latest",
+        )
 
 
 _STARTED = time.monotonic()
@@ -234,3 +348,25 @@ async def health(redis: Redis, api_settings: ApiSettings) -> HealthResponse:
         version=api_settings.version,
         uptime=round(time.monotonic() - _STARTED, 3),
     )
+
+
+@get("/livez", operation_id="livez", summary="Liveness probe: the process serves requests", tags=["health"],
+     exclude_from_auth=True)  # fmt: skip
+async def livez() -> ProbeResponse:
+    return ProbeResponse(status="ok")
+
+
+@get(
+    "/readyz",
+    operation_id="readyz",
+    summary="Readiness probe: 200 when Redis answers, else 503",
+    tags=["health"],
+    exclude_from_auth=True,
+    responses={503: ResponseSpec(ErrorResponse, description="Redis unreachable", generate_examples=False)},
+)
+async def readyz(redis: Redis) -> ProbeResponse:
+    try:
+        await redis.ping()
+    except Exception:
+        raise ServiceUnavailableError("Redis is unreachable") from None
+    return ProbeResponse(status="ready")

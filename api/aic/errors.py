@@ -65,3 +65,13 @@ class ServiceUnavailableError(AppError):
 class ModelError(AppError):
     status_code = 500
     error_code = ErrorCode.MODEL_ERROR
+
+
+class ForbiddenError(AppError):
+    status_code = 403
+    error_code = ErrorCode.FORBIDDEN
+
+
+class RateLimitedError(AppError):
+    status_code = 429
+    error_code = ErrorCode.RATE_LIMITED

@@ -14,6 +14,13 @@ class ClassificationResponse(msgspec.Struct, kw_only=True):
     status: JobStatus
     created_at: str
     estimated_completion: str | None = None
+    result: ClassificationResult | None = None
+    """Only with ``Prefer: wait=N``, when the job completed within the wait."""
+
+
+class BatchResponse(msgspec.Struct, kw_only=True):
+    jobs: list[ClassificationResponse]
+    """One job per file, in the order the files were sent."""
 
 
 class JobStatusResponse(msgspec.Struct, kw_only=True, omit_defaults=False):
@@ -56,3 +63,58 @@ class ErrorResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     timestamp: str
     request_id: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+class TokenResponse(msgspec.Struct, kw_only=True):
+    access_token: str
+    token_type: str
+    expires_in: int
+    """Seconds until the token expires."""
+
+
+class ModelInfo(msgspec.Struct, kw_only=True):
+    name: str
+    """The Triton model serving these aliases."""
+    aliases: list[str]
+    """What clients pass as ``model_version``."""
+
+
+class ModelsResponse(msgspec.Struct, kw_only=True):
+    models: list[ModelInfo]
+    default: str
+
+
+class ProbeResponse(msgspec.Struct, kw_only=True):
+    status: str
+
+
+class QueueInfo(msgspec.Struct, kw_only=True):
+    priority: str
+    length: int
+    """Entries in the stream: jobs waiting or in flight."""
+    waiting: int
+    """Entries not yet delivered to any dispatcher (the group's lag)."""
+    in_flight: int
+    """Entries delivered and not yet acknowledged."""
+    oldest_age_s: float | None
+    """Age of the oldest entry still in the stream."""
+
+
+class QueuesResponse(msgspec.Struct, kw_only=True):
+    queues: list[QueueInfo]
+    in_flight: int
+    dead_letters: int
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    entry_id: str
+    job_id: str
+    stream: str
+    error: str
+    code: str
+    dead_at: str
+
+
+class DeadLettersResponse(msgspec.Struct, kw_only=True):
+    dead_letters: list[DeadLetter]
+    total: int
