@@ -134,6 +134,7 @@ class CpuMeter:
         others = max(0.0, self.machine_busy_s - ours)
         return {
             "wall_s": round(self.wall_s, 1),
+            "ours_cpu_s": round(ours, 1),
             "cpu_s_by_component": self.components,
             "machine_busy_pct": round(100 * self.machine_busy_s / max(self.machine_total_s, 1e-9), 1),
             "other_processes_pct": round(100 * others / max(self.machine_total_s, 1e-9), 1),

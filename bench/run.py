@@ -143,6 +143,28 @@ def start_service(
     return base, sessions
 
 
+def one_round(
+    raw: perf.Measurement, service: dict[str, Any], cpu_a: procs.CpuMeter, cpu_b: procs.CpuMeter
+) -> dict[str, Any]:
+    """One alternation, with what each inference and each job cost in CPU (all our processes, clients included)."""
+    a, b = cpu_a.as_dict(), cpu_b.as_dict()
+    inferences = raw.inferences_per_s * cpu_a.wall_s
+    jobs = float(service["jobs_per_s"]) * (float(service["warmup_s"]) + float(service["duration_s"]))
+    a_ms = 1000 * float(a["ours_cpu_s"]) / max(inferences, 1e-9)
+    b_ms = 1000 * float(b["ours_cpu_s"]) / max(jobs, 1e-9)
+    per_job = {k: round(1000 * v / max(jobs, 1e-9), 1) for k, v in cpu_b.components.items()}
+    return {
+        "a": raw.as_dict(),
+        "b": service,
+        "cpu_a": a,
+        "cpu_b": b,
+        "cpu_ms_per_inference_a": round(a_ms, 1),
+        "cpu_ms_per_job_b": round(b_ms, 1),
+        "cpu_ms_per_job_b_by_component": per_job,
+        "cpu_ratio": round(a_ms / b_ms, 3) if b_ms else None,
+    }
+
+
 def main() -> int:
     args = arguments()
     args.work.mkdir(parents=True, exist_ok=True)
@@ -180,7 +202,7 @@ def main() -> int:
                 raw = analyzer.measure(best.batch, best.concurrency)
             with procs.CpuMeter(sessions) as cpu_b:
                 service = load(args, url, key, args.work / "photos", args.duration_s)
-            rounds.append({"a": raw.as_dict(), "b": service, "cpu_a": cpu_a.as_dict(), "cpu_b": cpu_b.as_dict()})
+            rounds.append(one_round(raw, service, cpu_a, cpu_b))
             print(
                 f"bench: round {index + 1}: (a) {raw.inferences_per_s:.1f} inf/s, (b) {service['jobs_per_s']} jobs/s "
                 f"p50 {service['latency_ms']['p50']} ms; others used {cpu_b.as_dict()['other_processes_pct']}% "
@@ -213,6 +235,11 @@ def main() -> int:
         "b_jobs_per_s": round(b_mean, 2),
         "ratio_b_over_a": round(b_mean / a_mean, 3) if a_mean else None,
         "ratio_per_round": [round(r["b"]["jobs_per_s"] / r["a"]["inferences_per_s"], 3) for r in rounds],
+        "cpu_ratio": round(
+            float(np.mean([r["cpu_ms_per_inference_a"] for r in rounds]))
+            / float(np.mean([r["cpu_ms_per_job_b"] for r in rounds])),
+            3,
+        ),
         "profiles": profiled,
     }
     report.write(result, args.out)
