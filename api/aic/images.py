@@ -6,6 +6,7 @@ before any pixel is decoded, so a decompression bomb is refused without being ex
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from typing import Any
@@ -83,7 +84,9 @@ def decode(data: bytes, spec: Preprocessing) -> Image.Image:
             # DCT scaling: decode at 1/2, 1/4 or 1/8 as long as both sides stay >= what the resize needs.
             side = int(max(spec.height, spec.width) / min(1.0, spec.crop_fraction)) + 1
             opened.draft("RGB", (side, side))
-        return _to_rgb(ImageOps.exif_transpose(opened) or opened)
+        # in place: without an orientation tag this decodes once and copies nothing (a copy cost ~2 ms a photo)
+        ImageOps.exif_transpose(opened, in_place=True)
+        return _to_rgb(opened)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageValidationError(f"Undecodable image: {exc}") from None
 
@@ -105,15 +108,33 @@ def resize(image: Image.Image, spec: Preprocessing) -> Image.Image:
     return resized.crop((left, top, left + spec.width, top + spec.height))
 
 
+@functools.lru_cache(maxsize=16)
+def _lookup(scale: float, mean: tuple[float, ...], std: tuple[float, ...]) -> NDArray[np.float32]:
+    """The normalised value of every 8-bit level, per channel: shape (3, 256)."""
+    levels = np.arange(256, dtype=np.float32)
+    table = (levels - np.asarray(mean, dtype=np.float32)[:, None] * scale) / (
+        np.asarray(std, dtype=np.float32)[:, None] * scale
+    )
+    return np.ascontiguousarray(table, dtype=np.float32)
+
+
 def to_tensor(image: Image.Image, spec: Preprocessing) -> NDArray[np.float32]:
-    """RGB pixels to the normalised input tensor of one image (no batch dimension)."""
-    pixels = np.asarray(image, dtype=np.float32)
-    mean = np.asarray(spec.mean, dtype=np.float32) * spec.scale
-    inv_std = 1.0 / (np.asarray(spec.std, dtype=np.float32) * spec.scale)
-    tensor = (pixels - mean) * inv_std
+    """RGB pixels to the normalised input tensor of one image (no batch dimension).
+
+    A table lookup per channel writes straight into the target layout: one pass instead of four (bench/).
+    """
+    pixels = np.asarray(image, dtype=np.uint8)
+    table = _lookup(spec.scale, tuple(spec.mean), tuple(spec.std))
+    height, width = pixels.shape[:2]
     if spec.layout is Layout.NCHW:
-        tensor = tensor.transpose(2, 0, 1)
-    return np.ascontiguousarray(tensor, dtype=np.float32)
+        tensor = np.empty((3, height, width), dtype=np.float32)
+        for channel in range(3):
+            np.take(table[channel], pixels[:, :, channel], out=tensor[channel])
+    else:
+        tensor = np.empty((height, width, 3), dtype=np.float32)
+        for channel in range(3):
+            np.take(table[channel], pixels[:, :, channel], out=tensor[:, :, channel])
+    return tensor
 
 
 def preprocess(data: bytes, spec: Preprocessing) -> NDArray[np.float32]:
