@@ -59,9 +59,7 @@ def fetch(uri: str, sha256: str, cache: Path, pvc_root: Path, timeout_s: float) 
         return cache / sha256
     scheme = urllib.parse.urlsplit(uri).scheme
     if scheme == "s3":
-        raise ArtifactError(
-            f"{uri}: s3:// is not supported yet; use a presigned https URL or pvc://", permanent=True
-        )
+        raise ArtifactError(f"{uri}: s3:// is not supported yet; use a presigned https URL or pvc://", permanent=True)
     fd, partial_name = tempfile.mkstemp(prefix=".partial-", dir=cache)
     partial = Path(partial_name)
     try:

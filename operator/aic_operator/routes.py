@@ -44,9 +44,7 @@ return 1
 
 async def publish(redis: Redis, spec: ModelSpec, weight: int) -> None:
     """Route every alias of ``spec`` to it with ``weight``; aliases it no longer has stop routing to it."""
-    await redis.eval(
-        _SET_ROUTES, 3, *_KEYS, spec.name, str(weight), modelspec.encode(spec), *spec.aliases
-    )
+    await redis.eval(_SET_ROUTES, 3, *_KEYS, spec.name, str(weight), modelspec.encode(spec), *spec.aliases)
 
 
 async def withdraw(redis: Redis, name: str) -> None:

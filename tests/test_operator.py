@@ -1,0 +1,321 @@
+"""The ModelVersion operator for real: `aic operator` (kopf) against kmock's Kubernetes emulator, its own local
+Triton (explicit model control) over a temporary repository, its own redis-server, and for the canary the
+product's own `aic api` and `aic dispatcher` processes classifying real images."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import io
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import kmock
+import numpy as np
+import pytest
+import pytest_asyncio
+import redis as redis_sync
+import tritonclient.grpc.aio as grpcclient
+import yaml
+from aic import keys, settings
+from aic.modelbuild import ensure_default_model
+from aic.triton_local import LocalTriton, free_port
+from PIL import Image
+from skimage import data as skdata
+from stack import RedisServer, Service, redis_server, wait_for_http
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = yaml.safe_load((ROOT / "operator" / "samples" / "efficientnet-lite0.yaml").read_text())
+MV = "serving.aic.dev/v1alpha1/modelversions"
+BASE = "/apis/serving.aic.dev/v1alpha1/namespaces/default/modelversions"
+API_KEY = "ops-test-key-0123456789abcdef"
+NO_RATE_LIMIT = {"RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000"}  # we poll job status often
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Cluster:
+    k8s: httpx.AsyncClient
+    triton: grpcclient.InferenceServerClient
+    repository: Path
+    redis: redis_sync.Redis
+    env: dict[str, str]
+    operator: Service
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        response = await self.k8s.get(f"{BASE}/{name}")
+        return None if response.status_code == 404 else dict(response.json())
+
+    async def create(self, name: str, spec: dict[str, Any]) -> None:
+        body = {"apiVersion": "serving.aic.dev/v1alpha1", "kind": "ModelVersion", "spec": spec}
+        # As the API server would set them: kopf reads the generation and json-patches against resourceVersion.
+        body["metadata"] = {"name": name, "namespace": "default", "generation": 1, "resourceVersion": "1"}
+        (await self.k8s.post(BASE, json=body)).raise_for_status()
+
+    async def patch_spec(self, name: str, spec: dict[str, Any]) -> int:
+        """A spec change as the API server makes it: merged, and the generation bumped."""
+        current = await self.get(name)
+        assert current is not None
+        generation = int(current["metadata"]["generation"]) + 1
+        patch = {"spec": spec, "metadata": {"generation": generation}}
+        headers = {"Content-Type": "application/merge-patch+json"}
+        (await self.k8s.patch(f"{BASE}/{name}", json=patch, headers=headers)).raise_for_status()
+        return generation
+
+    async def status(
+        self, name: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 120
+    ) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            body = await self.get(name)
+            status = (body or {}).get("status") or {}
+            return status if until(status) else None
+
+        return await eventually(
+            check, timeout_s, lambda: f"{name}: {self.redis and ''}{self.operator.output()[-3000:]}"
+        )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float, why: Callable[[], str]) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        result = await check()
+        if result is not None and result is not False:
+            return result
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"condition not met in {timeout_s} s; {why()}")
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pvc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 'models' claim holding the default model's artifacts, as the samples expect."""
+    base = settings.load(settings.TritonSettings)
+    built = ensure_default_model(base.model_repository, ("python",))
+    root = tmp_path_factory.mktemp("pvc")
+    claim = root / "models" / "efficientnet-lite0"
+    (claim / "1").mkdir(parents=True)
+    shutil.copyfile(built / "1" / "model.onnx", claim / "1" / "model.onnx")
+    shutil.copyfile(built / "labels.txt", claim / "labels.txt")
+    return root
+
+
+@pytest.fixture(scope="module")
+def own_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    """A Triton of our own over an empty repository: the operator loads and unloads in it freely."""
+    repository = tmp_path_factory.mktemp("repository")
+    grpc_port = free_port()
+    triton_settings = dataclasses.replace(
+        settings.load(settings.TritonSettings),
+        model_repository=repository,
+        triton_url=f"127.0.0.1:{grpc_port}",
+        triton_backends=("python",),
+        triton_grpc_port=grpc_port,
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        triton_timeout_s=120.0,
+    )
+    log_path = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
+    with LocalTriton(triton_settings, load_models=[], log_path=log_path) as server:
+        yield server
+
+
+def emulator() -> kmock.KubernetesEmulator:
+    k8s = kmock.KubernetesEmulator()
+    info = kmock.ResourceInfo
+    k8s.resources[MV] = info(kind="ModelVersion", namespaced=True, shortnames={"mv"}, subresources={"status"})
+    k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = info(
+        kind="CustomResourceDefinition", namespaced=False
+    )
+    k8s.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False)
+    for res in (MV, "apiextensions.k8s.io/v1/customresourcedefinitions", "v1/namespaces"):
+        k8s.resources[res].verbs.update({"get", "list", "watch", "create", "patch", "update", "delete"})
+    return k8s
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, own_triton: LocalTriton, own_redis: RedisServer, pvc_root: Path
+) -> AsyncIterator[Cluster]:
+    async with emulator() as k8s, kmock.Server(k8s) as server:
+        kubeconfig = tmp_path_factory.mktemp("kube") / "config"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
+                    "users": [{"name": "test", "user": {}}],
+                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                    "current-context": "kmock",
+                }
+            )
+        )
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kubeconfig),
+            "MODEL_REPOSITORY": str(own_triton.repository),
+            "TRITON_URL": own_triton.grpc_url,
+            "TRITON_BACKENDS": "python",
+            "REDIS_URL": own_redis.url,
+            "PVC_MOUNT_ROOT": str(pvc_root),
+            "RESYNC_INTERVAL_S": "3",
+            "LOG_LEVEL": "INFO",
+        }
+        operator = Service("operator", env).start()
+        triton = grpcclient.InferenceServerClient(own_triton.grpc_url)
+        async with httpx.AsyncClient(base_url=str(server.url).rstrip("/"), timeout=30) as client:
+            try:
+                yield Cluster(
+                    client, triton, own_triton.repository, redis_sync.Redis.from_url(own_redis.url), env, operator
+                )
+            finally:
+                operator.stop()
+                await triton.close()
+
+
+def ready(status: dict[str, Any], generation: int = 1) -> bool:
+    return status.get("phase") == "Ready" and status.get("observedGeneration") == generation
+
+
+def jpeg(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+async def inference_count(triton: grpcclient.InferenceServerClient, model: str) -> int:
+    stats = await triton.get_inference_statistics(model, as_json=True)
+    return sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_sample_is_loaded_in_triton_routed_and_reported_ready(cluster: Cluster) -> None:
+    await cluster.create("efficientnet-lite0-v1", copy.deepcopy(SAMPLE["spec"]))
+    status = await cluster.status("efficientnet-lite0-v1", ready)
+    assert status["tritonModel"] == "efficientnet-lite0-v1"
+    assert (status["readyReplicas"], status["replicas"]) == (1, 1)
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions == {"Ready": "True", "Loaded": "True", "Failed": "False"}
+    assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")
+    assert (cluster.repository / "efficientnet-lite0-v1" / "config.pbtxt").is_file()
+    assert cluster.redis.hget(keys.MODEL_ROUTES, "latest") == b"efficientnet-lite0-v1"
+    assert cluster.redis.hget(keys.MODEL_ROUTES, "v1.0") == b"efficientnet-lite0-v1"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_changing_batching_reloads_the_config_while_the_model_keeps_serving(cluster: Cluster) -> None:
+    name = "efficientnet-lite0-v1"
+    await cluster.status(name, ready)
+    not_ready: list[int] = []
+    stop = asyncio.Event()
+
+    async def watch_readiness() -> int:
+        checks = 0
+        while not stop.is_set():
+            checks += 1
+            if not await cluster.triton.is_model_ready(name):
+                not_ready.append(checks)
+            await asyncio.sleep(0.02)
+        return checks
+
+    watcher = asyncio.create_task(watch_readiness())
+    generation = await cluster.patch_spec(name, {"runtime": {"maxQueueDelayMicroseconds": 7000}})
+    await cluster.status(name, lambda s: ready(s, generation))
+    stop.set()
+    checks = await watcher
+    config = await cluster.triton.get_model_config(name, as_json=True)
+    assert int(config["config"]["dynamic_batching"]["max_queue_delay_microseconds"]) == 7000
+    assert "7000" in (cluster.repository / name / "config.pbtxt").read_text()
+    assert checks > 0 and not_ready == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    ("name", "change", "reason", "message"),
+    [
+        (
+            "bad-checksum",
+            {"source": {"uri": SAMPLE["spec"]["source"]["uri"], "sha256": "0" * 64}},
+            "ArtifactInvalid",
+            "sha256 is",
+        ),
+        ("bad-device", {"runtime": {"device": "tpu"}}, "InvalidSpec", "runtime.device"),
+    ],
+)
+async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
+    cluster: Cluster, name: str, change: dict[str, Any], reason: str, message: str
+) -> None:
+    await cluster.create(name, {**copy.deepcopy(SAMPLE["spec"]), "aliases": [name], **change})
+    status = await cluster.status(name, lambda s: s.get("phase") == "Failed")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (failed["status"], failed["reason"]) == ("True", reason)
+    assert message in status["message"]
+    assert cluster.operator.process is not None and cluster.operator.process.poll() is None
+    assert cluster.redis.hget(keys.MODEL_ROUTES, name) is None
+    assert not (cluster.repository / name).exists()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_two_versions_under_one_alias_split_real_traffic_by_weight(cluster: Cluster) -> None:
+    v2 = {**copy.deepcopy(SAMPLE["spec"]), "aliases": ["latest"], "traffic": {"weight": 100}}
+    await cluster.create("efficientnet-lite0-v2", v2)
+    await cluster.status("efficientnet-lite0-v2", ready)
+    before = {m: await inference_count(cluster.triton, m) for m in ("efficientnet-lite0-v1", "efficientnet-lite0-v2")}
+    port = free_port()
+    env = {**cluster.env, "API_PORT": str(port), "API_KEYS": f"ops:{API_KEY}", **NO_RATE_LIMIT}
+    api, dispatcher = Service("api", env).start(), Service("dispatcher", env).start()
+    try:
+        await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/api/v1/health", 60, api)
+        headers = {"X-API-Key": API_KEY}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1", headers=headers, timeout=60) as client:
+            image = jpeg(skdata.chelsea())
+            for _ in range(8):  # one at a time: each job is its own group, so each gets its own pick
+                response = await client.post("/classify", files={"file": ("cat.jpg", image, "image/jpeg")})
+                job_id = response.json()["job_id"]
+
+                async def done(job: str = job_id) -> dict[str, Any] | None:
+                    body: dict[str, Any] = (await client.get(f"/status/{job}")).json()
+                    return body if body["status"] in ("completed", "failed") else None
+
+                body = await eventually(done, 120, dispatcher.output)
+                assert body["status"] == "completed", body
+                result = (await client.get(f"/result/{job_id}")).json()
+                assert result.get("predictions", [{}])[0].get("class_id") == 285, result  # Egyptian cat, either version
+    finally:
+        api.stop()
+        dispatcher.stop()
+    served = {m: await inference_count(cluster.triton, m) - n for m, n in before.items()}
+    assert served == {"efficientnet-lite0-v1": 4, "efficientnet-lite0-v2": 4}
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_delete_unloads_the_model_removes_its_files_and_its_route(cluster: Cluster) -> None:
+    name = "efficientnet-lite0-v3"
+    await cluster.create(name, {**copy.deepcopy(SAMPLE["spec"]), "aliases": ["latest"], "traffic": {"weight": 1}})
+    await cluster.status(name, ready)
+    assert (cluster.repository / name / "1" / "model.onnx").is_file()
+    (await cluster.k8s.delete(f"{BASE}/{name}")).raise_for_status()
+
+    async def gone() -> bool:
+        return await cluster.get(name) is None
+
+    await eventually(gone, 60, cluster.operator.output)
+    assert not await cluster.triton.is_model_ready(name)
+    assert not (cluster.repository / name).exists()
+    weights = cluster.redis.hget(keys.MODEL_WEIGHTS, "latest")
+    assert weights is not None and name.encode() not in weights and b"efficientnet-lite0-v1" in weights
+    assert cluster.redis.hget(keys.MODEL_SPECS, name) is None
+    assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")  # the other version is untouched
