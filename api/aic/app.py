@@ -33,7 +33,7 @@ from aic.live import EventHub
 from aic.ratelimit import RateLimiter, RateLimitMiddleware
 from aic.redis_conn import connect
 from aic.schemas import ErrorResponse
-from aic.settings import ApiSettings, RedisSettings
+from aic.settings import ApiSettings, QueueSettings, RedisSettings
 from aic.timeutil import now_iso
 from aic.tokens import signing_secret
 from aic.webhook_routes import WebhookController
@@ -118,7 +118,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
         app.state.redis = redis
-        app.state.job_store = JobStore(redis)
+        app.state.job_store = JobStore(redis, settings_mod.load(QueueSettings))
         app.state.rate_limiter = RateLimiter(redis, api_settings.rate_limit_per_minute, api_settings.rate_limit_burst)
         hub = app.state.hub = EventHub(redis)
         await hub.start()

@@ -12,7 +12,7 @@ import msgspec
 from litestar import Controller, Request, Response, WebSocket, delete, get, post, websocket
 from litestar.datastructures import State
 from litestar.openapi import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from redis.asyncio import Redis
 
@@ -41,6 +41,7 @@ from aic.tokens import issue
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid image, unsupported type, oversized file, malformed body or unknown model_version",
+    # 422 also covers malformed path, query and header parameters
     401: "Missing or invalid API key or token",
     403: "The caller's role may not do this",
     404: "Job not found (or owned by another tenant)",
@@ -53,10 +54,10 @@ _ERROR_DESCRIPTIONS = {
 JobId = Annotated[str, Parameter(description="The id returned by /classify", max_length=64)]
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(header="Idempotency-Key", description="Same key + same request: the same job, created once (24 h)"),
+    HeaderParameter(name="Idempotency-Key", description="Same key + same request: the same job, created once (24 h)"),
 ]
 Prefer = Annotated[
-    str | None, Parameter(header="Prefer", description="wait=N (N <= 60): hold the response until the job ends")
+    str | None, HeaderParameter(name="Prefer", description="wait=N (N <= 60): hold the response until the job ends")
 ]
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
 
@@ -65,7 +66,7 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the ErrorResponse bodies a route can answer with."""
     return {
         c: ResponseSpec(ErrorResponse, description=_ERROR_DESCRIPTIONS[c], generate_examples=False)
-        for c in sorted({401, 429, *codes})
+        for c in sorted({400, 401, 422, 429, *codes})
     }
 
 
@@ -299,7 +300,12 @@ class AccountController(Controller):
             expires_in=ttl_s,
         )
 
-    @get("/models", operation_id="listModels", summary="Model versions and aliases clients may use")
+    @get(
+        "/models",
+        operation_id="listModels",
+        summary="Model versions and aliases clients may use",
+        responses=error_responses(),
+    )
     async def models(self, redis: Redis) -> ModelsResponse:
         by_model: dict[str, list[str]] = {}
         for alias, name in sorted((await routing.aliases(redis)).items()):

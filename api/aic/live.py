@@ -41,8 +41,7 @@ class EventHub:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        # a private channel keeps the connection subscribed, so the reader always has something to read
-        await self._pubsub.subscribe(f"aic:hub:{uuid.uuid4().hex}")
+        """Starts the reader; it connects in the background, so the API starts (unready) without Redis."""
         self._task = asyncio.create_task(self._run(), name="aic-event-hub")
 
     async def stop(self) -> None:
@@ -88,10 +87,14 @@ class EventHub:
                     queue.put_nowait(message["data"])
 
     async def _run(self) -> None:
+        # a private channel keeps the connection subscribed, so the reader always has something to read
+        private = f"aic:hub:{uuid.uuid4().hex}"
         while True:
             try:
+                if not self._pubsub.subscribed:
+                    await self._pubsub.subscribe(private)
                 message = await self._pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, RuntimeError) as exc:
                 log.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue

@@ -1,0 +1,111 @@
+"""Idempotency-Key and Prefer: wait on submit, against the real stack."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from aic import keys
+from api_helpers import frozen_dispatcher, jpeg, submit
+from conftest import OTHER_TENANT_KEY, Stack
+from skimage import data as skdata
+
+pytestmark = pytest.mark.integration
+
+
+def queued(stack: Stack) -> int:
+    r = stack.redis_client()
+    return sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
+
+
+def test_same_key_and_content_answers_the_same_job_once(stack: Stack) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    with frozen_dispatcher(stack), stack.client() as client:
+        before = queued(stack)
+        first = submit(client, jpeg(), headers=key, priority="high")
+        second = submit(client, jpeg(), headers=key, priority="high")
+        after = queued(stack)
+        client.delete(f"/jobs/{first.json()['job_id']}")
+    assert first.status_code == second.status_code == 200
+    assert second.json()["job_id"] == first.json()["job_id"]
+    assert second.headers["idempotent-replayed"] == "true"
+    assert after == before + 1, "one job, however often the request is retried"
+
+
+def test_concurrent_retries_create_one_job(stack: Stack) -> None:
+    key = {"Idempotency-Key": f"race-{uuid.uuid4()}"}
+    content = jpeg(skdata.coffee())
+    with frozen_dispatcher(stack), stack.client() as client:
+        before = queued(stack)
+        with ThreadPoolExecutor(4) as pool:
+            responses = list(pool.map(lambda _: submit(client, content, headers=key), range(4)))
+        after = queued(stack)
+    ok = [r for r in responses if r.status_code == 200]
+    assert ok and all(r.status_code in (200, 409) for r in responses), [r.text for r in responses]
+    assert len({r.json()["job_id"] for r in ok}) == 1
+    assert after == before + 1
+
+
+def test_same_key_with_other_content_is_422(stack: Stack) -> None:
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    with stack.client() as client:
+        assert submit(client, jpeg(), headers=key).status_code == 200
+        other_image = submit(client, jpeg(skdata.coffee()), headers=key)
+        other_option = submit(client, jpeg(), headers=key, priority="low")
+    for response in (other_image, other_option):
+        assert response.status_code == 422
+        body = response.json()
+        assert body["error"] == "VALIDATION_ERROR"
+        assert body["errors"][0]["field"] == "Idempotency-Key"
+        assert "different request" in body["detail"]
+
+
+def test_keys_are_per_tenant_and_kept_hashed_for_a_day(stack: Stack) -> None:
+    raw = f"shared-{uuid.uuid4()}"
+    with stack.client() as acme, stack.client(key=OTHER_TENANT_KEY) as globex:
+        a = submit(acme, jpeg(), headers={"Idempotency-Key": raw}).json()["job_id"]
+        b = submit(globex, jpeg(), headers={"Idempotency-Key": raw}).json()["job_id"]
+    assert a != b
+    r = stack.redis_client()
+    stored = list(r.scan_iter(match="idempotency:acme:*", count=1000))
+    assert stored and all(raw.encode() not in name for name in stored)
+    assert all(keys.IDEMPOTENCY_TTL_S - 60 < r.ttl(name) <= keys.IDEMPOTENCY_TTL_S for name in stored)
+
+
+def test_batch_idempotency(stack: Stack) -> None:
+    key = {"Idempotency-Key": f"batch-{uuid.uuid4()}"}
+    files = [("files", ("a.jpg", jpeg(), "image/jpeg")), ("files", ("b.jpg", jpeg(skdata.coffee()), "image/jpeg"))]
+    with stack.client() as client:
+        first = client.post("/classify/batch", files=files, headers=key).json()["jobs"]
+        second = client.post("/classify/batch", files=files, headers=key).json()["jobs"]
+    assert [j["job_id"] for j in first] == [j["job_id"] for j in second]
+
+
+def test_prefer_wait_answers_with_the_finished_job(stack: Stack) -> None:
+    with stack.client() as client:
+        response = submit(client, jpeg(skdata.coffee()), headers={"Prefer": "wait=60"})
+    assert response.status_code == 200
+    assert response.headers["preference-applied"] == "wait=60"
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["result"]["predictions"][0]["class_id"] == 967
+
+
+def test_prefer_wait_returns_the_current_status_when_time_is_up(stack: Stack) -> None:
+    with frozen_dispatcher(stack), stack.client() as client:
+        response = submit(client, jpeg(), headers={"Prefer": "respond-async, wait=1"})
+        client.delete(f"/jobs/{response.json()['job_id']}")
+    assert response.status_code == 200
+    assert response.headers["preference-applied"] == "wait=1"
+    assert response.json()["status"] == "pending" and response.json()["result"] is None
+
+
+def test_prefer_wait_is_capped_and_garbage_is_ignored(stack: Stack) -> None:
+    with frozen_dispatcher(stack), stack.client() as client:
+        capped = submit(client, jpeg(), headers={"Prefer": "wait=0"})
+        ignored = submit(client, jpeg(), headers={"Prefer": "wait=soon"})
+        for r in (capped, ignored):
+            client.delete(f"/jobs/{r.json()['job_id']}")
+    assert capped.headers["preference-applied"] == "wait=0"
+    assert ignored.status_code == 200 and "preference-applied" not in ignored.headers
