@@ -131,8 +131,15 @@ def main() -> int:
         asyncio.run(publish())
         key = secrets.token_urlsafe(24)
         api_port = free_port()
-        env = {**os.environ, "REDIS_URL": redis_url, "TRITON_URL": f"127.0.0.1:{grpc}", "API_PORT": str(api_port),
-               "API_KEYS": f"bench:{key}", "QUEUE_MAX_DEPTH": str(args.jobs * 2), "RATE_LIMIT_PER_MINUTE": "0"}  # fmt: skip
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_url,
+            "TRITON_URL": f"127.0.0.1:{grpc}",
+            "API_PORT": str(api_port),
+            "API_KEYS": f"bench:{key}",
+            "QUEUE_MAX_DEPTH": str(args.jobs * 2),
+            "RATE_LIMIT_PER_MINUTE": "0",
+        }
         api = procs.start_aic("api", env, args.work / "api.log")
         stack.callback(procs.stop, api)
         dispatcher = procs.start_aic("dispatcher", env, args.work / "dispatcher.log")
