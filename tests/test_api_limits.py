@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from api_helpers import jpeg
 from conftest import ADMIN_KEY, API_KEY, OTHER_TENANT_KEY, Stack
 from stack import Service, free_port, wait_for_http
 
@@ -98,3 +99,15 @@ def test_readyz_with_redis(stack: Stack) -> None:
     root = stack.base_url.removesuffix("/api/v1")
     assert httpx.get(f"{root}/readyz").json() == {"status": "ready"}
     assert httpx.get(f"{root}/livez").json() == {"status": "ok"}
+
+
+def test_a_full_queue_answers_503_with_retry_after(stack: Stack) -> None:
+    service, root = start_api(stack, QUEUE_MAX_DEPTH="0", QUEUE_FULL_RETRY_AFTER_S="7")
+    try:
+        with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
+            response = client.post("/classify", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
+    finally:
+        service.stop()
+    assert response.status_code == 503
+    assert response.json()["error"] == "SERVICE_UNAVAILABLE"
+    assert response.headers["retry-after"] == "7"

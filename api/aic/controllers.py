@@ -112,6 +112,7 @@ async def submit(
         claim = await idempotency.claim(redis, tenant, idempotency_key, submission.fingerprint(), job_ids)
         fresh, job_ids = claim.fresh, claim.job_ids
     if fresh:
+        await job_store.admit(len(job_ids))  # backpressure: 503 + Retry-After above QUEUE_MAX_DEPTH
         try:
             await submissions.create_jobs(job_store, submission, job_ids, tenant, request.headers.get("traceparent"))
         except BaseException:
