@@ -1,7 +1,8 @@
 """Triton python-backend runner: serves an ONNX file with onnxruntime on a Triton without that backend.
 
 `aic model build` copies this file to ``<model>/<version>/model.py``. It runs inside Triton's python
-stub, so it imports nothing from ``aic``. Threads: ``AIC_ORT_INTRA_OP_THREADS`` (0 = onnxruntime decides).
+stub, so it imports nothing from ``aic``. Threads: ``AIC_ORT_INTRA_OP_THREADS`` (0 = onnxruntime decides);
+``AIC_ORT_ALLOW_SPINNING`` (default 0: idle threads sleep instead of spinning, see initialize).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnxruntime
 import triton_python_backend_utils as pb_utils
 
 THREADS_ENV = "AIC_ORT_INTRA_OP_THREADS"
+SPINNING_ENV = "AIC_ORT_ALLOW_SPINNING"
 
 
 class TritonPythonModel:
@@ -36,6 +38,9 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(os.environ.get(THREADS_ENV, "0"))
         # Triton already overlaps requests; a second pool of inter-op threads only contends for cores.
         options.inter_op_num_threads = 1
+        # Spinning threads burn whole cores between batches; on machines where Triton shares its CPUs with
+        # decoding (and always between requests) that time is taken from useful work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get(SPINNING_ENV, "0"))
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
         if self.input_name not in names[0] or self.output_name not in names[1]:
