@@ -1,0 +1,95 @@
+"""`aic up`: the whole product from one command, and nothing left behind after SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from skimage import data as skdata
+from stack import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TRITON_URL", "API_KEYS", "API_HOST")}
+    env.update({"API_PORT": str(port), "AIC_DATA_DIR": str(tmp_path), "RATE_LIMIT_PER_MINUTE": "0"})
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "aic.cli", "up"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+    try:
+        deadline = time.monotonic() + 240
+        while "ready:" not in log.read_text(errors="replace"):
+            assert up.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.2)
+        output = log.read_text(errors="replace")
+        key = re.search(r"dev API key \(this run only\): (\S+)", output)
+        assert key, output
+        assert f"http://127.0.0.1:{port}/api/v1" in output
+        photo = io.BytesIO()
+        Image.fromarray(skdata.chelsea()).save(photo, format="JPEG")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"X-API-Key": key[1]}) as client:
+            answer = client.post(
+                "/classify", files={"file": ("cat.jpg", photo.getvalue())}, headers={"Prefer": "wait=60"}
+            )
+            assert answer.status_code == 200, answer.text
+            job_id = answer.json()["job_id"]
+            result = client.get(f"/result/{job_id}")
+            assert result.status_code == 200, result.text
+            assert result.json()["predictions"][0]["class_id"] == 285
+        children = descendants(up.pid)
+        assert len(children) >= 4  # valkey, tritonserver (+ its python stub), api, dispatcher
+    finally:
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(60)
+    assert code == 0, log.read_text(errors="replace")
+    time.sleep(0.5)
+    assert not [pid for pid in children if alive(pid)], log.read_text(errors="replace")[-2000:]
+    assert port_is_free(port)
