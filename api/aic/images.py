@@ -82,7 +82,9 @@ def decode(data: bytes, spec: Preprocessing) -> Image.Image:
         opened = Image.open(io.BytesIO(data))
         if opened.format == "JPEG":
             # DCT scaling: decode at 1/2, 1/4 or 1/8 as long as both sides stay >= what the resize needs.
-            side = int(max(spec.height, spec.width) / min(1.0, spec.crop_fraction)) + 1
+            side = max(spec.height, spec.width)
+            if spec.resize is ResizeRule.SHORTER_SIDE_CENTER_CROP:
+                side = int(side / min(1.0, spec.crop_fraction)) + 1  # the crop is taken from a larger image
             opened.draft("RGB", (side, side))
         # in place: without an orientation tag this decodes once and copies nothing (a copy cost ~2 ms a photo)
         ImageOps.exif_transpose(opened, in_place=True)
