@@ -10,6 +10,8 @@ import dataclasses
 import io
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,6 +61,14 @@ class Cluster:
         body["metadata"] = {"name": name, "namespace": "default", "generation": 1, "resourceVersion": "1"}
         (await self.k8s.post(BASE, json=body)).raise_for_status()
 
+    async def sample_served(self) -> str:
+        """The sample's name, once it is served (applied here if an earlier test did not)."""
+        name = str(SAMPLE["metadata"]["name"])
+        if await self.get(name) is None:
+            await self.create(name, copy.deepcopy(SAMPLE["spec"]))
+        await self.status(name, lambda s: s.get("phase") == "Ready")
+        return name
+
     async def patch_spec(self, name: str, spec: dict[str, Any]) -> int:
         """A spec change as the API server makes it: merged, and the generation bumped."""
         current = await self.get(name)
@@ -72,13 +82,17 @@ class Cluster:
     async def status(
         self, name: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 120
     ) -> dict[str, Any]:
+        seen: list[dict[str, Any]] = [{}]
+
         async def check() -> dict[str, Any] | None:
             body = await self.get(name)
-            status = (body or {}).get("status") or {}
-            return status if until(status) else None
+            seen[0] = (body or {}).get("status") or {}
+            return seen[0] if until(seen[0]) else None
 
         return await eventually(
-            check, timeout_s, lambda: f"{name}: {self.redis and ''}{self.operator.output()[-3000:]}"
+            check,
+            timeout_s,
+            lambda: f"{name} status {seen[0]}; log {self.operator.log}: {self.operator.output()[-1500:]}",
         )
 
 
@@ -177,12 +191,13 @@ async def cluster(
         operator = Service("operator", env).start()
         triton = grpcclient.InferenceServerClient(own_triton.grpc_url)
         async with httpx.AsyncClient(base_url=str(server.url).rstrip("/"), timeout=30) as client:
+            cluster = Cluster(
+                client, triton, own_triton.repository, redis_sync.Redis.from_url(own_redis.url), env, operator
+            )
             try:
-                yield Cluster(
-                    client, triton, own_triton.repository, redis_sync.Redis.from_url(own_redis.url), env, operator
-                )
+                yield cluster
             finally:
-                operator.stop()
+                cluster.operator.stop()  # a test may have restarted it
                 await triton.close()
 
 
@@ -217,8 +232,7 @@ async def test_the_sample_is_loaded_in_triton_routed_and_reported_ready(cluster:
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_changing_batching_reloads_the_config_while_the_model_keeps_serving(cluster: Cluster) -> None:
-    name = "efficientnet-lite0-v1"
-    await cluster.status(name, ready)
+    name = await cluster.sample_served()
     not_ready: list[int] = []
     stop = asyncio.Event()
 
@@ -240,6 +254,17 @@ async def test_changing_batching_reloads_the_config_while_the_model_keeps_servin
     assert int(config["config"]["dynamic_batching"]["max_queue_delay_microseconds"]) == 7000
     assert "7000" in (cluster.repository / name / "config.pbtxt").read_text()
     assert checks > 0 and not_ready == []
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_restarted_operator_resumes_and_handles_what_changed_while_it_was_down(cluster: Cluster) -> None:
+    name = await cluster.sample_served()
+    cluster.operator.stop()
+    generation = await cluster.patch_spec(name, {"traffic": {"weight": 50}})
+    cluster.operator = Service("operator", cluster.env).start()
+    await cluster.status(name, lambda s: ready(s, generation))
+    assert b'"efficientnet-lite0-v1":50' in (cluster.redis.hget(keys.MODEL_WEIGHTS, "latest") or b"")
+    assert await cluster.triton.is_model_ready(name)
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -270,6 +295,9 @@ async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_two_versions_under_one_alias_split_real_traffic_by_weight(cluster: Cluster) -> None:
+    v1 = await cluster.sample_served()
+    generation = await cluster.patch_spec(v1, {"traffic": {"weight": 100}})  # whatever earlier tests set
+    await cluster.status(v1, lambda s: ready(s, generation))
     v2 = {**copy.deepcopy(SAMPLE["spec"]), "aliases": ["latest"], "traffic": {"weight": 100}}
     await cluster.create("efficientnet-lite0-v2", v2)
     await cluster.status("efficientnet-lite0-v2", ready)
@@ -319,3 +347,38 @@ async def test_delete_unloads_the_model_removes_its_files_and_its_route(cluster:
     assert weights is not None and name.encode() not in weights and b"efficientnet-lite0-v1" in weights
     assert cluster.redis.hget(keys.MODEL_SPECS, name) is None
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")  # the other version is untouched
+
+
+def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
+    own_triton: LocalTriton, own_redis: RedisServer, pvc_root: Path, tmp_path: Path
+) -> None:
+    document = {**copy.deepcopy(SAMPLE), "metadata": {"name": "local-lite0"}}
+    document["spec"]["aliases"] = ["local"]
+    manifest = tmp_path / "mv.yaml"
+    manifest.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(own_triton.repository),
+        "TRITON_URL": own_triton.grpc_url,
+        "TRITON_BACKENDS": "python",
+        "REDIS_URL": own_redis.url,
+        "PVC_MOUNT_ROOT": str(pvc_root),
+    }
+    redis = redis_sync.Redis.from_url(own_redis.url)
+
+    def aic(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "aic.cli", *args], env=env, capture_output=True, text=True)
+
+    applied = aic("models", "apply", "-f", str(manifest))
+    assert applied.returncode == 0, applied.stderr
+    assert "modelversion/local-lite0 Ready" in applied.stdout
+    assert redis.hget(keys.MODEL_ROUTES, "local") == b"local-lite0"
+    assert (own_triton.repository / "local-lite0" / "config.pbtxt").is_file()
+    deleted = aic("models", "delete", "local-lite0")
+    assert deleted.returncode == 0, deleted.stderr
+    assert redis.hget(keys.MODEL_ROUTES, "local") is None
+    assert not (own_triton.repository / "local-lite0").exists()
+    document["spec"]["runtime"] = {"device": "gpu"}  # this Triton has no GPU: a readable refusal, exit 1
+    manifest.write_text(yaml.safe_dump(document))
+    refused = aic("models", "apply", "-f", str(manifest))
+    assert refused.returncode == 1 and "no GPU" in refused.stderr

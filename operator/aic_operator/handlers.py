@@ -23,10 +23,13 @@ SERVICE_LABEL = "kubernetes.io/service-name"
 
 
 @kopf.on.startup()
-async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     settings.posting.level = logging.WARNING  # k8s Events only for problems
     settings.persistence.finalizer = f"{GROUP}/unload"
     fleet = Fleet(CONFIG.static_replicas, CONFIG.operator.triton_load_timeout_s)
+    logger.info(
+        "model repository %s; Triton replicas %s", CONFIG.triton.model_repository, fleet.urls() or "from endpoints"
+    )
     memo.reconciler = Reconciler(CONFIG, fleet, connect(CONFIG.redis))
 
 

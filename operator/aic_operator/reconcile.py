@@ -73,8 +73,8 @@ class Reconciler:
             if status.ready_replicas == 0:
                 raise ReconcileError(status, permanent=status.reason == "LoadFailed")
             await routes.publish(self.redis, model, parsed.traffic.weight)
-            if status.ready_replicas < len(replicas):
-                raise ReconcileError(status, permanent=False)  # serving, but some replicas still need it
+            # Degraded (served, some replicas missing) is a status, not an error: the resync timer loads it
+            # on the missing replicas as they come up.
             return status
 
     async def delete(self, name: str) -> None:

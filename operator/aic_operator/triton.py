@@ -18,6 +18,16 @@ from tritonclient.utils import InferenceServerException
 log = logging.getLogger(__name__)
 
 _UNREACHABLE = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"}
+# A replica that is down when first dialled must be seen soon after it comes up: gRPC's default reconnect
+# backoff grows to two minutes and, through the global subchannel pool, outlives a fresh channel.
+_CHANNEL_ARGS = [
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 3000),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +45,7 @@ class Fleet:
         self._static = tuple(static)
         self._slices: dict[str, tuple[str, ...]] = {}
         self._clients: dict[str, grpcclient.InferenceServerClient] = {}
+        self._retired: list[grpcclient.InferenceServerClient] = []
         self.timeout_s = timeout_s
 
     def urls(self) -> list[str]:
@@ -55,7 +66,7 @@ class Fleet:
     def _client(self, url: str) -> grpcclient.InferenceServerClient:
         client = self._clients.get(url)
         if client is None:
-            client = self._clients[url] = grpcclient.InferenceServerClient(url=url)
+            client = self._clients[url] = grpcclient.InferenceServerClient(url=url, channel_args=_CHANNEL_ARGS)
         return client
 
     async def ensure_loaded(self, name: str, reload: bool) -> list[ReplicaState]:
@@ -75,7 +86,7 @@ class Fleet:
             await client.load_model(name, client_timeout=self.timeout_s)
             return ReplicaState(url, ready=bool(await client.is_model_ready(name, client_timeout=10)))
         except InferenceServerException as exc:
-            return _failed(url, exc)
+            return await self._failed(url, exc)
 
     async def unload(self, name: str) -> list[ReplicaState]:
         """Unload ``name`` everywhere; an unreachable replica is reported as such."""
@@ -85,13 +96,25 @@ class Fleet:
                 await self._client(url).unload_model(name, client_timeout=self.timeout_s)
                 return ReplicaState(url, ready=False)
             except InferenceServerException as exc:
-                return _failed(url, exc)  # reachable: Triton refused, e.g. a model it never had
+                return await self._failed(url, exc)  # reachable: Triton refused, e.g. a model it never had
 
         return list(await asyncio.gather(*(one(url) for url in self.urls())))
 
+    async def _failed(self, url: str, exc: InferenceServerException) -> ReplicaState:
+        state = _failed(url, exc)
+        if not state.reachable:
+            # A gRPC channel backs off reconnecting for up to minutes: a replica that comes (back) up
+            # must be seen at the next reconcile, so an unreachable one gets a fresh channel.
+            # Other reconciles may be mid-call on the old channel: it is closed with the fleet, not now.
+            client = self._clients.pop(url, None)
+            if client is not None:
+                self._retired.append(client)
+        return state
+
     async def close(self) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
+        clients, self._clients = [*self._clients.values(), *self._retired], {}
+        self._retired = []
+        for client in clients:
             await client.close()
 
 
