@@ -44,6 +44,7 @@ def job_webhooks(job_id: str) -> str:
     """List of JSON delivery attempts of one job's webhooks; lives as long as the job's status."""
     return f"job:{{{job_id}}}:webhooks"
 
+
 MODEL_ROUTES: Final = "models:routes"
 """Hash: alias (what clients pass as ``model_version``) -> Triton model name."""
 MODEL_SPECS: Final = "models:specs"
