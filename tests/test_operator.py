@@ -268,6 +268,42 @@ async def test_a_restarted_operator_resumes_and_handles_what_changed_while_it_wa
 
 
 @pytest.mark.asyncio(loop_scope="session")
+async def test_a_triton_replica_that_starts_later_gets_the_model(
+    cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    name = await cluster.sample_served()
+    grpc_port = free_port()
+    late_settings = dataclasses.replace(
+        settings.load(settings.TritonSettings),
+        model_repository=cluster.repository,  # a second replica over the same (shared) repository
+        triton_url=f"127.0.0.1:{grpc_port}",
+        triton_backends=("python",),
+        triton_grpc_port=grpc_port,
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        triton_timeout_s=120.0,
+    )
+    late = LocalTriton(late_settings, load_models=[], log_path=tmp_path_factory.mktemp("late") / "triton.log")
+    two_replicas = {**cluster.env, "TRITON_URL": f"{cluster.env['TRITON_URL']},{late.grpc_url}"}
+    cluster.operator.stop()
+    cluster.operator = Service("operator", two_replicas).start()
+    try:
+        degraded = await cluster.status(name, lambda s: (s.get("readyReplicas"), s.get("replicas")) == (1, 2))
+        assert degraded["phase"] == "Degraded", degraded
+        late.start()
+        await asyncio.to_thread(late.wait_ready, 120)
+        status = await cluster.status(name, lambda s: (s.get("readyReplicas"), s.get("replicas")) == (2, 2))
+        assert status["phase"] == "Ready"
+        async with grpcclient.InferenceServerClient(late.grpc_url) as on_late:
+            assert await on_late.is_model_ready(name)
+    finally:
+        late.stop()
+        cluster.operator.stop()
+        cluster.operator = Service("operator", cluster.env).start()
+    await cluster.status(name, lambda s: (s.get("readyReplicas"), s.get("replicas")) == (1, 1))
+
+
+@pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize(
     ("name", "change", "reason", "message"),
     [
