@@ -86,3 +86,23 @@ def test_rotated_secret_signs_beside_the_old_one_during_the_grace_period(
     got = only(webhook_receiver, job_id)
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     assert sorted(got.verified_with) == sorted([old["secret"], new["secret"]])
+
+
+def test_a_job_that_asks_for_started_gets_started_then_completed(stack: Stack, webhook_receiver: Receiver) -> None:
+    with stack.client() as client:
+        webhook_receiver.secrets = [client.get("/webhooks/secret").json()["secret"]]
+        accepted = submit(
+            client,
+            jpeg(skdata.coffee()),
+            callback_url=webhook_receiver.url("/ok"),
+            webhook_events="started,completed",
+        )
+        assert accepted.status_code == 200, accepted.text
+        job_id = accepted.json()["job_id"]
+        assert wait_done(client, job_id)["status"] == "completed"
+        delivered(client, job_id)
+    deadline = time.monotonic() + 30
+    while len(webhook_receiver.received(job_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    types = sorted(json.loads(got.body)["type"] for got in webhook_receiver.received(job_id))
+    assert types == ["job.completed", "job.started"]
