@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = yaml.safe_load((ROOT / "operator" / "samples" / "efficientnet-lite0.yaml").read_text())
 MV = "serving.aic.dev/v1alpha1/modelversions"
+SLICES = "discovery.k8s.io/v1/endpointslices"
 BASE = "/apis/serving.aic.dev/v1alpha1/namespaces/default/modelversions"
 API_KEY = "ops-test-key-0123456789abcdef"
 NO_RATE_LIMIT = {"RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000"}  # we poll job status often
@@ -154,7 +155,8 @@ def emulator() -> kmock.KubernetesEmulator:
         kind="CustomResourceDefinition", namespaced=False
     )
     k8s.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False)
-    for res in (MV, "apiextensions.k8s.io/v1/customresourcedefinitions", "v1/namespaces"):
+    k8s.resources[SLICES] = info(kind="EndpointSlice", namespaced=True)
+    for res in (MV, "apiextensions.k8s.io/v1/customresourcedefinitions", "v1/namespaces", SLICES):
         k8s.resources[res].verbs.update({"get", "list", "watch", "create", "patch", "update", "delete"})
     return k8s
 
@@ -301,6 +303,36 @@ async def test_a_triton_replica_that_starts_later_gets_the_model(
         cluster.operator.stop()
         cluster.operator = Service("operator", cluster.env).start()
     await cluster.status(name, lambda s: (s.get("readyReplicas"), s.get("replicas")) == (1, 1))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_replicas_are_discovered_from_the_triton_services_endpoint_slices(cluster: Cluster) -> None:
+    name = await cluster.sample_served()
+    host, port = cluster.env["TRITON_URL"].rsplit(":", 1)
+    endpoint_slice = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "triton-abc12", "namespace": "default", "resourceVersion": "1",
+                     "labels": {"kubernetes.io/service-name": "triton"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 1}, {"name": "grpc", "port": int(port)}],
+        "endpoints": [{"addresses": [host], "conditions": {"ready": True}}],
+    }  # fmt: skip
+    slices = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+    (await cluster.k8s.post(slices, json=endpoint_slice)).raise_for_status()
+    # the static list points nowhere: only the Service's endpoints can make the model Ready
+    in_cluster = {**cluster.env, "TRITON_SERVICE": "triton", "TRITON_URL": "127.0.0.1:1"}
+    cluster.operator.stop()
+    cluster.operator = Service("operator", in_cluster).start()
+    try:
+        generation = await cluster.patch_spec(name, {"runtime": {"maxQueueDelayMicroseconds": 6000}})
+        status = await cluster.status(name, lambda s: ready(s, generation))
+        assert (status["readyReplicas"], status["replicas"]) == (1, 1)
+        assert "Triton replicas now: " + cluster.env["TRITON_URL"] in cluster.operator.output()
+    finally:
+        cluster.operator.stop()
+        cluster.operator = Service("operator", cluster.env).start()
+        await cluster.k8s.delete(f"{slices}/triton-abc12")
 
 
 @pytest.mark.asyncio(loop_scope="session")
