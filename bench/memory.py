@@ -33,11 +33,10 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import procs  # noqa: E402
-from aic import keys, modelspec, routing  # noqa: E402
+from aic import keys, up  # noqa: E402
 from aic import settings as aic_settings  # noqa: E402
 from aic.enums import Priority  # noqa: E402
 from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.redis_conn import connect  # noqa: E402
 from aic.triton_local import LocalTriton, free_port  # noqa: E402
 
 
@@ -122,13 +121,7 @@ def main() -> int:
         triton.start()
         triton.wait_ready(180)
 
-        async def publish() -> None:
-            client = connect(aic_settings.RedisSettings(redis_url=redis_url))
-            for spec in modelspec.discover(base.model_repository):
-                await routing.publish(client, spec)
-            await client.aclose()
-
-        asyncio.run(publish())
+        asyncio.run(up.publish_models(redis_url, base.model_repository))
         key = secrets.token_urlsafe(24)
         api_port = free_port()
         env = {

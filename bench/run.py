@@ -35,10 +35,9 @@ import photos  # noqa: E402
 import procs  # noqa: E402
 import profiles  # noqa: E402
 import report  # noqa: E402
-from aic import images, modelspec, routing  # noqa: E402
+from aic import images, modelspec, up  # noqa: E402
 from aic import settings as aic_settings  # noqa: E402
 from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.redis_conn import connect  # noqa: E402
 from aic.triton_local import LocalTriton, free_port  # noqa: E402
 
 TUNING_ENV = (
@@ -71,15 +70,6 @@ def arguments() -> argparse.Namespace:
         help="after the rounds, profile API, dispatcher and Triton's stub with py-spy for this long",
     )
     return cli.parse_args()
-
-
-async def publish_models(redis_url: str, repository: Path) -> None:
-    client = connect(aic_settings.RedisSettings(redis_url=redis_url))
-    try:
-        for spec in modelspec.discover(repository):
-            await routing.publish(client, spec)
-    finally:
-        await client.aclose()
 
 
 def preprocessed_input(spec: modelspec.ModelSpec, folder: Path, chelsea: bytes) -> Path:
@@ -115,7 +105,7 @@ def start_service(
     redis = procs.start_redis(redis_port, work / "redis", work / "redis.log")
     stack.callback(procs.stop, redis)
     redis_url = f"redis://127.0.0.1:{redis_port}"
-    asyncio.run(publish_models(redis_url, triton.repository))
+    asyncio.run(up.publish_models(redis_url, triton.repository))
     api_port = free_port()
     env = {
         **os.environ,

@@ -50,8 +50,7 @@ from dataclasses import dataclass  # noqa: E402
 
 import httpx  # noqa: E402
 import redis as redis_sync  # noqa: E402
-from aic import modelspec, routing  # noqa: E402
-from aic.redis_conn import connect  # noqa: E402
+from aic import up  # noqa: E402
 from stack import RedisServer, Service, redis_server, wait_for_http  # noqa: E402
 
 API_KEY = "acme-test-key-0123456789abcdef"
@@ -82,13 +81,8 @@ def redis_srv() -> Iterator[RedisServer]:
 
 
 def publish_models(redis_url: str, repository: Path) -> None:
-    async def publish() -> None:
-        client = connect(aic_settings.RedisSettings(redis_url=redis_url))
-        for spec in modelspec.discover(repository):
-            await routing.publish(client, spec)
-        await client.aclose()
-
-    asyncio.run(publish())
+    """Make the repository's models routable, as `aic up` does."""
+    asyncio.run(up.publish_models(redis_url, repository))
 
 
 @pytest.fixture(scope="session")
