@@ -10,6 +10,7 @@ import dataclasses
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -378,9 +379,15 @@ async def test_two_versions_under_one_alias_split_real_traffic_by_weight(cluster
         headers = {"X-API-Key": API_KEY}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}/api/v1", headers=headers, timeout=60) as client:
             image = jpeg(skdata.chelsea())
-            for _ in range(8):  # one at a time: each job is its own group, so each gets its own pick
-                response = await client.post("/classify", files={"file": ("cat.jpg", image, "image/jpeg")})
-                job_id = response.json()["job_id"]
+            dispatcher.signal(signal.SIGSTOP)  # all eight arrive together: one batch, still split per job
+            try:
+                job_ids = []
+                for _ in range(8):
+                    response = await client.post("/classify", files={"file": ("cat.jpg", image, "image/jpeg")})
+                    job_ids.append(response.json()["job_id"])
+            finally:
+                dispatcher.signal(signal.SIGCONT)
+            for job_id in job_ids:
 
                 async def done(job: str = job_id) -> dict[str, Any] | None:
                     body: dict[str, Any] = (await client.get(f"/status/{job}")).json()

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 import uuid
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -179,17 +178,19 @@ class Dispatcher:
         try:
             if work:
                 await self._advance(work, Stage.INITIALIZING, 10, count_attempt=True)
-                by_model: dict[str, list[Work]] = defaultdict(list)
-                for item in work:
-                    by_model[item.job.model_version].append(item)
-                await asyncio.gather(*(self._run_model(alias, group) for alias, group in by_model.items()))
+                specs = await self.specs.for_jobs([item.job.model_version for item in work])
+                by_model: dict[str, tuple[ModelSpec | None, list[Work]]] = {}
+                for item, spec in zip(work, specs, strict=True):
+                    key = spec.name if spec else f"unknown:{item.job.model_version}"
+                    by_model.setdefault(key, (spec, []))[1].append(item)
+                await asyncio.gather(*(self._run_model(spec, group) for spec, group in by_model.values()))
         finally:
             for item in work:
                 self.intake.let_go(item.entry)
 
-    async def _run_model(self, alias: str, work: list[Work]) -> None:
-        spec = await self.specs.for_alias(alias)
+    async def _run_model(self, spec: ModelSpec | None, work: list[Work]) -> None:
         if spec is None:
+            alias = work[0].job.model_version
             await self._fail(work, f"Unknown model_version {alias!r}", ErrorCode.MODEL_ERROR, dead_letter=True)
             return
         ready = await self._preprocess(spec, work)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from redis.asyncio import Redis
 
@@ -47,10 +47,22 @@ class SpecCache:
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._credit: dict[str, dict[str, int]] = {}
 
-    async def for_alias(self, alias: str) -> ModelSpec | None:
-        name = await self._pick(alias)
-        if name is None:
-            return None
+    async def for_jobs(self, aliases: Sequence[str]) -> list[ModelSpec | None]:
+        """The model of each job, given the aliases the jobs asked for: routes and weights are read once per
+        call, the weighted choice is made per job, so a canary's share holds however jobs are batched."""
+        routes: dict[str, tuple[dict[str, int], str | None]] = {}
+        for alias in set(aliases):
+            raw: bytes | None = await self._redis.hget(keys.MODEL_WEIGHTS, alias)  # type: ignore[assignment]
+            weights = {str(k): int(v) for k, v in json.loads(raw).items()} if raw is not None else {}
+            routes[alias] = (weights, await resolve(self._redis, alias))
+        specs: list[ModelSpec | None] = []
+        for alias in aliases:
+            weights, route = routes[alias]
+            name = (pick_weighted(weights, self._credit.setdefault(alias, {})) if weights else None) or route
+            specs.append(await self._spec(name) if name else None)
+        return specs
+
+    async def _spec(self, name: str) -> ModelSpec | None:
         cached = self._specs.get(name)
         if cached is None or time.monotonic() - cached[0] > self._ttl_s:
             raw = await self._redis.hget(keys.MODEL_SPECS, name)
@@ -58,15 +70,6 @@ class SpecCache:
                 return None
             cached = self._specs[name] = (time.monotonic(), modelspec.decode(raw))
         return cached[1]
-
-    async def _pick(self, alias: str) -> str | None:
-        raw: bytes | None = await self._redis.hget(keys.MODEL_WEIGHTS, alias)  # type: ignore[assignment]
-        if raw is not None:
-            weights = {str(k): int(v) for k, v in json.loads(raw).items()}
-            chosen = pick_weighted(weights, self._credit.setdefault(alias, {}))
-            if chosen is not None:
-                return chosen
-        return await resolve(self._redis, alias)
 
 
 def pick_weighted(weights: Mapping[str, int], credit: dict[str, int]) -> str | None:
