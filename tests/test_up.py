@@ -46,7 +46,9 @@ def alive(pid: int) -> bool:
 
 
 def port_is_free(port: int) -> bool:
+    """A new server could listen there (as servers do, SO_REUSEADDR: closed connections may linger)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
