@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import io
 import json
 import os
@@ -37,7 +36,7 @@ from aic import keys, up  # noqa: E402
 from aic import settings as aic_settings  # noqa: E402
 from aic.enums import Priority  # noqa: E402
 from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.triton_local import LocalTriton, free_port  # noqa: E402
+from aic.triton_local import LocalTriton, free_port, on_free_ports  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -112,10 +111,8 @@ def main() -> int:
         redis_proc = procs.start_redis(port, args.work, args.work / "redis.log")
         stack.callback(procs.stop, redis_proc)
         redis_url = f"redis://127.0.0.1:{port}"
-        grpc = free_port()
-        triton_settings = dataclasses.replace(
-            base, triton_grpc_port=grpc, triton_http_port=free_port(), triton_metrics_port=free_port()
-        )
+        triton_settings = on_free_ports(base)
+        grpc = triton_settings.triton_grpc_port
         triton = LocalTriton(triton_settings, log_path=args.work / "triton.log")
         stack.callback(triton.stop)
         triton.start()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import secrets
@@ -38,7 +37,7 @@ import report  # noqa: E402
 from aic import images, modelspec, up  # noqa: E402
 from aic import settings as aic_settings  # noqa: E402
 from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.triton_local import LocalTriton, free_port  # noqa: E402
+from aic.triton_local import LocalTriton, free_port, on_free_ports  # noqa: E402
 
 TUNING_ENV = (
     "BATCH_MAX_SIZE",
@@ -166,13 +165,7 @@ def main() -> int:
     chelsea = next(body for name, body in photo_set if name.startswith("chelsea-480"))
     input_dir = preprocessed_input(spec, args.work / "perf_input", chelsea)
     key = secrets.token_urlsafe(24)
-    triton_settings = dataclasses.replace(
-        base_settings,
-        triton_http_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_metrics_port=free_port(),
-        triton_timeout_s=180.0,
-    )
+    triton_settings = on_free_ports(base_settings, triton_timeout_s=180.0)
     with ExitStack() as stack:
         triton = stack.enter_context(LocalTriton(triton_settings, log_path=args.work / "triton.log"))
         url, sessions = start_service(stack, args, triton, key)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 # ---- BEGIN triton fixtures (owner: model build / local Triton) ---------------------------------------------
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from aic import settings as aic_settings
-from aic.triton_local import LocalTriton, free_port
+from aic.triton_local import LocalTriton, free_port, on_free_ports
 
 
 @pytest.fixture(scope="session")
@@ -25,16 +24,7 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTri
 
     base = aic_settings.load(aic_settings.TritonSettings)
     ensure_default_model(base.model_repository, ("python",))
-    grpc_port = free_port()
-    triton_settings = dataclasses.replace(
-        base,
-        triton_url=f"127.0.0.1:{grpc_port}",
-        triton_backends=("python",),
-        triton_http_port=free_port(),
-        triton_grpc_port=grpc_port,
-        triton_metrics_port=free_port(),
-        triton_timeout_s=120.0,
-    )
+    triton_settings = on_free_ports(base, triton_backends=("python",), triton_timeout_s=120.0)
     log_path: Path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     with LocalTriton(triton_settings, log_path=log_path) as server:
         yield server

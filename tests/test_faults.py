@@ -7,7 +7,6 @@ rest of the suite. Leases are short (3 s) so reclaiming is observable in a test'
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import signal
@@ -25,7 +24,7 @@ import redis
 from aic import keys
 from aic import settings as aic_settings
 from aic.modelbuild import ensure_default_model
-from aic.triton_local import LocalTriton
+from aic.triton_local import LocalTriton, on_free_ports
 from conftest import API_KEY, publish_models
 from PIL import Image
 from skimage import data as skdata
@@ -150,16 +149,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     workdir = tmp_path_factory.mktemp("faults")
     redis_server = RedisServer(free_port(), workdir)
     redis_server.start()
-    grpc_port = free_port()
-    triton_settings = dataclasses.replace(
-        base,
-        triton_url=f"127.0.0.1:{grpc_port}",
-        triton_backends=("python",),
-        triton_http_port=free_port(),
-        triton_grpc_port=grpc_port,
-        triton_metrics_port=free_port(),
-        triton_timeout_s=120.0,
-    )
+    triton_settings = on_free_ports(base, triton_backends=("python",), triton_timeout_s=120.0)
     triton = LocalTriton(triton_settings, log_path=workdir / "triton.log")
     triton.start()
     triton.wait_ready(120)

@@ -27,7 +27,7 @@ import tritonclient.grpc.aio as grpcclient
 import yaml
 from aic import keys, settings
 from aic.modelbuild import ensure_default_model
-from aic.triton_local import LocalTriton, free_port
+from aic.triton_local import LocalTriton, free_port, on_free_ports
 from PIL import Image
 from skimage import data as skdata
 from stack import RedisServer, Service, redis_server, wait_for_http
@@ -132,15 +132,10 @@ def pvc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def own_triton(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
     """A Triton of our own over an empty repository: the operator loads and unloads in it freely."""
     repository = tmp_path_factory.mktemp("repository")
-    grpc_port = free_port()
-    triton_settings = dataclasses.replace(
+    triton_settings = on_free_ports(
         settings.load(settings.TritonSettings),
         model_repository=repository,
-        triton_url=f"127.0.0.1:{grpc_port}",
         triton_backends=("python",),
-        triton_grpc_port=grpc_port,
-        triton_http_port=free_port(),
-        triton_metrics_port=free_port(),
         triton_timeout_s=120.0,
     )
     log_path = tmp_path_factory.mktemp("triton-log") / "tritonserver.log"
@@ -275,15 +270,10 @@ async def test_a_triton_replica_that_starts_later_gets_the_model(
     cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     name = await cluster.sample_served()
-    grpc_port = free_port()
-    late_settings = dataclasses.replace(
+    late_settings = on_free_ports(
         settings.load(settings.TritonSettings),
         model_repository=cluster.repository,  # a second replica over the same (shared) repository
-        triton_url=f"127.0.0.1:{grpc_port}",
         triton_backends=("python",),
-        triton_grpc_port=grpc_port,
-        triton_http_port=free_port(),
-        triton_metrics_port=free_port(),
         triton_timeout_s=120.0,
     )
     late = LocalTriton(late_settings, load_models=[], log_path=tmp_path_factory.mktemp("late") / "triton.log")

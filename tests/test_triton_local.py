@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import tritonclient.grpc as grpcclient
 from aic import modelspec
 from aic.modelspec import Preprocessing
 from aic.settings import TritonSettings
-from aic.triton_local import LocalTriton, TritonStartError, free_port, server_command
+from aic.triton_local import LocalTriton, TritonStartError, on_free_ports, server_command
 from numpy.typing import NDArray
 from PIL import Image
 from skimage import data as skdata
@@ -94,13 +93,8 @@ def stub_pids_for(shm_prefix_port: int) -> list[str]:
 
 
 def test_stop_leaves_no_server_or_stub_behind(triton_server: LocalTriton, tmp_path: Path) -> None:
-    grpc_port = free_port()
-    own = dataclasses.replace(
-        triton_server.settings,
-        triton_http_port=free_port(),
-        triton_grpc_port=grpc_port,
-        triton_metrics_port=free_port(),
-    )
+    own = on_free_ports(triton_server.settings)
+    grpc_port = own.triton_grpc_port
     server = LocalTriton(own, log_path=tmp_path / "tritonserver.log")
     with server:
         assert tritonserver_pids_for(grpc_port) and stub_pids_for(grpc_port)
@@ -109,13 +103,7 @@ def test_stop_leaves_no_server_or_stub_behind(triton_server: LocalTriton, tmp_pa
 
 
 def test_a_model_that_cannot_load_fails_startup_with_the_log(triton_server: LocalTriton, tmp_path: Path) -> None:
-    settings = dataclasses.replace(
-        triton_server.settings,
-        model_repository=tmp_path / "empty",
-        triton_http_port=free_port(),
-        triton_grpc_port=free_port(),
-        triton_metrics_port=free_port(),
-    )
+    settings = on_free_ports(triton_server.settings, model_repository=tmp_path / "empty")
     settings.model_repository.mkdir()
     server = LocalTriton(settings, load_models=["missing-model"], log_path=tmp_path / "tritonserver.log")
     with pytest.raises(TritonStartError, match="missing-model"), server:

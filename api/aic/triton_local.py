@@ -7,6 +7,7 @@ stopping it also ends its python-backend stubs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import filecmp
 import logging
 import os
@@ -22,7 +23,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
+from typing import IO, Any
 
 from aic import modelspec
 from aic.settings import TritonSettings
@@ -133,6 +134,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def on_free_ports(settings: TritonSettings, **changes: Any) -> TritonSettings:
+    """``settings`` with fresh loopback ports for HTTP, gRPC and metrics, ``triton_url`` pointing at that gRPC
+    port, and any other ``changes`` (for a server of one's own beside others: tests, benches, ``aic up``)."""
+    grpc_port = free_port()
+    return dataclasses.replace(
+        settings,
+        triton_url=f"127.0.0.1:{grpc_port}",
+        triton_grpc_port=grpc_port,
+        triton_http_port=free_port(),
+        triton_metrics_port=free_port(),
+        **changes,
+    )
 
 
 class LocalTriton:

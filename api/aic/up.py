@@ -48,11 +48,9 @@ def start_embedded_redis(stack: ExitStack) -> str:
 
 
 def start_local_triton(stack: ExitStack, triton: TritonSettings) -> str:
-    from aic.triton_local import LocalTriton, free_port
+    from aic.triton_local import LocalTriton, on_free_ports
 
-    local = dataclasses.replace(
-        triton, triton_http_port=free_port(), triton_grpc_port=free_port(), triton_metrics_port=free_port()
-    )
+    local = on_free_ports(triton)
     log_path = data_dir() / "triton.log"
     server = LocalTriton(local, log_path=log_path)
     print(f"triton: starting, log in {log_path}", flush=True)
