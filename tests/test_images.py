@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aic import images
 from aic.errors import ImageValidationError
-from aic.modelspec import Preprocessing, ResizeRule
+from aic.modelspec import Layout, Preprocessing, ResizeRule
 from PIL import Image
 
 SPEC = Preprocessing(height=224, width=224)
@@ -132,3 +132,41 @@ def test_center_crop_rule_keeps_the_middle() -> None:
     out = images.resize(wide, spec)
     assert out.size == (32, 32)
     assert np.asarray(out).min() > 200
+
+
+def _normalised(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """The spec's normalisation written out plainly, height x width x 3 in float64."""
+    return (pixels / spec.scale - np.asarray(spec.mean)) / np.asarray(spec.std)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_uint8_input_is_the_resized_pixels_unnormalised(layout: str) -> None:
+    spec = Preprocessing(height=64, width=48, layout=Layout(layout), dtype="UINT8")
+    rgb = images.resize(images.decode(encode(gradient(), "PNG"), spec), spec)
+    tensor = images.to_tensor(rgb, spec)
+    pixels = np.asarray(rgb)
+    assert tensor.dtype == np.uint8
+    expected = pixels.transpose(2, 0, 1) if layout == "NCHW" else pixels
+    assert tensor.shape == expected.shape and np.array_equal(tensor, expected)
+    assert tensor.flags.c_contiguous
+
+
+@pytest.mark.parametrize(("dtype", "numpy_type", "tolerance"), [("FP32", np.float32, 1e-5), ("FP16", np.float16, 4e-3)])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_float_input_is_normalised_in_the_declared_type_and_layout(
+    dtype: str, numpy_type: type, tolerance: float, layout: str
+) -> None:
+    spec = Preprocessing(height=32, width=40, layout=Layout(layout), dtype=dtype)
+    rgb = images.resize(images.decode(encode(gradient(), "PNG"), spec), spec)
+    tensor = images.to_tensor(rgb, spec)
+    expected = _normalised(np.asarray(rgb, dtype=np.float64), spec)
+    if layout == "NCHW":
+        expected = expected.transpose(2, 0, 1)
+    assert tensor.dtype == numpy_type and tensor.shape == expected.shape
+    assert np.allclose(tensor.astype(np.float64), expected, rtol=tolerance, atol=tolerance)
+
+
+def test_an_unknown_input_type_is_refused() -> None:
+    spec = Preprocessing(height=32, width=32, dtype="INT64")
+    with pytest.raises(ValueError, match="INT64"):
+        images.to_tensor(Image.new("RGB", (32, 32)), spec)

@@ -51,9 +51,9 @@ def test_config_carries_tensors_batching_and_cpu_instances_from_the_spec(backend
     assert config.max_batch_size == spec.max_batch_size == 32
     (model_input,) = config.input
     (model_output,) = config.output
-    assert (model_input.name, list(model_input.dims)) == ("input", [3, 224, 224])
+    assert (model_input.name, list(model_input.dims)) == ("input", [224, 224, 3])
     assert (model_output.name, list(model_output.dims)) == ("logits", [1000])
-    assert model_input.data_type == model_output.data_type == pb.TYPE_FP32
+    assert (model_input.data_type, model_output.data_type) == (pb.TYPE_UINT8, pb.TYPE_FP32)
     assert config.dynamic_batching.max_queue_delay_microseconds == MAX_QUEUE_DELAY_US
     (group,) = config.instance_group
     assert (group.kind, group.count) == (pb.ModelInstanceGroup.KIND_CPU, 1)
@@ -91,7 +91,8 @@ def test_default_spec_describes_imagenet_preprocessing() -> None:
         "bilinear",
     )
     assert prep.mean == (0.485, 0.456, 0.406) and prep.std == (0.229, 0.224, 0.225)
-    assert (prep.layout, prep.dtype, prep.scale) == ("NCHW", "FP32", 255.0)
+    # uint8 pixels go over the wire; scale, mean and std say what the model itself does with them
+    assert (prep.layout, prep.dtype, prep.scale) == ("NHWC", "UINT8", 255.0)
 
 
 def test_spec_round_trips_through_model_json_with_labels_merged_from_labels_txt(tmp_path: Path) -> None:

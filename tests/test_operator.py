@@ -337,6 +337,12 @@ async def test_replicas_are_discovered_from_the_triton_services_endpoint_slices(
             "sha256 is",
         ),
         ("bad-device", {"runtime": {"device": "tpu"}}, "InvalidSpec", "runtime.device"),
+        (  # the sample's ONNX file takes uint8 NHWC pixels; a config for float NCHW must not load
+            "bad-input-type",
+            {"preprocessing": {"layout": "NCHW", "dtype": "FP32"}},
+            "LoadFailed",
+            "takes 'input' as tensor(uint8)",
+        ),
     ],
 )
 async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
@@ -349,7 +355,10 @@ async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
     assert message in status["message"]
     assert cluster.operator.process is not None and cluster.operator.process.poll() is None
     assert cluster.redis.hget(keys.MODEL_ROUTES, name) is None
-    assert not (cluster.repository / name).exists()
+    if reason == "LoadFailed":  # placed, then refused by Triton: never served
+        assert not await cluster.triton.is_model_ready(name)
+    else:  # refused before anything was placed
+        assert not (cluster.repository / name).exists()
 
 
 @pytest.mark.asyncio(loop_scope="session")

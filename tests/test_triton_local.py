@@ -19,17 +19,16 @@ from skimage import data as skdata
 pytestmark = pytest.mark.integration
 
 
-def preprocess(pixels: NDArray[np.uint8], prep: Preprocessing) -> NDArray[np.float32]:
-    """The spec's rule, written out independently of the dispatcher's code."""
+def preprocess(pixels: NDArray[np.uint8], prep: Preprocessing) -> NDArray[np.uint8]:
+    """The spec's rule, written out independently of the dispatcher's code: uint8 NHWC, the model normalises."""
     assert prep.resize == modelspec.ResizeRule.STRETCH
+    assert (prep.layout, prep.dtype) == (modelspec.Layout.NHWC, "UINT8")
     image = Image.fromarray(pixels).convert("RGB")
     image = image.resize((prep.width, prep.height), Image.Resampling[prep.interpolation.upper()])
-    array = np.asarray(image, dtype=np.float32) / prep.scale
-    array = (array - np.array(prep.mean, np.float32)) / np.array(prep.std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1), dtype=np.float32)
+    return np.ascontiguousarray(image, dtype=np.uint8)
 
 
-def infer(server: LocalTriton, batch: NDArray[np.float32]) -> NDArray[np.float32]:
+def infer(server: LocalTriton, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
     spec = modelspec.load(server.repository / "efficientnet-lite0")
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
@@ -43,7 +42,7 @@ def infer(server: LocalTriton, batch: NDArray[np.float32]) -> NDArray[np.float32
 
 
 @pytest.fixture(scope="module")
-def images(triton_server: LocalTriton) -> dict[str, NDArray[np.float32]]:
+def images(triton_server: LocalTriton) -> dict[str, NDArray[np.uint8]]:
     prep = modelspec.load(triton_server.repository / "efficientnet-lite0").preprocessing
     return {"chelsea": preprocess(skdata.chelsea(), prep), "coffee": preprocess(skdata.coffee(), prep)}
 
@@ -61,7 +60,7 @@ def test_server_is_ready_with_the_default_model(triton_server: LocalTriton) -> N
 
 @pytest.mark.parametrize(("name", "class_id"), [("chelsea", 285), ("coffee", 967)])
 def test_reference_images_get_their_imagenet_class(
-    triton_server: LocalTriton, images: dict[str, NDArray[np.float32]], name: str, class_id: int
+    triton_server: LocalTriton, images: dict[str, NDArray[np.uint8]], name: str, class_id: int
 ) -> None:
     logits = infer(triton_server, images[name][None])
     assert logits.shape == (1, 1000)
@@ -69,7 +68,7 @@ def test_reference_images_get_their_imagenet_class(
 
 
 def test_a_batch_gives_one_row_per_image_equal_to_single_runs(
-    triton_server: LocalTriton, images: dict[str, NDArray[np.float32]]
+    triton_server: LocalTriton, images: dict[str, NDArray[np.uint8]]
 ) -> None:
     logits = infer(triton_server, np.stack([images["chelsea"], images["coffee"]]))
     assert logits.shape == (2, 1000)
@@ -77,7 +76,7 @@ def test_a_batch_gives_one_row_per_image_equal_to_single_runs(
     np.testing.assert_allclose(logits[0], infer(triton_server, images["chelsea"][None])[0], atol=1e-4)
 
 
-def test_a_full_batch_of_32_is_served(triton_server: LocalTriton, images: dict[str, NDArray[np.float32]]) -> None:
+def test_a_full_batch_of_32_is_served(triton_server: LocalTriton, images: dict[str, NDArray[np.uint8]]) -> None:
     batch = np.stack([images["coffee"]] * 32)
     assert [int(i) for i in infer(triton_server, batch).argmax(axis=1)] == [967] * 32
 

@@ -39,7 +39,10 @@ class Preprocessing(msgspec.Struct, frozen=True, kw_only=True):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     layout: Layout = Layout.NCHW
-    dtype: str = "FP32"  # Triton data type of the input tensor
+    # Triton data type of the input tensor. FP32 / FP16: the dispatcher applies scale, mean and std.
+    # UINT8: the dispatcher sends the 0-255 pixels as they are and the model normalises (scale, mean and std
+    # then only document what the model does).
+    dtype: str = "FP32"
 
 
 class TensorSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,7 +59,7 @@ class PreprocessingSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unkn
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     layout: Layout = Layout.NCHW
-    dtype: Annotated[str, msgspec.Meta(pattern="^(FP32|FP16)$")] = "FP32"
+    dtype: Annotated[str, msgspec.Meta(pattern="^(FP32|FP16|UINT8)$")] = "FP32"
 
 
 class TensorRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

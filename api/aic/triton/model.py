@@ -18,6 +18,7 @@ import triton_python_backend_utils as pb_utils
 
 THREADS_ENV = "AIC_ORT_INTRA_OP_THREADS"
 SPINNING_ENV = "AIC_ORT_ALLOW_SPINNING"
+_ONNX_TYPES = {"TYPE_FP32": "tensor(float)", "TYPE_FP16": "tensor(float16)", "TYPE_UINT8": "tensor(uint8)"}
 
 
 class TritonPythonModel:
@@ -42,24 +43,39 @@ class TritonPythonModel:
         # decoding (and always between requests) that time is taken from useful work.
         options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get(SPINNING_ENV, "0"))
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        names = {i.name for i in self.session.get_inputs()}, {o.name for o in self.session.get_outputs()}
-        if self.input_name not in names[0] or self.output_name not in names[1]:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name for o in self.session.get_outputs()}
+        if self.input_name not in inputs or self.output_name not in outputs:
             raise pb_utils.TritonModelException(
-                f"{path} has inputs {sorted(names[0])} and outputs {sorted(names[1])}, "
+                f"{path} has inputs {sorted(inputs)} and outputs {sorted(outputs)}, "
                 f"config expects {self.input_name!r} -> {self.output_name!r}"
+            )
+        # As Triton's onnxruntime backend does: a config whose input type or shape is not the model's own
+        # fails the load (the ModelVersion reports it) instead of every request at run time.
+        declared = config["input"][0]
+        wanted = _ONNX_TYPES.get(declared["data_type"], declared["data_type"])
+        found = inputs[self.input_name]
+        dims = [int(d) for d in declared["dims"]]
+        model_dims = [d if isinstance(d, int) else -1 for d in found.shape[1:]]
+        fits = len(model_dims) == len(dims) and all(m in (-1, d) for m, d in zip(model_dims, dims, strict=True))
+        if found.type != wanted or not fits:
+            raise pb_utils.TritonModelException(
+                f"{path} takes {self.input_name!r} as {found.type} {found.shape}, but the config declares "
+                f"{declared['data_type']} {dims} (check the ModelVersion's preprocessing layout and dtype)"
             )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         """Exactly one response per request, in order; a bad request fails alone, a failed run fails all."""
         responses: list[Any] = [None] * len(requests)
-        batches: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        batches: list[np.ndarray[Any, Any]] = []
         taken: list[int] = []
         for index, request in enumerate(requests):
             tensor = pb_utils.get_input_tensor_by_name(request, self.input_name)
             if tensor is None:
                 responses[index] = _error(f"missing input {self.input_name!r}")
                 continue
-            batches.append(np.ascontiguousarray(tensor.as_numpy(), dtype=np.float32))
+            # Triton has checked the data type against config.pbtxt, which declares the ONNX input's own type.
+            batches.append(tensor.as_numpy())
             taken.append(index)
         if batches:
             try:
