@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aic import settings as settings_mod
@@ -32,6 +33,9 @@ def cmd_api(_: argparse.Namespace) -> int:
         log_level=api.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=10,
+        # uvloop and httptools (dependencies): about a third less CPU per request than asyncio's loop and h11
+        loop="auto",
+        http="auto",
     )
     return 0
 
@@ -61,8 +65,18 @@ async def _dispatch() -> None:
         await redis.aclose()
 
 
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (a dependency on Linux): asyncio's API at less CPU per event (bench/)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def cmd_dispatcher(_: argparse.Namespace) -> int:
-    asyncio.run(_dispatch())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_dispatch())
     return 0
 
 
