@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 
-def write(result: dict[str, Any], out: Path) -> None:
+def write(result: dict[str, Any], out: Path, latest: str = "latest") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S") + latest.removeprefix("latest")
     text = json.dumps(result, indent=2) + "\n"
     page = markdown(result)
-    for name in ("latest", stamp):
+    for name in (latest, stamp):
         (out / f"{name}.json").write_text(text)
         (out / f"{name}.md").write_text(page)
 
@@ -77,14 +77,28 @@ def markdown(r: dict[str, Any]) -> str:
     cell = {(m["batch"], m["concurrency"]): m["inferences_per_s"] for m in r["sweep"]}
     for b in batches:
         lines.append(f"| {b} | " + " | ".join(f"{cell.get((b, c), 0):.1f}" for c in conc) + " |")
+    place = r.get("placement") or {}
+    if place and place["triton_cpus"] != place["other_cpus"]:
+        where = [
+            f"- Triton (onnxruntime) runs alone on CPU {_cpus(place['triton_cpus'])}; redis-server, the API, the",
+            f"  dispatcher(s), the load generator and perf_analyzer on CPU {_cpus(place['other_cpus'])}, as separate",
+            "  pods would be placed. (a) and (b) give Triton the same cores, so the wall-clock ratio says whether",
+            "  the service keeps Triton as busy as perf_analyzer does. The CPU-normalised ratio still counts every",
+            "  process, as if all shared the same cores.",
+        ]
+    else:
+        where = [
+            "- Everything runs on the same cores: Triton (onnxruntime), redis-server, the API, the dispatcher(s), the",
+            "  load generator and perf_analyzer.",
+        ]
     lines += [
         "",
         "## How to read this",
         "",
-        "- Everything runs on the same cores: Triton (onnxruntime), redis-server, the API, the dispatcher(s), the",
-        "  load generator and perf_analyzer. (a) and (b) alternate within one run so that both meet the same",
-        '  neighbours; a ratio across runs or machines means nothing. "Others\' CPU" is what processes outside',
-        "  this benchmark used (other people's builds and tests), as a share of all cores.",
+        *where,
+        "- (a) and (b) alternate within one run so that both meet the same neighbours; a ratio across runs or",
+        "  machines means nothing. \"Others' CPU\" is what processes outside this benchmark used (other people's",
+        "  builds and tests), as a share of all cores.",
         "- When others load the machine, the scheduler shares it per thread: the service's many processes take",
         "  more of it than Triton alone does in (a), which flatters the wall-clock ratio. The CPU-normalised ratio",
         "  does not depend on that: (CPU per inference in (a)) / (CPU per job in (b)), all our processes counted",
@@ -96,3 +110,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _cpus(cpus: list[int]) -> str:
+    return ", ".join(str(c) for c in cpus)

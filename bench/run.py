@@ -62,6 +62,14 @@ def arguments() -> argparse.Namespace:
     cli.add_argument("--duration-s", type=float, default=30.0, help="measured seconds of (b) per round")
     cli.add_argument("--dispatchers", type=int, default=1)
     cli.add_argument(
+        "--triton-cpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="0: every process shares every core (default). N: Triton alone on the first N cores and everything "
+        "else (redis, API, dispatchers, clients, perf_analyzer) on the rest, as separate pods would be placed",
+    )
+    cli.add_argument(
         "--profile",
         type=float,
         default=0.0,
@@ -69,6 +77,18 @@ def arguments() -> argparse.Namespace:
         help="after the rounds, profile API, dispatcher and Triton's stub with py-spy for this long",
     )
     return cli.parse_args()
+
+
+def placement(triton_cpus: int) -> tuple[set[int], set[int]]:
+    """(Triton's cores, everyone else's): all cores for both, or the first N for Triton alone."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if triton_cpus <= 0:
+        return set(cpus), set(cpus)
+    if triton_cpus >= len(cpus):
+        raise SystemExit(f"--triton-cpus {triton_cpus} leaves no core for the rest of the service ({len(cpus)} cores)")
+    # one intra-op thread per core Triton has, as a pod's CPU limit would be matched (unless set explicitly)
+    os.environ.setdefault("AIC_ORT_INTRA_OP_THREADS", str(triton_cpus))
+    return set(cpus[:triton_cpus]), set(cpus[triton_cpus:])
 
 
 def preprocessed_input(spec: modelspec.ModelSpec, folder: Path, chelsea: bytes) -> Path:
@@ -166,8 +186,13 @@ def main() -> int:
     input_dir = preprocessed_input(spec, args.work / "perf_input", chelsea)
     key = secrets.token_urlsafe(24)
     triton_settings = on_free_ports(base_settings, triton_timeout_s=180.0)
+    triton_cpus, other_cpus = placement(args.triton_cpus)
     with ExitStack() as stack:
+        # Processes inherit the CPU set of the process that starts them: Triton (and the stub it starts) gets
+        # its cores, then everything this script starts afterwards gets the others.
+        os.sched_setaffinity(0, triton_cpus)
         triton = stack.enter_context(LocalTriton(triton_settings, log_path=args.work / "triton.log"))
+        os.sched_setaffinity(0, other_cpus)
         url, sessions = start_service(stack, args, triton, key)
         analyzer = perf.PerfAnalyzer(args.perf_analyzer.resolve(), triton.grpc_url, spec.name, input_dir)
         print(f"bench: Triton {triton.grpc_url}, API {url}; warming up", flush=True)
@@ -213,6 +238,7 @@ def main() -> int:
         "model": {"name": spec.name, "input": spec.input.data_type, "max_batch_size": spec.max_batch_size},
         "tuning_env": {k: os.environ[k] for k in TUNING_ENV if k in os.environ},
         "dispatchers": args.dispatchers,
+        "placement": {"triton_cpus": sorted(triton_cpus), "other_cpus": sorted(other_cpus)},
         "photos": photos.describe(photo_set),
         "sweep": [m.as_dict() for m in sweep],
         "best": {"batch": best.batch, "concurrency": best.concurrency},
@@ -228,7 +254,7 @@ def main() -> int:
         ),
         "profiles": profiled,
     }
-    report.write(result, args.out)
+    report.write(result, args.out, "latest" if args.triton_cpus <= 0 else f"latest-triton-cpus-{args.triton_cpus}")
     print(report.markdown(result), flush=True)
     return 0
 
