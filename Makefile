@@ -32,12 +32,12 @@ run: setup ## the whole product on this machine: embedded Redis, local Triton, d
 
 test: setup ## the whole test suite against real Redis and Triton, then lint and types
 	$(BIN)/python -m pytest
-	$(BIN)/ruff check api operator tests
-	$(BIN)/ruff format --check api operator tests
+	$(BIN)/ruff check api operator tests bench
+	$(BIN)/ruff format --check api operator tests bench
 	$(BIN)/mypy
 
 lint: setup
-	$(BIN)/ruff check api operator tests
+	$(BIN)/ruff check api operator tests bench
 	$(BIN)/mypy
 
 # Not part of `make test`: NVIDIA's perf_analyzer lands in $(BENCH_DIR) (git-ignored), outside the venv.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -17,10 +18,12 @@ LONG_SIDES = (320, 480, 640, 800, 1024, 1280, 1600, 2048, 2400, 3000)
 QUALITY = 90
 
 
-def jpeg(pixels: np.ndarray, long_side: int) -> bytes:
+def jpeg(pixels: np.ndarray[Any, Any], long_side: int) -> bytes:
     image = Image.fromarray(pixels).convert("RGB")
     scale = long_side / max(image.size)
-    image = image.resize((max(32, round(image.width * scale)), max(32, round(image.height * scale))), Image.BICUBIC)
+    image = image.resize(
+        (max(32, round(image.width * scale)), max(32, round(image.height * scale))), Image.Resampling.BICUBIC
+    )
     out = io.BytesIO()
     image.save(out, format="JPEG", quality=QUALITY)
     return out.getvalue()

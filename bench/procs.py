@@ -17,6 +17,7 @@ import urllib.request
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -129,7 +130,7 @@ class CpuMeter:
         self.machine_busy_s = busy - self._machine[0]
         self.machine_total_s = total - self._machine[1]
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         ours = sum(self.components.values())
         others = max(0.0, self.machine_busy_s - ours)
         return {
