@@ -30,13 +30,16 @@ model: setup ## build the default model into MODEL_REPOSITORY (cached)
 run: setup ## the whole product on this machine: embedded Redis, local Triton, default model, API, dispatcher
 	$(BIN)/aic up
 
-test: setup ## the whole test suite against real Redis and Triton, then lint and types
-	$(BIN)/python -m pytest
+test: setup ## the whole test suite against real Redis and Triton, then lint, types and the import rules
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -p no:randomly tests/integration
 	$(BIN)/ruff check api operator tests bench
 	$(BIN)/ruff format --check api operator tests bench
 	$(BIN)/mypy
 
 lint: setup
+	$(BIN)/lint-imports
 	$(BIN)/ruff check api operator tests bench
 	$(BIN)/mypy
 

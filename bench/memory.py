@@ -32,11 +32,13 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import procs  # noqa: E402
-from aic import keys, up  # noqa: E402
-from aic import settings as aic_settings  # noqa: E402
-from aic.enums import Priority  # noqa: E402
-from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.triton_local import LocalTriton, free_port, on_free_ports  # noqa: E402
+from aic.core import settings as aic_settings  # noqa: E402
+from aic.core.enums import Priority  # noqa: E402
+from aic.local import up  # noqa: E402
+from aic.local.modelbuild import ensure_default_model  # noqa: E402
+from aic.local.ports import free_port  # noqa: E402
+from aic.local.triton import LocalTriton, on_free_ports  # noqa: E402
+from aic.store import keys  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

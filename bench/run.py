@@ -34,10 +34,14 @@ import photos  # noqa: E402
 import procs  # noqa: E402
 import profiles  # noqa: E402
 import report  # noqa: E402
-from aic import images, modelspec, up  # noqa: E402
-from aic import settings as aic_settings  # noqa: E402
-from aic.modelbuild import ensure_default_model  # noqa: E402
-from aic.triton_local import LocalTriton, free_port, on_free_ports  # noqa: E402
+from aic.core import modelspec  # noqa: E402
+from aic.core import settings as aic_settings  # noqa: E402
+from aic.dispatch import preprocess  # noqa: E402
+from aic.local import up  # noqa: E402
+from aic.local.modelbuild import ensure_default_model  # noqa: E402
+from aic.local.ports import free_port  # noqa: E402
+from aic.local.triton import LocalTriton, on_free_ports  # noqa: E402
+from aic.modelrepo import layout  # noqa: E402
 
 TUNING_ENV = (
     "BATCH_MAX_SIZE",
@@ -94,7 +98,7 @@ def placement(triton_cpus: int) -> tuple[set[int], set[int]]:
 def preprocessed_input(spec: modelspec.ModelSpec, folder: Path, chelsea: bytes) -> Path:
     """perf_analyzer's --input-data folder: one real photo, preprocessed exactly as a dispatcher does it."""
     folder.mkdir(parents=True, exist_ok=True)
-    images.preprocess(chelsea, spec.preprocessing).tofile(folder / spec.input.name)
+    preprocess.preprocess(chelsea, spec.preprocessing).tofile(folder / spec.input.name)
     return folder
 
 
@@ -180,7 +184,7 @@ def main() -> int:
     started = time.time()
     base_settings = aic_settings.load(aic_settings.TritonSettings)
     model_dir = ensure_default_model(base_settings.model_repository, ("python",))
-    spec = modelspec.load(model_dir)
+    spec = layout.load(model_dir)
     photo_set = photos.write(args.work / "photos")
     chelsea = next(body for name, body in photo_set if name.startswith("chelsea-480"))
     input_dir = preprocessed_input(spec, args.work / "perf_input", chelsea)

@@ -1,4 +1,5 @@
-"""``aic``: the one command in front of every process of the product."""
+"""``aic``: the one command in front of every process of the product, and the composition root that wires
+each process from the packages below it (the only module of ``aic`` that imports ``aic_operator``)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aic import settings as settings_mod
-from aic.settings import ApiSettings, DispatcherSettings, RedisSettings, TritonSettings
+from aic.core import settings as settings_mod
+from aic.core.settings import ApiSettings, DispatcherSettings, RedisSettings, TritonSettings, WebhookSettings
 
 
 def _logging() -> None:
@@ -22,7 +23,7 @@ def _logging() -> None:
 def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn
 
-    from aic.app import create_app
+    from aic.http.app import create_app
 
     api = settings_mod.load(ApiSettings)
     app = create_app(api, settings_mod.load(RedisSettings))
@@ -41,21 +42,42 @@ def cmd_api(_: argparse.Namespace) -> int:
 
 
 async def _dispatch() -> None:
-    from aic.dispatcher import Dispatcher
-    from aic.inference import TritonRunner
-    from aic.redis_conn import connect
+    """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
+    from aic.dispatch.dispatcher import Dispatcher, new_worker_id
+    from aic.store.connection import connect
+    from aic.store.queue import QueueConsumer
+    from aic.store.routes import RouteStore
+    from aic.store.transitions import JobTransitions
+    from aic.store.webhooks import WebhookStore
+    from aic.store.workers import Heartbeats
+    from aic.triton.client import TritonRunner
+    from aic.webhooks.worker import WebhookWorker
 
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
-    dispatcher = Dispatcher(redis, runner, settings_mod.load(DispatcherSettings))
-    from aic.webhook_worker import WebhookWorker
-
-    webhooks = WebhookWorker(redis, settings_mod.load(settings_mod.WebhookSettings))
+    worker_id = new_worker_id()
+    dispatcher = Dispatcher(
+        queue=QueueConsumer(redis, worker_id),
+        jobs=JobTransitions(redis),
+        routes=RouteStore(redis),
+        heartbeats=Heartbeats(redis),
+        runner=runner,
+        settings=settings_mod.load(DispatcherSettings),
+        worker_id=worker_id,
+    )
+    webhooks = WebhookWorker(WebhookStore(redis), settings_mod.load(WebhookSettings), consumer=worker_id)
     webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
     loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        # both at once: their idle reads time out in parallel, so a stop takes one read's wait, not two; what the
+        # dispatcher finishes during its grace is delivered from the outbox by any worker, this one or another
+        dispatcher.stop()
+        webhooks.stop()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, dispatcher.stop)
+        loop.add_signal_handler(sig, stop)
     try:
         await dispatcher.run()
     finally:
@@ -81,13 +103,13 @@ def cmd_dispatcher(_: argparse.Namespace) -> int:
 
 
 def cmd_triton(_: argparse.Namespace) -> int:
-    from aic.triton_local import LocalTriton
+    from aic.local.triton import LocalTriton
 
     return LocalTriton(settings_mod.load(TritonSettings)).run_forever()
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
-    from aic.modelbuild import build_default_model
+    from aic.local.modelbuild import build_default_model
 
     triton = settings_mod.load(TritonSettings)
     repository = Path(args.repository) if args.repository else triton.model_repository
@@ -97,7 +119,7 @@ def cmd_model_build(args: argparse.Namespace) -> int:
 
 
 def cmd_up(_: argparse.Namespace) -> int:
-    from aic.up import run_up
+    from aic.local.up import run_up
 
     return run_up()
 
@@ -109,13 +131,13 @@ def cmd_operator(_: argparse.Namespace) -> int:
 
 
 def cmd_models_apply(args: argparse.Namespace) -> int:
-    from aic.localmodels import apply_file
+    from aic_operator.local import apply_file
 
     return apply_file(Path(args.filename))
 
 
 def cmd_models_delete(args: argparse.Namespace) -> int:
-    from aic.localmodels import delete
+    from aic_operator.local import delete
 
     return delete(args.names)
 

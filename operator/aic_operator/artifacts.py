@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.parse
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 CACHE_DIR = ".artifacts"
-"""Inside the model repository; the leading dot keeps Triton and ``modelspec.discover`` away from it."""
+"""Inside the model repository; the leading dot keeps Triton and ``aic.modelrepo.layout.discover`` away."""
 _CHUNK = 1 << 20
 
 
@@ -96,12 +95,3 @@ def _copy(uri: str, out: IO[bytes], pvc_root: Path, timeout_s: float) -> str:
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise ArtifactError(f"{uri}: {exc}", permanent=False) from None
     return digest.hexdigest()
-
-
-def place(source: Path, target: Path) -> None:
-    """Put a cached artifact at ``target``: a hard link where possible (no copy of a large model)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

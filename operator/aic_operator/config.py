@@ -1,7 +1,7 @@
 """Settings of the ModelVersion operator and of ``aic models``: one frozen dataclass, read from the environment.
 
-It lives beside the operator rather than in ``aic.settings`` because only the operator and the local
-``aic models`` commands read it; values come through the same ``aic.settings.load``.
+It lives beside the operator rather than in ``aic.core.settings`` because only the operator and the local
+``aic models`` commands read it; values come through the same ``aic.core.settings.load``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from aic import settings as settings_mod
-from aic.settings import RedisSettings, TritonSettings
+from aic.core import settings as settings_mod
+from aic.core.settings import RedisSettings, TritonSettings
 
 GROUP = "serving.aic.dev"
 VERSION = "v1alpha1"

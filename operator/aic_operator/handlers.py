@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 import kopf
-from aic.redis_conn import connect
+from aic.store.connection import connect
+from aic.store.routes import RouteStore
 
 from aic_operator.config import GROUP, PLURAL, VERSION, load_config
 from aic_operator.reconcile import ReconcileError, Reconciler
@@ -30,14 +31,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
     logger.info(
         "model repository %s; Triton replicas %s", CONFIG.triton.model_repository, fleet.urls() or "from endpoints"
     )
-    memo.reconciler = Reconciler(CONFIG, fleet, connect(CONFIG.redis))
+    memo.redis = connect(CONFIG.redis)
+    memo.reconciler = Reconciler(CONFIG, fleet, RouteStore(memo.redis))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
     await reconciler.fleet.close()
-    await reconciler.redis.aclose()
+    await memo.redis.aclose()
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

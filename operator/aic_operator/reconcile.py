@@ -8,21 +8,20 @@ reachable replica serves the new model, so no alias ever points at a model that 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import msgspec
-from aic.modelspec import ModelSpec
-from redis.asyncio import Redis
+from aic.core.modelspec import InvalidSpec, ModelSpec
+from aic.modelrepo import writer
+from aic.store.routes import RouteStore
 
-from aic_operator import artifacts, repository, routes
+from aic_operator import artifacts
 from aic_operator.artifacts import ArtifactError
 from aic_operator.config import Config
 from aic_operator.render import DesiredState, desired_state
-from aic_operator.spec import InvalidSpec, ModelVersionSpec, check_name, parse
+from aic_operator.spec import ModelVersionSpec, check_name, parse
 from aic_operator.status import Status, failed, from_replicas
 from aic_operator.triton import Fleet
 
@@ -41,10 +40,10 @@ class ReconcileError(Exception):
 class Reconciler:
     """Makes ModelVersions true in one model repository, on one fleet of Triton replicas and one Redis."""
 
-    def __init__(self, config: Config, fleet: Fleet, redis: Redis) -> None:
+    def __init__(self, config: Config, fleet: Fleet, routes: RouteStore) -> None:
         self.config = config
         self.fleet = fleet
-        self.redis = redis
+        self.routes = routes
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
@@ -72,7 +71,7 @@ class Reconciler:
             status = from_replicas(name, replicas, generation, desired.device)
             if status.ready_replicas == 0:
                 raise ReconcileError(status, permanent=status.reason == "LoadFailed")
-            await routes.publish(self.redis, model, parsed.traffic.weight)
+            await self.routes.publish(model, parsed.traffic.weight)
             # Degraded (served, some replicas missing) is a status, not an error: the resync timer loads it
             # on the missing replicas as they come up.
             return status
@@ -80,13 +79,13 @@ class Reconciler:
     async def delete(self, name: str) -> None:
         """Withdraw routes first (no new jobs for it), then unload everywhere, then remove the files."""
         async with self._locks.setdefault(name, asyncio.Lock()):
-            await routes.withdraw(self.redis, name)
+            await self.routes.withdraw(name)
             replicas = await self.fleet.unload(name)
             unreachable = [r.url for r in replicas if not r.reachable]
             if unreachable:
                 message = f"cannot unload from unreachable Triton replicas {unreachable}"
                 raise ReconcileError(failed(name, "TritonUnavailable", message, None), permanent=False)
-            await asyncio.to_thread(repository.remove_model, self.repository, name)
+            await asyncio.to_thread(writer.remove, self.repository, name)
         self._locks.pop(name, None)
 
     def _write(self, desired: DesiredState, parsed: ModelVersionSpec) -> tuple[bool, ModelSpec]:
@@ -101,6 +100,5 @@ class Reconciler:
                 parsed.labels.uri, parsed.labels.sha256, cache, op.pvc_mount_root, op.download_timeout_s
             )
             labels = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-        model = msgspec.structs.replace(desired.model, labels=labels)
-        desired = dataclasses.replace(desired, model=model)
-        return repository.write_model(self.repository, desired, artifact, labels), model
+        files = desired.files(artifact, labels)
+        return writer.write(self.repository, files, files.fingerprint()), files.spec

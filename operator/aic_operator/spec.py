@@ -11,15 +11,11 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
-from aic.modelspec import Layout, ResizeRule
+from aic.core.modelspec import InvalidSpec, Layout, ResizeRule
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
-
-
-class InvalidSpec(ValueError):
-    """The ModelVersion cannot be served as written; retrying will not help until the spec changes."""
 
 
 class Format(StrEnum):

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aic.timeutil import now_iso
+from aic.core.timeutil import now_iso
 
 from aic_operator.triton import ReplicaState
 

@@ -1,0 +1,198 @@
+"""Settings, one frozen dataclass per concern, read from the environment or a ``.env`` file.
+
+Names follow the seed design's section 7 (``API_HOST``, ``REDIS_URL``, ``MAX_FILE_SIZE``, ...); each field's
+environment variable is its name in upper case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dotenv import dotenv_values
+
+T = TypeVar("T")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+"""The checkout (``api/aic/core/settings.py`` is three levels down): the default model repository lives there."""
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def environment() -> dict[str, str]:
+    """The process environment over the values of ``.env`` in the working directory (env wins)."""
+    values = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    values.update(os.environ)
+    return values
+
+
+def _convert(raw: str, kind: Any, name: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if raw == "" else _convert(raw, inner[0], name)
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError(f"{name} must be a boolean, got {raw!r}")
+    if kind is int or kind is float:
+        try:
+            return kind(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if origin is tuple:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind is Path:
+        return Path(raw).expanduser()
+    return raw
+
+
+def load(cls: type[T], env: Mapping[str, str] | None = None) -> T:
+    """Build one settings dataclass from ``env`` (default: the process environment and ``.env``)."""
+    env = environment() if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = field.name.upper()
+        if name in env:
+            values[field.name] = _convert(env[name], hints[field.name], name)
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API process."""
+
+    app_name: str = "Async Image Classifier"
+    version: str = "1.0.0"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_prefix: str = "/api/v1"
+    max_file_size: int = 10 * 1024 * 1024
+    """Largest accepted upload in bytes; larger uploads get 400 "File size exceeds limit"."""
+    allowed_hosts: tuple[str, ...] = ("*",)
+    api_keys: str = ""
+    """Comma-separated ``tenant:key`` pairs. Empty means no key is valid: every guarded route answers 401."""
+    api_key_header: str = "X-API-Key"
+    log_level: str = "INFO"
+    log_format: str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    secret_key: str = ""
+    """Signs the Bearer JWTs of ``POST /auth/token`` (HS256). Empty: a random per-process secret is generated
+    and a warning logged; every API replica must share one value in production."""
+    access_token_expire_minutes: int = 30
+    """Lifetime of an access token issued by ``POST /auth/token``."""
+    rate_limit_per_minute: int = 60
+    """Sustained requests per minute allowed per API key and, separately, per client IP; 0 disables limits."""
+    rate_limit_burst: int = 10
+    """Requests a key or IP may make at once before the per-minute rate applies (token bucket capacity)."""
+    batch_max_files: int = 10
+    """Most files one ``POST /classify/batch`` may carry."""
+    prefer_wait_max_s: int = 60
+    """Longest hold a ``Prefer: wait=N`` submit may ask for; larger N is served as this."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RedisSettings:
+    """Where job state and the queue live."""
+
+    redis_url: str = "redis://localhost:6379"
+    redis_password: str | None = None
+    redis_db: int = 0
+    redis_max_connections: int = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class TritonSettings:
+    """The Triton server(s) and the model repository they serve."""
+
+    triton_url: str = "localhost:8001"
+    """gRPC address (host:port) of Triton."""
+    model_repository: Path = PROJECT_ROOT / "model_repository"
+    triton_backends: tuple[str, ...] = ("python",)
+    """Backends the target Triton has. The local wheel's server has only ``python``; the NGC image has
+    ``onnxruntime`` (preferred for ONNX when listed) and ``tensorrt``."""
+    triton_http_port: int = 8010
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_timeout_s: float = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class DispatcherSettings:
+    """The dispatcher processes that move jobs from the queue through Triton."""
+
+    batch_max_size: int = 16
+    batch_max_wait_ms: int = 5
+    lease_ms: int = 30_000
+    """A job not renewed for this long is taken over by another dispatcher."""
+    max_retries: int = 3
+    """Retries of a Triton call that was slow or overloaded (seed section 6), ``triton_retry_*`` apart."""
+    max_deliveries: int = 4
+    """A job handed to dispatchers this many times without finishing (it kills or stalls them) fails and is
+    dead-lettered."""
+    triton_retry_base_s: float = 1.0
+    """Delay before the first retry of a failed Triton call; each later one is ``triton_retry_factor`` longer."""
+    triton_retry_factor: float = 2.0
+    triton_retry_max_s: float = 10.0
+    """Longest delay between two tries: also how often an unreachable Triton is tried again."""
+    triton_retry_jitter: float = 0.2
+    """Fraction of each delay drawn at random, so dispatchers that failed together do not retry together."""
+    dispatcher_concurrency: int = 2
+    """Batches in flight per dispatcher process: one preprocessing while another is in Triton."""
+    preprocess_threads: int = 0
+    """Threads decoding images; 0 means one per CPU core."""
+    heartbeat_interval_s: int = 10
+    triton_outage_timeout_s: float = 300.0
+    """While Triton is unreachable jobs wait (backing off) this long, then fail with TIMEOUT."""
+    shutdown_grace_s: float = 20.0
+    """On SIGTERM in-flight batches get this long to finish; what is left is released to other dispatchers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueSettings:
+    """Admission control shared by the API replicas."""
+
+    queue_max_depth: int = 10_000
+    """Jobs waiting or in flight across all priorities; above it submit answers 503 with Retry-After."""
+    queue_full_retry_after_s: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class WebhookSettings:
+    """Signed webhooks to ``callback_url``: retry schedule, network limits and the secret rotation grace."""
+
+    webhook_max_attempts: int = 5
+    """Attempts per event before giving up (the first one included)."""
+    webhook_backoff_base_s: float = 10.0
+    """Delay after the first failed attempt; each later one is ``webhook_backoff_factor`` times longer
+    (defaults: 10 s, 40 s, 160 s, 640 s capped to 600 s: about 13 minutes in all)."""
+    webhook_backoff_factor: float = 4.0
+    webhook_backoff_max_s: float = 600.0
+    """Longest delay between two attempts, also the cap on a receiver's ``Retry-After``."""
+    webhook_jitter: float = 0.2
+    """Fraction of each delay drawn at random, so receivers that failed together are not retried together."""
+    webhook_connect_timeout_s: float = 5.0
+    webhook_timeout_s: float = 15.0
+    """Total time of one attempt: name resolution, connect, TLS, request and the bounded read of the answer."""
+    webhook_max_response_bytes: int = 4096
+    webhook_concurrency: int = 4
+    """Deliveries in flight per dispatcher process."""
+    webhook_poll_ms: int = 500
+    """How often the schedule is checked for retries that became due."""
+    webhook_claim_idle_ms: int = 30_000
+    """An outbox entry read but not moved into the schedule this long ago (a crashed reader) is taken over."""
+    webhook_allow_loopback: bool = False
+    """Tests only: lets a callback reach 127.0.0.0/8 and ::1. Every other internal address stays refused."""
+    webhook_ca_bundle: Path | None = None
+    """PEM file of the CAs callback certificates must chain to; empty means the system trust store."""
+    webhook_secret_grace_s: float = 86_400.0
+    """After a rotation, webhooks are signed with the new and the previous secret for this long."""

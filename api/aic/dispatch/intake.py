@@ -1,0 +1,104 @@
+"""A dispatcher's intake: which queue entries to take next, and the leases of the ones it holds.
+
+Every entry read through the consumer group stays in the group's pending list until the job's result or
+failure is written (the job store acknowledges it in the same atomic step). While an entry is being worked
+on its idle time is reset every third of the lease; an entry idle longer than the lease belongs to a dead
+dispatcher and is claimed by a live one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from aic.core.enums import PRIORITY_WEIGHTS, Priority
+from aic.core.settings import DispatcherSettings
+from aic.store.queue import Entry, QueueConsumer
+
+log = logging.getLogger("aic.dispatcher")
+
+
+def quotas(want: int) -> dict[Priority, int]:
+    """Entries to take from each queue for a batch of ``want``: by weight, at least one each, so the least
+    urgent queue always moves however full the others are."""
+    total = sum(PRIORITY_WEIGHTS.values())
+    return {p: max(1, want * w // total) for p, w in PRIORITY_WEIGHTS.items()}
+
+
+class Intake:
+    """Reads entries for one consumer (one dispatcher process) and tracks the ones it holds."""
+
+    def __init__(self, queue: QueueConsumer, settings: DispatcherSettings) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.held: set[Entry] = set()
+        self._retry: list[Entry] = []
+        self._last_reclaim = 0.0
+
+    def count(self) -> int:
+        return len(self.held)
+
+    def hold(self, entry: Entry) -> None:
+        self.held.add(entry)
+
+    def let_go(self, entry: Entry) -> None:
+        self.held.discard(entry)
+
+    def retry_later(self, entries: Iterable[Entry]) -> None:
+        """Entries still pending for us after a failure (e.g. Redis went away): take them again next."""
+        self._retry.extend(entries)
+
+    async def next_batch(self) -> list[Entry]:
+        """Up to ``batch_max_size`` entries, most urgent first: own retries, reclaimed, then new ones."""
+        want = self.settings.batch_max_size
+        found, self._retry = self._retry[:want], self._retry[want:]
+        if len(found) < want:
+            found += await self._reclaim(want - len(found))
+        if len(found) < want:
+            found += await self._read_weighted(want - len(found))
+        if not found:
+            found = await self.queue.read_blocking(want, block_ms=1000)
+        if found and len(found) < want and self.settings.batch_max_wait_ms > 0:
+            found += await self.queue.read_blocking(want - len(found), block_ms=self.settings.batch_max_wait_ms)
+        return found
+
+    async def _read_weighted(self, want: int) -> list[Entry]:
+        share = quotas(want)
+        got = await self.queue.read(share)
+        found = [entry for priority in Priority for entry in got[priority]]
+        # spare room goes to the most urgent queue that had as many as it was offered (it may have more)
+        for priority in Priority:
+            if len(found) >= want:
+                break
+            if len(got[priority]) == share[priority]:
+                found += (await self.queue.read({priority: want - len(found)}))[priority]
+        return found
+
+    async def _reclaim(self, want: int) -> list[Entry]:
+        """Entries a dispatcher took but stopped renewing (it died): they are ours now."""
+        now = time.monotonic()
+        if now - self._last_reclaim < self.settings.lease_ms / 4000:
+            return []
+        self._last_reclaim = now
+        found: list[Entry] = []
+        for priority in Priority:
+            found += await self.queue.reclaim(priority, self.settings.lease_ms, want - len(found))
+            if len(found) >= want:
+                break
+        if found:
+            log.info("reclaimed %d entries whose lease expired", len(found))
+        return found
+
+    async def renew(self) -> None:
+        """Reset the idle time of every entry we hold, so no live dispatcher reclaims a slow job."""
+        if self.held:
+            await self.queue.renew(list(self.held))
+
+    async def release(self) -> None:
+        """Hand back everything we hold (shutdown past its grace): idle for a whole lease, so any live
+        dispatcher claims it at once instead of waiting for the lease to run out."""
+        if self.held:
+            await self.queue.release(list(self.held), idle_ms=self.settings.lease_ms)
+            log.info("released %d entries", len(self.held))
+        self.held.clear()

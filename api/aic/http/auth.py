@@ -1,0 +1,137 @@
+"""Authentication: API keys from ``API_KEYS`` (kept only as SHA-256 digests) and the JWTs exchanged for them.
+
+``API_KEYS`` entries are ``tenant:key`` or ``tenant:key:admin`` (the admin role may call ``/admin``).
+A credential arrives as ``X-API-Key``, ``Authorization: Bearer`` (a key or a token) or, for WebSockets
+from browsers, which cannot set headers, as the subprotocol ``aic.auth.<credential>`` next to ``aic.v1``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+
+from litestar.connection import ASGIConnection
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from aic.core.errors import UnauthorizedError
+from aic.core.settings import SettingsError
+from aic.http import tokens
+
+WS_PROTOCOL = "aic.v1"
+WS_AUTH_PREFIX = "aic.auth."
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: every job belongs to the tenant that submitted it."""
+
+    tenant: str
+    key_id: str = ""
+    """Digest prefix naming the API key (rate limits, tokens); never the key itself."""
+    role: Role = Role.CLIENT
+    via_token: bool = False
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_id(digest: bytes) -> str:
+    return digest.hex()[:16]
+
+
+class KeyRing:
+    """Maps presented keys to principals, comparing SHA-256 digests in constant time."""
+
+    def __init__(self, pairs: dict[bytes, Principal]) -> None:
+        self._pairs = pairs
+        self._by_id = {p.key_id: p for p in pairs.values()}
+
+    @classmethod
+    def parse(cls, api_keys: str) -> KeyRing:
+        pairs: dict[bytes, Principal] = {}
+        for item in filter(None, (part.strip() for part in api_keys.split(","))):
+            tenant, sep, key = item.partition(":")
+            role = Role.CLIENT
+            if key.endswith(":" + Role.ADMIN):
+                key, role = key.removesuffix(":" + Role.ADMIN), Role.ADMIN
+            if not sep or not tenant or len(key) < 16 or ":" in key:
+                # the key itself is never echoed: it is a secret
+                raise SettingsError(
+                    f"API_KEYS entry for tenant {tenant!r} must be 'tenant:key' or 'tenant:key:admin', key >= 16 chars"
+                )
+            digest = _digest(key)
+            pairs[digest] = Principal(tenant=tenant, key_id=key_id(digest), role=role)
+        return cls(pairs)
+
+    def principal_for(self, key: str) -> Principal | None:
+        presented = _digest(key)
+        found = None
+        for digest, principal in self._pairs.items():
+            if hmac.compare_digest(digest, presented):
+                found = principal
+        return found
+
+    def tenant_for(self, key: str) -> str | None:
+        principal = self.principal_for(key)
+        return principal.tenant if principal else None
+
+    def by_key_id(self, kid: str) -> Principal | None:
+        return self._by_id.get(kid)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
+def ws_credential(protocols_header: str) -> str | None:
+    """The credential a browser WebSocket offers as the subprotocol ``aic.auth.<credential>``."""
+    for item in protocols_header.split(","):
+        item = item.strip()
+        if item.startswith(WS_AUTH_PREFIX) and len(item) > len(WS_AUTH_PREFIX):
+            return item[len(WS_AUTH_PREFIX) :]
+    return None
+
+
+def presented_key(headers: dict[str, str], header_name: str) -> str | None:
+    """The credential sent as ``X-API-Key: <key>``, ``Authorization: Bearer <key or token>`` or WS subprotocol."""
+    key = headers.get(header_name.lower())
+    if key:
+        return key.strip()
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return ws_credential(headers.get("sec-websocket-protocol", ""))
+
+
+def authenticate(ring: KeyRing, secret: str, credential: str) -> Principal:
+    """A key or a token to its principal, or UnauthorizedError."""
+    if tokens.looks_like_jwt(credential):
+        principal = ring.by_key_id(tokens.key_id_of(secret, credential))
+        if principal is None:
+            raise UnauthorizedError("Invalid access token")
+        return Principal(principal.tenant, principal.key_id, principal.role, via_token=True)
+    found = ring.principal_for(credential)
+    if found is None:
+        raise UnauthorizedError("Invalid API key")
+    return found
+
+
+class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+    """Rejects any request without a valid key or token with 401 in the ErrorResponse shape."""
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
+        state = connection.app.state
+        header_name: str = state.api_key_header
+        credential = presented_key(dict(connection.headers), header_name)
+        if credential is None:
+            raise UnauthorizedError(
+                f"Missing credentials: send '{header_name}: <key>' or 'Authorization: Bearer <key or token>'"
+            )
+        return AuthenticationResult(user=authenticate(state.key_ring, state.secret_key, credential), auth=None)

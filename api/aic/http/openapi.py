@@ -1,0 +1,96 @@
+"""The OpenAPI document's shared parts: security schemes, error responses and the submit routes' request bodies.
+
+The submit routes parse their multipart body while it streams (``aic.http.uploads``), so they have no ``data``
+parameter for Litestar to describe; their bodies are described here, with the limits of the running settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
+
+from aic.core.enums import Priority
+from aic.core.schemas import ErrorResponse
+from aic.core.settings import ApiSettings
+from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES
+
+API_KEY_SCHEME: Final = "ApiKey"
+BEARER_SCHEME: Final = "Bearer"
+SECURITY: Final[list[dict[str, list[str]]]] = [{API_KEY_SCHEME: []}, {BEARER_SCHEME: []}]
+"""What every guarded route lists: an API key header, or a Bearer key or token. Both are declared below."""
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid image, unsupported type, oversized file, malformed body or unknown model_version",
+    # 422 also covers malformed path, query and header parameters
+    401: "Missing or invalid API key or token",
+    403: "The caller's role may not do this",
+    404: "Job not found (or owned by another tenant)",
+    409: "Job not in a state that allows this",
+    422: "Request validation failed (per-field errors)",
+    429: "Rate limit exceeded (see Retry-After)",
+    503: "A dependency is unavailable or the queue is full",
+}
+
+
+def security_schemes(api_key_header: str) -> Components:
+    return Components(
+        security_schemes={
+            API_KEY_SCHEME: SecurityScheme(type="apiKey", name=api_key_header, security_scheme_in="header"),
+            BEARER_SCHEME: SecurityScheme(
+                type="http",
+                scheme="bearer",
+                bearer_format="JWT",
+                description="A token from POST /auth/token, or the API key itself",
+            ),
+        }
+    )
+
+
+def error_responses(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the ErrorResponse bodies a route can answer with."""
+    return {
+        c: ResponseSpec(ErrorResponse, description=_ERROR_DESCRIPTIONS[c], generate_examples=False)
+        for c in sorted({400, 401, 422, 429, *codes})
+    }
+
+
+_BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+_OPTIONS: dict[str, Schema] = {
+    "priority": Schema(type=OpenAPIType.STRING, enum=[p.value for p in Priority], default="normal"),
+    "model_version": Schema(type=OpenAPIType.STRING, default="latest", description="An alias listed by /models"),
+    "callback_url": Schema(
+        type=OpenAPIType.STRING, max_length=CALLBACK_URL_MAX, pattern="^https://", description="Webhook (https)"
+    ),
+    "metadata": Schema(type=OpenAPIType.STRING, description=f"A JSON object of at most {METADATA_MAX_BYTES} bytes"),
+    "webhook_events": Schema(
+        type=OpenAPIType.STRING,
+        description="Comma list of started, completed, failed, cancelled (default: the terminal three)",
+    ),
+}
+assert set(_OPTIONS) == set(FORM_FIELDS)
+
+
+def _form(files: tuple[str, Schema]) -> RequestBody:
+    schema = Schema(type=OpenAPIType.OBJECT, properties={files[0]: files[1], **_OPTIONS}, required=[files[0]])
+    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=schema)}, required=True)
+
+
+def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
+    """Operation classes of the submit routes by operation id, with this app's file limits."""
+
+    @dataclass
+    class ClassifyOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = _form(("file", _BINARY))
+
+    @dataclass
+    class BatchOperation(Operation):
+        def __post_init__(self) -> None:
+            files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
+            self.request_body = _form(("files", files))
+
+    return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}

@@ -1,0 +1,248 @@
+"""Submitting jobs: the validated request (one image or a batch), its fingerprint, creating its jobs once per
+Idempotency-Key, and waiting for them with ``Prefer: wait``.
+
+Every file of a request is validated before any job is created, and a request's jobs are created in one
+transaction, so a bad file enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from aic.core.enums import JobStatus, Priority
+from aic.core.errors import BadRequestError, ImageValidationError, JobNotFoundError, RequestValidationError
+from aic.core.schemas import ClassificationResponse, ClassificationResult
+from aic.core.settings import ApiSettings
+from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
+from aic.http import images, uploads
+from aic.live.follow import wait_until_done
+from aic.live.hub import EventHub
+from aic.store.idempotency import IdempotencyStore, replay_missing
+from aic.store.jobs import Job, JobStore, NewJob
+from aic.store.queue import Admission
+from aic.store.routes import RouteStore
+
+METADATA_MAX_BYTES = 1024
+CALLBACK_URL_MAX = 2048
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
+FORM_FIELDS = ("priority", "model_version", "callback_url", "metadata", "webhook_events")
+
+
+def field_error(field: str, message: str) -> RequestValidationError:
+    return RequestValidationError("Request validation failed", [{"field": field, "message": message}])
+
+
+def parse_priority(raw: str) -> Priority:
+    try:
+        return Priority(raw.strip().lower())
+    except ValueError:
+        allowed = ", ".join(p.value for p in Priority)
+        raise field_error("priority", f"must be one of {allowed}") from None
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any]:
+    if raw is None or raw == "":
+        return {}
+    if len(raw.encode()) > METADATA_MAX_BYTES:
+        raise field_error("metadata", f"must be at most {METADATA_MAX_BYTES} bytes of JSON")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise field_error("metadata", "must be valid JSON") from None
+    if not isinstance(value, dict):
+        raise field_error("metadata", "must be a JSON object")
+    return value
+
+
+def parse_callback_url(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if len(raw) > CALLBACK_URL_MAX or not raw.startswith("https://") or len(raw) <= len("https://"):
+        raise field_error("callback_url", "must be an https:// URL of at most 2048 characters")
+    return raw
+
+
+def parse_webhook_events(raw: str | None) -> str:
+    """A comma list drawn from started/completed/failed/cancelled (default: the three terminal events)."""
+    if raw is None or raw.strip() == "":
+        return ",".join(DEFAULT_EVENTS)
+    chosen = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    unknown = [e for e in chosen if e not in EVENTS]
+    if unknown or not chosen:
+        raise field_error("webhook_events", f"must be a comma list of {', '.join(EVENTS)}")
+    return ",".join(e for e in EVENTS if e in chosen)
+
+
+async def check_model_version(routes: RouteStore, model_version: str) -> None:
+    published = await routes.aliases()
+    if model_version not in published:
+        known = ", ".join(sorted(published)) or "none published yet"
+        raise BadRequestError(f"Unknown model_version {model_version!r} (available: {known})")
+
+
+@dataclass(frozen=True)
+class Image:
+    filename: str
+    content: bytes
+    image_metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submit request: one or more images and the options they share."""
+
+    images: list[Image]
+    priority: Priority
+    model_version: str
+    callback_url: str | None
+    webhook_events: str
+    metadata: dict[str, Any]
+    batch: bool
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, for Idempotency-Key comparisons."""
+        digest = hashlib.sha256(b"batch" if self.batch else b"single")
+        for image in self.images:
+            digest.update(hashlib.sha256(image.content).digest())
+        options = [self.priority, self.model_version, self.callback_url, self.webhook_events, self.metadata]
+        digest.update(json.dumps(options, sort_keys=True).encode())
+        return digest.hexdigest()
+
+
+async def read_submission(
+    stream: AsyncIterator[bytes], content_type: str, settings: ApiSettings, routes: RouteStore, *, batch: bool
+) -> Submission:
+    """Parse and validate a submit request; nothing is stored yet."""
+    file_field = "files" if batch else "file"
+    form = await uploads.read_form(
+        stream,
+        content_type,
+        file_field=file_field,
+        max_files=settings.batch_max_files if batch else 1,
+        max_file_size=settings.max_file_size,
+    )
+    if not form.files:
+        raise field_error(file_field, "at least one image file is required" if batch else "an image file is required")
+    fields = form.fields
+    priority = parse_priority(fields.get("priority") or "normal")
+    metadata = parse_metadata(fields.get("metadata"))
+    callback_url = parse_callback_url(fields.get("callback_url"))
+    webhook_events = parse_webhook_events(fields.get("webhook_events"))
+    validated = []
+    for position, upload in enumerate(form.files, start=1):
+        try:
+            image_metadata = images.validate(upload.content, settings.max_file_size)
+        except ImageValidationError as exc:
+            if not batch:
+                raise
+            raise ImageValidationError(f"File {position} ({upload.filename}): {exc.detail}") from None
+        validated.append(Image(upload.filename, upload.content, image_metadata))
+    model_version = (fields.get("model_version") or "latest").strip()
+    await check_model_version(routes, model_version)
+    return Submission(validated, priority, model_version, callback_url, webhook_events, metadata, batch)
+
+
+def new_job_ids(submission: Submission) -> list[str]:
+    return [str(uuid.uuid4()) for _ in submission.images]
+
+
+def prefer_wait(header: str | None, ceiling_s: int) -> int | None:
+    """Seconds asked for by ``Prefer: wait=N`` (RFC 7240), capped; None when not asked."""
+    found = _PREFER_WAIT.search(header or "")
+    return min(int(found.group(1)), ceiling_s) if found else None
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """Everything a submit touches, from the API's lifespan."""
+
+    jobs: JobStore
+    admission: Admission
+    idempotency: IdempotencyStore
+    routes: RouteStore
+    hub: EventHub
+    settings: ApiSettings
+
+    async def submit(
+        self,
+        stream: AsyncIterator[bytes],
+        content_type: str,
+        tenant: str,
+        *,
+        batch: bool,
+        idempotency_key: str | None = None,
+        prefer: str | None = None,
+        traceparent: str | None = None,
+    ) -> tuple[list[ClassificationResponse], dict[str, str]]:
+        """Validate every file, create the jobs once (per Idempotency-Key), optionally wait for them to end.
+
+        Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
+        """
+        submission = await read_submission(stream, content_type, self.settings, self.routes, batch=batch)
+        job_ids = new_job_ids(submission)
+        fresh = True
+        if idempotency_key is not None:
+            claim = await self.idempotency.claim(tenant, idempotency_key, submission.fingerprint(), job_ids)
+            fresh, job_ids = claim.fresh, claim.job_ids
+        if fresh:
+            await self.admission.admit(len(job_ids))  # backpressure: 503 + Retry-After above QUEUE_MAX_DEPTH
+            try:
+                await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent))
+            except BaseException:
+                if idempotency_key is not None:
+                    await self.idempotency.release(tenant, idempotency_key)
+                raise
+        answer: dict[str, str] = {}
+        wait_s = prefer_wait(prefer, self.settings.prefer_wait_max_s)
+        if wait_s is not None:
+            await wait_until_done(self.hub, self.jobs, job_ids, tenant, wait_s)
+            answer["Preference-Applied"] = f"wait={wait_s}"
+        if not fresh:
+            answer["Idempotent-Replayed"] = "true"
+        jobs = []
+        for job_id in job_ids:
+            try:
+                jobs.append(await self.jobs.get(job_id, tenant))
+            except JobNotFoundError:
+                raise replay_missing() from None
+        return [await self.accepted(job) for job in jobs], answer
+
+    async def accepted(self, job: Job) -> ClassificationResponse:
+        """A submit's answer for one job (with its result inline once it completed)."""
+        result = None
+        if job.status is JobStatus.COMPLETED:
+            body = await self.jobs.result(job.job_id)
+            result = msgspec.json.decode(body, type=ClassificationResult) if body else None
+        return ClassificationResponse(
+            job_id=job.job_id,
+            status=job.status,
+            created_at=job.created_at,
+            estimated_completion=job.estimated_completion,
+            result=result,
+        )
+
+
+def new_jobs(submission: Submission, job_ids: list[str], tenant: str, traceparent: str | None) -> list[NewJob]:
+    return [
+        NewJob(
+            job_id=job_id,
+            tenant=tenant,
+            image=image.content,
+            image_metadata=image.image_metadata,
+            priority=submission.priority,
+            model_version=submission.model_version,
+            metadata=submission.metadata,
+            callback_url=submission.callback_url,
+            webhook_events=submission.webhook_events,
+            traceparent=traceparent,
+        )
+        for job_id, image in zip(job_ids, submission.images, strict=True)
+    ]

@@ -1,0 +1,90 @@
+"""The event hub: one Redis pub/sub subscription per API process fans ``job:{id}:events`` out to every local
+listener, so clients never poll Redis.
+
+A listener is registered only once Redis has confirmed the subscription; reading the job's state after that
+cannot miss a change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+from aic.store.connection import STORE_ERRORS
+from aic.store.events import EventSubscription, Message
+
+log = logging.getLogger("aic.live")
+
+SUBSCRIBE_TIMEOUT_S = 5.0
+RECONNECT_ON: tuple[type[BaseException], ...] = (*STORE_ERRORS, RuntimeError)
+"""Redis went away (or redis-py's pub/sub was caught mid-reconnect): wait a second and read again."""
+LISTENER_QUEUE = 256
+
+
+class EventHub:
+    def __init__(self, subscription: EventSubscription) -> None:
+        self._subscription = subscription
+        self._listeners: dict[str, set[asyncio.Queue[bytes]]] = defaultdict(set)
+        self._sent: dict[str, int] = defaultdict(int)
+        self._acked: dict[str, int] = defaultdict(int)
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Starts the reader; it connects in the background, so the API starts (unready) without Redis."""
+        self._task = asyncio.create_task(self._run(), name="aic-event-hub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._subscription.close()
+
+    @contextlib.asynccontextmanager
+    async def listen(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        """A queue of the job's events, yielded once the subscription is confirmed by Redis."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(LISTENER_QUEUE)
+        async with self._lock:
+            if not self._listeners[job_id]:
+                self._confirmed[job_id] = asyncio.Event()
+                self._sent[job_id] += 1
+                await self._subscription.subscribe(job_id)
+            self._listeners[job_id].add(queue)
+            confirmed = self._confirmed[job_id]
+        try:
+            await asyncio.wait_for(confirmed.wait(), SUBSCRIBE_TIMEOUT_S)
+            yield queue
+        finally:
+            async with self._lock:
+                self._listeners[job_id].discard(queue)
+                if not self._listeners[job_id]:
+                    del self._listeners[job_id]
+                    with contextlib.suppress(*STORE_ERRORS):
+                        await self._subscription.unsubscribe(job_id)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.data is None:  # a subscription confirmed; the last one asked for counts
+            self._acked[message.job_id] += 1
+            event = self._confirmed.get(message.job_id)
+            if event is not None and self._acked[message.job_id] >= self._sent[message.job_id]:
+                event.set()
+            return
+        for queue in self._listeners.get(message.job_id, ()):
+            with contextlib.suppress(asyncio.QueueFull):  # a stalled client re-reads the state instead
+                queue.put_nowait(message.data)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                message = await self._subscription.next(timeout_s=1.0)
+            except RECONNECT_ON as exc:
+                log.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                continue
+            if message is not None:
+                self._dispatch(message)

@@ -1,0 +1,53 @@
+"""The process's Redis connection pool, built from settings, and what counts as Redis being away."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from aic.core.settings import RedisSettings
+
+POOL_WAIT_S = 10.0
+"""How long a command waits for a free pooled connection. A plain pool fails at once when all
+``REDIS_MAX_CONNECTIONS`` are busy: 32 simultaneous uploads gave 500s (bench/)."""
+
+_Errors = tuple[type[BaseException], ...]
+UNAVAILABLE: Final[_Errors] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+"""Raised by any store call while Redis is unreachable: callers wait and retry, or answer 503."""
+STORE_ERRORS: Final[_Errors] = (RedisError, OSError)
+"""Anything a store call can fail with on the Redis side (unavailable, or a command refused)."""
+
+
+def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
+    """One client (and pool) per process; ``blocking_reads`` leaves room for XREADGROUP BLOCK."""
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        timeout=POOL_WAIT_S,
+        password=settings.redis_password,
+        db=settings.redis_db,
+        max_connections=settings.redis_max_connections,
+        socket_timeout=None if blocking_reads else 30.0,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+        retry_on_timeout=True,
+    )
+    return Redis.from_pool(pool)
+
+
+async def ping(redis: Redis) -> None:
+    """Raise one of ``UNAVAILABLE`` (or another ``RedisError``) unless Redis answers."""
+    await redis.ping()
+
+
+class Probe:
+    """Whether Redis answers, for health and readiness probes."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def ping(self) -> None:
+        await ping(self.redis)

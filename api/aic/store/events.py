@@ -1,0 +1,56 @@
+"""The Redis side of live progress: subscribing to jobs' ``job:{id}:events`` channels on one pub/sub
+connection, and reading what arrives as (job id, event) pairs. Fan-out to listeners is ``aic.live``'s."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from aic.store import keys
+
+
+@dataclass(frozen=True)
+class Message:
+    """One thing the subscription heard: a confirmed subscription (``data`` None) or an event of a job."""
+
+    job_id: str
+    data: bytes | None
+
+
+class EventSubscription:
+    """One pub/sub connection for a whole process. A private channel keeps it subscribed, so a reader always
+    has something to wait on even while no job is followed."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._pubsub = redis.pubsub()
+        self._private = keys.hub_channel(uuid.uuid4().hex)
+
+    async def subscribe(self, job_id: str) -> None:
+        await self._pubsub.subscribe(keys.job_events(job_id))
+
+    async def unsubscribe(self, job_id: str) -> None:
+        await self._pubsub.unsubscribe(keys.job_events(job_id))
+
+    async def next(self, timeout_s: float) -> Message | None:
+        """What arrived within ``timeout_s`` (None: nothing, or a message of no interest); reconnects after
+        Redis comes back (messages sent meanwhile are lost: listeners re-read the state)."""
+        if not self._pubsub.subscribed:
+            await self._pubsub.subscribe(self._private)
+        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=timeout_s)
+        if message is None:
+            return None
+        channel = message["channel"].decode()
+        if channel == self._private:
+            return None
+        job_id = keys.job_id_of_events(channel)
+        if message["type"] == "subscribe":
+            return Message(job_id, None)
+        if message["type"] == "message":
+            return Message(job_id, message["data"])
+        return None
+
+    async def close(self) -> None:
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,229 @@
+"""The job record: one job's keys in Redis, and the API's side of its life (create, read, cancel, retry).
+
+The dispatcher's side is ``aic.store.transitions``. Changes that must not interleave with a concurrent cancel
+or a redelivery run as Lua scripts; the outcome comes back as a value or a domain error, never as a Lua string.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgspec
+from redis.asyncio import Redis
+
+from aic.core.enums import ESTIMATE_MULTIPLIER, JobStatus, Priority
+from aic.core.errors import JobConflictError, JobEndedError, JobNotFoundError
+from aic.core.schemas import JobStatusResponse
+from aic.core.timeutil import now_iso
+from aic.store import keys, scripts
+
+ESTIMATE_BASE_S = 30.0  # seed 5.1: base processing time scaled by priority
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as its status hash holds it."""
+
+    job_id: str
+    tenant: str
+    status: JobStatus
+    priority: Priority
+    model_version: str
+    progress: int = 0
+    stage: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    estimated_completion: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    callback_url: str | None = None
+    traceparent: str | None = None
+    attempts: int = 0
+    image_metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Job:
+        h = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            job_id=h["job_id"],
+            tenant=h.get("tenant", ""),
+            status=JobStatus(h["status"]),
+            priority=Priority(h.get("priority", Priority.NORMAL)),
+            model_version=h.get("model_version", "latest"),
+            progress=int(h.get("progress", 0)),
+            stage=h.get("stage") or None,
+            created_at=h.get("created_at", ""),
+            updated_at=h.get("updated_at", ""),
+            estimated_completion=h.get("estimated_completion") or None,
+            error=h.get("error") or None,
+            error_code=h.get("error_code") or None,
+            callback_url=h.get("callback_url") or None,
+            traceparent=h.get("traceparent") or None,
+            attempts=int(h.get("attempts", 0)),
+            image_metadata=json.loads(h.get("image_metadata") or "{}"),
+        )
+
+    def status_response(self) -> JobStatusResponse:
+        """The job as ``GET /status/{id}`` shows it."""
+        return JobStatusResponse(
+            job_id=self.job_id,
+            status=self.status,
+            progress=self.progress,
+            stage=self.stage,
+            updated_at=self.updated_at,
+            error_message=self.error,
+            error_code=self.error_code,
+        )
+
+    def event(self, **changes: Any) -> bytes:
+        """The message published on the job's events channel: its status as the API shows it."""
+        body = msgspec.structs.asdict(self.status_response())
+        body.pop("metadata")
+        body.update(changes)
+        return msgspec.json.encode(body)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What a submit stores for one image; the jobs of one request share everything but the image."""
+
+    job_id: str
+    tenant: str
+    image: bytes
+    image_metadata: dict[str, Any]
+    priority: Priority
+    model_version: str
+    metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
+    webhook_events: str = ""
+    traceparent: str | None = None
+
+
+class JobStore:
+    """The API's side of jobs. One per process, sharing the process's connection pool."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._cancel = scripts.register(redis, "cancel")
+        self._retry = scripts.register(redis, "retry")
+
+    async def create(self, new_jobs: Sequence[NewJob]) -> list[Job]:
+        """Store the uploads and job records and enqueue them, all in one transaction: all or none."""
+        jobs: list[Job] = []
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for new in new_jobs:
+                now = now_iso()
+                job = Job(
+                    job_id=new.job_id,
+                    tenant=new.tenant,
+                    status=JobStatus.PENDING,
+                    priority=new.priority,
+                    model_version=new.model_version,
+                    created_at=now,
+                    updated_at=now,
+                    estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
+                    callback_url=new.callback_url,
+                    traceparent=new.traceparent,
+                    image_metadata=new.image_metadata,
+                )
+                record: dict[str | bytes, str | bytes] = {
+                    "job_id": job.job_id,
+                    "tenant": job.tenant,
+                    "status": str(job.status),
+                    "progress": "0",
+                    "stage": "",
+                    "priority": str(job.priority),
+                    "model_version": job.model_version,
+                    "created_at": now,
+                    "updated_at": now,
+                    "estimated_completion": job.estimated_completion or "",
+                    "callback_url": job.callback_url or "",
+                    "webhook_events": new.webhook_events,
+                    "traceparent": job.traceparent or "",
+                    "image_metadata": json.dumps(job.image_metadata),
+                    "attempts": "0",
+                }
+                pipe.set(keys.job_image(job.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
+                pipe.hset(keys.job_status(job.job_id), mapping=record)  # type: ignore[arg-type]
+                pipe.expire(keys.job_status(job.job_id), keys.JOB_STATUS_TTL_S)
+                if new.metadata:
+                    pipe.set(keys.job_metadata(job.job_id), json.dumps(new.metadata), ex=keys.JOB_METADATA_TTL_S)
+                pipe.xadd(keys.queue(job.priority), {"job_id": job.job_id})
+                jobs.append(job)
+            await pipe.execute()
+        return jobs
+
+    async def get(self, job_id: str, tenant: str | None = None) -> Job:
+        """The job, or JobNotFoundError; another tenant's job is reported exactly like an unknown one."""
+        raw: dict[bytes, bytes] = await self.redis.hgetall(keys.job_status(job_id))  # type: ignore[assignment]
+        if not raw:
+            raise JobNotFoundError(job_id)
+        job = Job.from_hash(raw)
+        if tenant is not None and job.tenant != tenant:
+            raise JobNotFoundError(job_id)
+        return job
+
+    async def metadata(self, job_id: str) -> dict[str, Any]:
+        raw = await self.redis.get(keys.job_metadata(job_id))
+        return cast(dict[str, Any], json.loads(raw)) if raw else {}
+
+    async def result(self, job_id: str) -> bytes | None:
+        """The stored result JSON of a completed job (None before completion or once expired)."""
+        return cast(bytes | None, await self.redis.get(keys.job_result(job_id)))
+
+    async def cancel(self, job: Job) -> None:
+        """Cancel a live job atomically; JobNotFoundError when it is gone, JobEndedError once it has ended."""
+        now = now_iso()
+        event = job.event(status=str(JobStatus.CANCELLED), updated_at=now)
+        job_keys = [
+            keys.job_status(job.job_id),
+            keys.job_image(job.job_id),
+            keys.job_metadata(job.job_id),
+            keys.job_events(job.job_id),
+            keys.WEBHOOK_OUTBOX,
+        ]
+        outcome = _text(await self._cancel(keys=job_keys, args=[event, now, keys.JOB_RESULT_TTL_S]))
+        if outcome == "":
+            raise JobNotFoundError(job.job_id)
+        if outcome != "ok":
+            raise JobEndedError(
+                f"Job already {outcome}: only pending or processing jobs can be cancelled", status=outcome
+            )
+
+    async def retry_dead(self, job: Job) -> None:
+        """Put a dead-lettered job whose upload is still stored back on its queue (and out of the dead letters).
+
+        JobNotFoundError when it is gone; JobConflictError when it is not dead-lettered, no longer failed, or
+        its upload has expired.
+        """
+        now = now_iso()
+        event = job.event(status=str(JobStatus.PENDING), stage=None, progress=0, updated_at=now,
+                          error_message=None, error_code=None)  # fmt: skip
+        job_keys = [
+            keys.job_status(job.job_id),
+            keys.job_image(job.job_id),
+            keys.job_result(job.job_id),
+            keys.queue(job.priority),
+            keys.job_events(job.job_id),
+            keys.DEAD_LETTER_STREAM,
+            keys.DEAD_LETTER_INDEX,
+        ]
+        args: list[str | bytes | int] = [event, now, keys.JOB_STATUS_TTL_S, job.job_id]
+        outcome = _text(await self._retry(keys=job_keys, args=args))
+        if outcome == "":
+            raise JobNotFoundError(job.job_id)
+        if outcome == "not-dead":
+            raise JobConflictError(f"Job {job.job_id} is not dead-lettered (status {job.status})")
+        if outcome == "no-image":
+            raise JobConflictError(
+                f"Job {job.job_id} cannot be retried: its upload is no longer stored; submit it again"
+            )
+        if outcome != str(JobStatus.PENDING):
+            raise JobEndedError(f"Job {job.job_id} cannot be retried from status {outcome}", status=outcome)
+
+
+def _text(reply: object) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

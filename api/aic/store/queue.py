@@ -1,0 +1,178 @@
+"""The queue: one Redis stream per priority, read through the consumer group ``dispatchers``.
+
+``QueueConsumer`` is a dispatcher's side (reads, lease renewal, reclaiming and handing back entries),
+``Admission`` the API's backpressure, ``QueueStats`` what operators see (depth, age, dead letters). An entry
+stays in the group's pending list until the job's result or failure is written: the job store acknowledges it
+in the same atomic step (``finish.lua``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from aic.core.enums import Priority
+from aic.core.errors import ServiceUnavailableError
+from aic.core.schemas import DeadLetter, QueueInfo
+from aic.core.settings import QueueSettings
+from aic.core.timeutil import iso
+from aic.store import keys
+
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One queue entry: a job waiting in, or taken from, the stream of its priority."""
+
+    stream: str
+    entry_id: str
+    job_id: str
+
+
+def _entries(reply: Iterable[tuple[object, list[tuple[object, dict[bytes, bytes] | None]]]] | None) -> list[Entry]:
+    found: list[Entry] = []
+    for stream, messages in reply or []:
+        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+        for entry_id, fields in messages:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            found.append(Entry(name, eid, (fields or {}).get(b"job_id", b"").decode()))
+    return found
+
+
+def _by_stream(entries: Iterable[Entry]) -> dict[str, list[str | bytes | int | memoryview[int]]]:
+    grouped: dict[str, list[str | bytes | int | memoryview[int]]] = defaultdict(list)
+    for entry in entries:
+        grouped[entry.stream].append(entry.entry_id)
+    return grouped
+
+
+class QueueConsumer:
+    """Reads entries for one consumer of the group (one dispatcher process)."""
+
+    def __init__(self, redis: Redis, consumer: str) -> None:
+        self.redis = redis
+        self.consumer = consumer
+
+    async def ensure_groups(self) -> None:
+        """The consumer group on every queue (and the dead-letter stream), created where missing."""
+        for stream in [*keys.QUEUES, keys.DEAD_LETTER_STREAM]:
+            try:
+                await self.redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def read(self, counts: Mapping[Priority, int]) -> dict[Priority, list[Entry]]:
+        """New entries, up to ``counts[priority]`` of each priority, in one round trip (no blocking)."""
+        wanted = [p for p in Priority if counts.get(p, 0) > 0]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for priority in wanted:
+                pipe.xreadgroup(keys.QUEUE_GROUP, self.consumer, {keys.queue(priority): ">"}, count=counts[priority])
+            replies = await pipe.execute()
+        return {priority: _entries(reply) for priority, reply in zip(wanted, replies, strict=True)}
+
+    async def read_blocking(self, count: int, block_ms: int) -> list[Entry]:
+        """Up to ``count`` new entries of any priority, waiting up to ``block_ms`` for the first."""
+        reply = await self.redis.xreadgroup(
+            keys.QUEUE_GROUP, self.consumer, dict.fromkeys(keys.QUEUES, ">"), count=count, block=block_ms
+        )
+        return _entries(reply)  # type: ignore[arg-type]
+
+    async def reclaim(self, priority: Priority, idle_ms: int, count: int) -> list[Entry]:
+        """Entries of ``priority`` another consumer took but has not renewed for ``idle_ms``: ours now."""
+        stream = keys.queue(priority)
+        _next, messages, _deleted = await self.redis.xautoclaim(
+            stream, keys.QUEUE_GROUP, self.consumer, idle_ms, "0-0", count=count
+        )
+        return _entries([(stream, messages)])
+
+    async def renew(self, entries: Iterable[Entry]) -> None:
+        """Reset the idle time of entries we hold, so no live dispatcher reclaims a slow job."""
+        for stream, ids in _by_stream(entries).items():
+            await self.redis.xclaim(stream, keys.QUEUE_GROUP, self.consumer, 0, ids, justid=True)
+
+    async def release(self, entries: Iterable[Entry], idle_ms: int) -> None:
+        """Hand entries back: mark them idle for ``idle_ms`` (a whole lease), so any live dispatcher claims them
+        at once instead of waiting for the lease to run out."""
+        for stream, ids in _by_stream(entries).items():
+            await self.redis.xclaim(stream, keys.QUEUE_GROUP, self.consumer, 0, ids, idle=idle_ms, justid=True)
+
+
+class Admission:
+    """Backpressure shared by every API replica: new work is refused while the queue is over its depth."""
+
+    def __init__(self, redis: Redis, settings: QueueSettings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or QueueSettings()
+
+    async def depth(self) -> int:
+        """Jobs queued or in flight over every priority (acknowledged entries are deleted from the streams)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in keys.QUEUES:
+                pipe.xlen(stream)
+            return sum(await pipe.execute())
+
+    async def admit(self, count: int = 1) -> None:
+        """ServiceUnavailableError (503 + Retry-After) when ``count`` more jobs would pass QUEUE_MAX_DEPTH."""
+        depth = await self.depth()
+        if depth + count > self.settings.queue_max_depth:
+            raise ServiceUnavailableError(
+                f"Queue is full ({depth} jobs waiting, limit {self.settings.queue_max_depth}); retry later",
+                headers={"Retry-After": str(self.settings.queue_full_retry_after_s)},
+            )
+
+
+def _entry_ms(entry_id: bytes | str) -> int:
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(raw.split("-", 1)[0])
+
+
+def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
+    body: dict[str, Any] = msgspec.json.decode(fields.get(b"job", b"{}"))
+    return DeadLetter(
+        entry_id=entry_id.decode(),
+        job_id=str(body.get("job_id", "")),
+        stream=str(body.get("stream", "")),
+        error=str(body.get("error", "")),
+        code=str(body.get("code", "")),
+        dead_at=iso(datetime.fromtimestamp(_entry_ms(entry_id) / 1000, UTC)),
+    )
+
+
+class QueueStats:
+    """What an operator sees of the queue: depth, in flight and age per priority; the dead letters."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def info(self, priority: Priority, now_ms: int | None = None) -> QueueInfo:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        stream = keys.queue(priority)
+        length = int(await self.redis.xlen(stream))
+        waiting = in_flight = 0
+        if length:
+            for group in await self.redis.xinfo_groups(stream):
+                if group["name"] in (keys.QUEUE_GROUP, keys.QUEUE_GROUP.encode()):
+                    in_flight = int(group.get("pending") or 0)
+                    lag = group.get("lag")
+                    waiting = int(lag) if lag is not None else max(0, length - in_flight)
+        oldest = cast(_Entries, await self.redis.xrange(stream, count=1))
+        age = round((now_ms - _entry_ms(oldest[0][0])) / 1000, 3) if oldest else None
+        return QueueInfo(priority=priority, length=length, waiting=waiting, in_flight=in_flight, oldest_age_s=age)
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        """The newest ``limit`` dead letters, newest first."""
+        entries = cast(_Entries, await self.redis.xrevrange(keys.DEAD_LETTER_STREAM, count=limit))
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+
+    async def dead_letter_count(self) -> int:
+        return int(await self.redis.xlen(keys.DEAD_LETTER_STREAM))

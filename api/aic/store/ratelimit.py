@@ -1,0 +1,58 @@
+"""Rate limits per API key and per client IP: token buckets in Redis (``rate_limit:*``), so every API replica
+enforces one shared limit. Both buckets are checked and charged in one Lua step (``lua/ratelimit.lua``), on
+Redis's clock.
+
+A bucket holds ``RATE_LIMIT_BURST`` tokens and refills at ``RATE_LIMIT_PER_MINUTE``/60 per second; a request
+takes one token from each of its buckets or is refused.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from aic.store import keys, scripts
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    remaining: int
+    retry_after_s: int
+    """Whole seconds until one request is allowed again (0 when allowed)."""
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, per_minute: int, burst: int) -> None:
+        self.per_minute = per_minute
+        self.capacity = max(1, burst)
+        self._rate_per_ms = per_minute / 60_000
+        self._take = scripts.register(redis, "ratelimit")
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_minute > 0
+
+    async def take(self, ip: str, key_id: str | None = None) -> Decision:
+        """One token from the client IP's bucket and, for an authenticated caller, from its key's bucket."""
+        buckets = [keys.rate_limit_ip(ip)]
+        if key_id:
+            buckets.append(keys.rate_limit_user(key_id))
+        allowed, left, wait_ms = await self._take(keys=buckets, args=[self.capacity, repr(self._rate_per_ms)])
+        return Decision(bool(allowed), max(0, int(left)), math.ceil(int(wait_ms) / 1000) if not allowed else 0)
+
+    def headers(self, decision: Decision) -> dict[str, str]:
+        """IETF draft RateLimit headers, plus Retry-After on a refusal."""
+        refill_s = math.ceil(60 / self.per_minute) if self.per_minute else 0
+        out = {
+            "RateLimit-Limit": str(self.capacity),
+            "RateLimit-Remaining": str(decision.remaining),
+            "RateLimit-Reset": str(decision.retry_after_s if not decision.allowed else refill_s),
+            "RateLimit-Policy": f"{self.capacity};w={refill_s * self.capacity};burst={self.capacity};"
+            f"per-minute={self.per_minute}",
+        }
+        if not decision.allowed:
+            out["Retry-After"] = str(max(1, decision.retry_after_s))
+        return out

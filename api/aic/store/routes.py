@@ -1,0 +1,82 @@
+"""Model routes in Redis: which Triton models serve each alias, by what weight, and each model's spec.
+
+Whoever makes a model servable publishes it here through ``RouteStore.publish``: ``aic up`` for the models of
+the local repository, the ModelVersion operator and ``aic models apply`` for ModelVersions. One script
+(``lua/routes.lua``) writes all three hashes, so the aliases the API accepts, the weights dispatchers split
+traffic by and the specs they preprocess with never disagree, and an alias a model no longer lists stops
+routing to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+
+from redis.asyncio import Redis
+
+from aic.core import modelspec
+from aic.core.modelspec import ModelSpec
+from aic.store import keys, scripts
+
+DEFAULT_WEIGHT = scripts.DEFAULT_WEIGHT
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one alias goes: its models by weight (empty: no split) and the heaviest of them."""
+
+    weights: dict[str, int]
+    model: str | None
+
+
+class RouteStore:
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._set_routes = scripts.register(redis, "routes")
+
+    async def publish(self, spec: ModelSpec, weight: int | None = None) -> None:
+        """Route every alias of ``spec`` to it with ``weight`` and store the spec; aliases it no longer has stop
+        routing to it. ``None`` keeps the model's current weight (``DEFAULT_WEIGHT`` when it has none)."""
+        if weight is not None and weight < 0:
+            raise ValueError(f"a traffic weight is >= 0, got {weight}")
+        argv: list[str | bytes] = [spec.name, "" if weight is None else str(weight), modelspec.encode(spec)]
+        argv += spec.aliases
+        await self._set_routes(keys=_KEYS, args=argv)
+
+    async def withdraw(self, name: str) -> None:
+        """Remove model ``name`` from every alias and drop its spec."""
+        await self._set_routes(keys=_KEYS, args=[name, "-1", ""])
+
+    async def aliases(self) -> dict[str, str]:
+        """Every alias clients may pass as ``model_version`` -> the heaviest model serving it."""
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_ROUTES))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def routes(self, aliases: Iterable[str]) -> dict[str, Route]:
+        """The route of each alias, read in one round trip."""
+        wanted = sorted(set(aliases))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for alias in wanted:
+                pipe.hget(keys.MODEL_WEIGHTS, alias)
+                pipe.hget(keys.MODEL_ROUTES, alias)
+            replies = await pipe.execute()
+        found: dict[str, Route] = {}
+        for i, alias in enumerate(wanted):
+            raw_weights, model = replies[2 * i], replies[2 * i + 1]
+            weights = {str(k): int(v) for k, v in json.loads(raw_weights).items()} if raw_weights else {}
+            found[alias] = Route(weights, model.decode() if model else None)
+        return found
+
+    async def spec(self, name: str) -> ModelSpec | None:
+        raw = await self.redis.hget(keys.MODEL_SPECS, name)
+        return modelspec.decode(raw) if raw is not None else None
+
+    async def specs(self) -> list[ModelSpec]:
+        """Every published model's spec, by name."""
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_SPECS))
+        return [modelspec.decode(raw[name]) for name in sorted(raw)]
+
+
+_KEYS = [keys.MODEL_WEIGHTS, keys.MODEL_ROUTES, keys.MODEL_SPECS]

@@ -1,0 +1,49 @@
+"""The Lua scripts of the store (``lua/*.lua``), each loaded once with a prelude of shared rules.
+
+The prelude is generated from ``aic.core``: which statuses are live, the default webhook events and the default
+traffic weight are written once, in Python, and every script reads them from there. Only ``aic.store`` imports
+this module.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib import resources
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from aic.core.enums import LIVE_STATUSES
+from aic.core.webhooks import DEFAULT_EVENTS
+
+DEFAULT_WEIGHT: Final = 100
+"""Traffic weight of a model published without one (the ModelVersion's ``traffic.weight`` default)."""
+
+
+def _prelude() -> str:
+    live = ", ".join(f"[{str(status)!r}] = true" for status in sorted(LIVE_STATUSES))
+    return f"""local LIVE = {{{live}}}
+local DEFAULT_EVENTS = {",".join(DEFAULT_EVENTS)!r}
+local DEFAULT_WEIGHT = {DEFAULT_WEIGHT}
+-- Queues event ARGV for the job's webhook when it has a callback_url and asked for the event.
+local function queue_webhook(status_key, outbox, event)
+  if (redis.call('HGET', status_key, 'callback_url') or '') == '' then return end
+  local events = redis.call('HGET', status_key, 'webhook_events') or ''
+  if events == '' then events = DEFAULT_EVENTS end
+  if string.find(',' .. events .. ',', ',' .. event .. ',', 1, true) then
+    redis.call('XADD', outbox, '*', 'job_id', redis.call('HGET', status_key, 'job_id'), 'event', event)
+  end
+end
+"""
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The prelude and the text of ``lua/<name>.lua``."""
+    return _prelude() + resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+def register(redis: Redis, name: str) -> AsyncScript:
+    """The script ``name`` bound to ``redis``: run by its SHA, loaded again by redis-py if the server lost it."""
+    return redis.register_script(source(name))

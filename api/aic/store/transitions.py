@@ -1,0 +1,159 @@
+"""The dispatcher's side of a job's life: what a queue entry leads to, progress through the stages, completion
+and failure. Every call is one round trip for a whole batch; completion and failure are one Lua step per job
+(``lua/finish.lua``) that writes the result or error, acknowledges the queue entry and queues the webhook, and
+refuses a job that already ended, so a redelivered or cancelled job never gets a second result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import msgspec
+from redis.asyncio import Redis
+
+from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
+from aic.core.timeutil import now_iso
+from aic.store import keys, scripts
+from aic.store.jobs import Job
+from aic.store.queue import Entry
+
+
+class Held(Protocol):
+    """A job a dispatcher holds, with the queue entry that brought it."""
+
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def entry(self) -> Entry: ...
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What a queue entry leads to: its job and upload, or nothing (the job expired or never existed)."""
+
+    entry: Entry
+    job: Job | None
+    image: bytes | None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished job and its result body (ClassificationResult JSON)."""
+
+    job: Job
+    entry: Entry
+    result: bytes
+
+
+class JobTransitions:
+    """The dispatcher's side of jobs: every call is one round trip for a whole batch."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._advance = scripts.register(redis, "advance")
+        self._finish = scripts.register(redis, "finish")
+
+    async def take(self, entries: Sequence[Entry]) -> list[Taken]:
+        """The job and upload of each entry, in order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.hgetall(keys.job_status(entry.job_id or "-"))
+                pipe.get(keys.job_image(entry.job_id or "-"))
+            replies = await pipe.execute()
+        taken = []
+        for i, entry in enumerate(entries):
+            raw, image = replies[2 * i], replies[2 * i + 1]
+            job = Job.from_hash(raw) if entry.job_id and raw else None
+            taken.append(Taken(entry, job, image))
+        return taken
+
+    async def start(self, held: Sequence[Held]) -> None:
+        """Count one more delivery of each job and move it to processing (``initializing``)."""
+        await self._advance_all(held, Stage.INITIALIZING, count_attempt=True)
+
+    async def advance(self, held: Sequence[Held], stage: Stage) -> None:
+        """Move live jobs to ``stage`` (a no-op for jobs cancelled meanwhile)."""
+        await self._advance_all(held, stage)
+
+    async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> None:
+        progress = STAGE_PROGRESS[stage]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in held:
+                job = item.job
+                if count_attempt:
+                    pipe.hincrby(keys.job_status(job.job_id), "attempts", 1)
+                now = now_iso()
+                status = JobStatus.PROCESSING
+                event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
+                args: list[str | bytes] = [event, "status", str(status), "stage", str(stage)]
+                args += ["progress", str(progress), "updated_at", now]
+                job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
+                await self._advance(keys=job_keys, args=args, client=pipe)
+            await pipe.execute()
+
+    async def still_live(self, held: Sequence[Held]) -> list[bool]:
+        """Whether each job is still live (not cancelled meanwhile), in order."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in held:
+                pipe.hget(keys.job_status(item.job.job_id), "status")
+            statuses = await pipe.execute()
+        return [status is not None and JobStatus(status.decode()).live for status in statuses]
+
+    async def complete(self, completions: Sequence[Completion]) -> None:
+        """Atomically per job: result, status, upload removal, event, webhook and acknowledgement."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for done in completions:
+                now = now_iso()
+                fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
+                event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})
+                await self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
+            await pipe.execute()
+
+    async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> None:
+        """Atomically per job: failed status, event, webhook and acknowledgement; with ``dead_letter`` the job
+        is copied to the dead-letter stream and keeps its upload for a retry."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in held:
+                job, entry = item.job, item.entry
+                now = now_iso()
+                fields = {"status": "failed", "error": error, "error_code": code, "updated_at": now}
+                event = job.event(status="failed", error_message=error, error_code=code, updated_at=now)
+                letter = b""
+                if dead_letter:
+                    body = {"job_id": job.job_id, "stream": entry.stream, "error": error, "code": code}
+                    letter = msgspec.json.encode(body)
+                await self._finish_call(pipe, job, entry, b"", event, letter, fields)
+            await pipe.execute()
+
+    async def _finish_call(
+        self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]
+    ) -> None:
+        job_keys = [
+            keys.job_status(job.job_id),
+            keys.job_result(job.job_id),
+            keys.job_image(job.job_id),
+            keys.job_metadata(job.job_id),
+            entry.stream,
+            keys.job_events(job.job_id),
+            keys.DEAD_LETTER_STREAM,
+            keys.WEBHOOK_OUTBOX,
+            keys.DEAD_LETTER_INDEX,
+        ]
+        args: list[Any] = [keys.QUEUE_GROUP, entry.entry_id, result, keys.JOB_RESULT_TTL_S, event, letter]
+        args.append(keys.JOB_IMAGE_TTL_S)
+        for name, value in fields.items():
+            args += [name, value]
+        await self._finish(keys=job_keys, args=args, client=pipe)
+
+    async def drop(self, entries: Sequence[Entry]) -> None:
+        """Acknowledge and remove entries whose job no longer needs them (expired, cancelled, already ended)."""
+        if not entries:
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for entry in entries:
+                pipe.xack(entry.stream, keys.QUEUE_GROUP, entry.entry_id)
+                pipe.xdel(entry.stream, entry.entry_id)
+            await pipe.execute()

@@ -1,0 +1,192 @@
+"""The webhook delivery worker: an extra asyncio task inside every dispatcher process.
+
+Two loops share one ``httpx.AsyncClient``. Intake reads ``webhooks:outbox`` through the consumer group
+``webhooks`` (reclaiming entries a crashed reader left behind) and moves each into the schedule. Delivery claims
+due entries from the schedule, sends them with at most ``webhook_concurrency`` in flight and records every attempt
+on the job. Inference never waits for it: it only awaits network and Redis I/O on the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import Any
+
+from aic.core.settings import WebhookSettings
+from aic.core.timeutil import now_iso
+from aic.core.webhooks import EVENT_TYPES
+from aic.store.connection import STORE_ERRORS
+from aic.store.webhooks import Delivery, WebhookStore, now_ms
+from aic.webhooks.message import entry_time, parse_retry_after, payload, retry_policy, signature_header
+from aic.webhooks.sender import Outcome, WebhookRefused, make_client, send
+
+log = logging.getLogger("aic.webhooks")
+
+USER_AGENT = "aic-webhooks/1"
+
+
+class WebhookWorker:
+    def __init__(self, store: WebhookStore, settings: WebhookSettings, consumer: str | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.policy = retry_policy(settings)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # a claimed delivery is someone else's again once a whole attempt could have run twice over
+        self.lease_ms = int(settings.webhook_timeout_s * 2000) + 5000
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.client = make_client(
+            settings.webhook_ca_bundle, settings.webhook_connect_timeout_s, settings.webhook_timeout_s
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver until ``stop()``; attempts in flight finish, then the HTTP client is closed."""
+        try:
+            await self._ensure_group()
+            await asyncio.gather(self._intake(), self._deliver())
+        finally:
+            if self._in_flight:
+                await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_s + 1)
+            await self.client.aclose()
+
+    async def _ensure_group(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.store.ensure_outbox_group()
+                return
+            except STORE_ERRORS as exc:
+                log.warning("webhooks: redis unavailable, retrying: %s", exc)
+                await self._sleep(1.0)
+
+    # -- intake: outbox stream -> schedule -------------------------------------------------------------
+
+    async def _intake(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                moved = await self._intake_once()
+            except STORE_ERRORS as exc:
+                log.warning("webhook intake: redis unavailable, retrying: %s", exc)
+                await self._sleep(1.0)
+                continue
+            if moved:
+                self._wake.set()
+
+    async def _intake_once(self) -> int:
+        entries = await self.store.read_outbox(
+            self.consumer, self.settings.webhook_claim_idle_ms, count=50, block_ms=1000
+        )
+        for entry in entries:
+            await self.store.enqueue(entry.entry_id, entry.job_id, entry.event)
+        return len(entries)
+
+    # -- delivery: schedule -> receiver ----------------------------------------------------------------
+
+    async def _deliver(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()  # before claiming, so new work arriving meanwhile is not slept through
+            free = self.settings.webhook_concurrency - len(self._in_flight)
+            try:
+                due = await self.store.claim_due(free, self.lease_ms) if free > 0 else []
+            except STORE_ERRORS as exc:
+                log.warning("webhook schedule: redis unavailable, retrying: %s", exc)
+                due = []
+            for delivery in due:
+                task = asyncio.create_task(self._attempt(delivery))
+                self._in_flight.add(task)
+                task.add_done_callback(self._done)
+            if free <= 0 or len(due) < free:  # wait for new work, a finished attempt or the next poll
+                await self._sleep(self.settings.webhook_poll_ms / 1000, wake=True)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
+
+    async def _sleep(self, seconds: float, *, wake: bool = False) -> None:
+        event = self._wake if wake else self._stopping
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            await self._attempt_once(delivery)
+        except Exception:
+            # the claim's lease runs out and the delivery is tried again; nothing is lost
+            log.exception("webhook %s: attempt could not be completed", delivery.webhook_id)
+
+    async def _attempt_once(self, delivery: Delivery) -> None:
+        job = await self.store.job(delivery.job_id)
+        number = delivery.attempts + 1
+        if not job.get("callback_url"):  # the job expired meanwhile: nothing to send, nowhere to record
+            await self.store.record(delivery, {"attempt": number}, {}, None)
+            return
+        if delivery.event not in EVENT_TYPES:  # a writer newer than this reader: drop it, never loop on it
+            error = f"unknown event {delivery.event!r}"
+            dropped = {"event": delivery.event, "webhook_id": delivery.webhook_id, "state": "failed"}
+            await self.store.record(delivery, {"attempt": number, "at": now_iso(), "error": error}, dropped, None)
+            return
+        result = await self.store.result(delivery.job_id) if delivery.event == "completed" else None
+        body = payload(delivery.event, entry_time(delivery.entry_id), job, result)
+        outcome, refused = await self._send(delivery, job, body)
+        attempt: dict[str, Any] = {
+            "attempt": number,
+            "at": now_iso(),
+            "event": delivery.event,
+            "duration_ms": outcome.duration_ms,
+        }
+        attempt.update({"status_code": outcome.status_code} if outcome.status_code else {"error": outcome.error})
+        summary: dict[str, Any] = {
+            "event": delivery.event,
+            "webhook_id": delivery.webhook_id,
+            "attempts": number,
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+        }
+        next_due: int | None = None
+        if outcome.delivered:
+            summary["state"] = "delivered"
+        elif refused:
+            summary["state"] = "refused"
+        elif self.policy.retries_left(number):
+            delay_s = self.policy.delay_s(number, parse_retry_after(outcome.retry_after))
+            next_due = now_ms() + int(delay_s * 1000)
+            summary.update(state="retrying", next_attempt_at=now_iso(delay_s))
+        else:
+            summary["state"] = "failed"
+        await self.store.record(delivery, attempt, summary, next_due)
+        # the URL stays out of the log: it may carry the receiver's own token
+        log.info("webhook %s attempt %d: %s", delivery.webhook_id, number, outcome.status_code or outcome.error)
+
+    async def _send(self, delivery: Delivery, job: dict[str, str], body: bytes) -> tuple[Outcome, bool]:
+        secret = await self.store.secret(job.get("tenant", ""))
+        timestamp = int(time.time())
+        signing = secret.signing(now_ms())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": delivery.webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(signing, delivery.webhook_id, timestamp, body),
+        }
+        try:
+            outcome = await send(
+                self.client,
+                job["callback_url"],
+                body,
+                headers,
+                allow_loopback=self.settings.webhook_allow_loopback,
+                total_timeout_s=self.settings.webhook_timeout_s,
+                max_response_bytes=self.settings.webhook_max_response_bytes,
+            )
+        except WebhookRefused as exc:
+            return Outcome(None, f"refused: {exc}", 0), True
+        return outcome, False
