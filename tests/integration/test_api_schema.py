@@ -5,31 +5,35 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from aic.core.settings import ApiSettings, RedisSettings
+from aic.http.app import create_app
 from conftest import ADMIN_KEY, Stack
+from litestar.routes import HTTPRoute, WebSocketRoute
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
 
-ROUTES = {
-    "/api/v1/classify": {"post"},
-    "/api/v1/classify/batch": {"post"},
-    "/api/v1/status/{job_id}": {"get"},
-    "/api/v1/status/{job_id}/events": {"get"},
-    "/api/v1/result/{job_id}": {"get"},
-    "/api/v1/jobs/{job_id}": {"delete"},
-    "/api/v1/auth/token": {"post"},
-    "/api/v1/models": {"get"},
-    "/api/v1/admin/queues": {"get"},
-    "/api/v1/admin/dead-letters": {"get"},
-    "/api/v1/admin/jobs/{job_id}/retry": {"post"},
-    "/api/v1/health": {"get"},
-    "/livez": {"get"},
-    "/readyz": {"get"},
-}
 OPEN = {"/api/v1/health", "/livez", "/readyz"}
+
+
+def app_routes() -> tuple[dict[str, set[str]], list[str]]:
+    """The app's own HTTP routes (path -> methods, the schema's own left out) and WebSocket paths."""
+    app = create_app(ApiSettings(api_keys="acme:" + "k" * 20), RedisSettings(redis_url="redis://127.0.0.1:1"))
+    http: dict[str, set[str]] = {}
+    sockets: list[str] = []
+    for route in app.routes:
+        path = route.path.replace(":str}", "}")
+        if isinstance(route, WebSocketRoute):
+            sockets.append(path)
+        elif isinstance(route, HTTPRoute) and not path.startswith("/schema"):
+            http.setdefault(path, set()).update(m.lower() for m in route.methods if m not in ("OPTIONS", "HEAD"))
+    return http, sockets
 
 
 def schema(stack: Stack) -> dict[str, object]:
@@ -42,7 +46,9 @@ def schema(stack: Stack) -> dict[str, object]:
 def test_every_route_is_documented_with_security_and_error_responses(stack: Stack) -> None:
     doc = schema(stack)
     paths: dict[str, dict[str, dict[str, object]]] = doc["paths"]  # type: ignore[assignment]
-    for path, methods in ROUTES.items():
+    routes, _ = app_routes()
+    assert len(routes) >= 15
+    for path, methods in routes.items():
         assert methods <= set(paths[path]), path
         for method in methods:
             operation = paths[path][method]
@@ -57,6 +63,25 @@ def test_every_route_is_documented_with_security_and_error_responses(stack: Stac
     assert set(schemes) >= {"ApiKey", "Bearer"}
     body = paths["/api/v1/classify"]["post"]["requestBody"]
     assert "multipart/form-data" in body["content"]  # type: ignore[index]
+
+
+def test_every_route_but_health_and_probes_refuses_a_caller_without_credentials(stack: Stack) -> None:
+    root = stack.base_url.removesuffix("/api/v1")
+    routes, sockets = app_routes()
+    job_id = str(uuid.uuid4())
+    for path, methods in routes.items():
+        for method in methods:
+            response = httpx.request(method.upper(), root + path.replace("{job_id}", job_id))
+            if path in OPEN:
+                assert response.status_code == 200, (method, path, response.text)
+            else:
+                assert response.status_code == 401, (method, path, response.text)
+                assert response.json()["error"] == "UNAUTHORIZED"
+    assert sockets
+    for path in sockets:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(root.replace("http://", "ws://") + path.replace("{job_id}", job_id), open_timeout=30)
+        assert refused.value.response.status_code == 401, path
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(stack: Stack, tmp_path: Path) -> None:

@@ -1,11 +1,11 @@
-"""Real processes for tests: a redis-server on a free port, and the product's own `aic api` / `aic dispatcher`."""
+"""Real processes for tests: a Redis on a free port (testcontainers' RedisContainer where a container engine
+answers, else the local ``redis-server``), and the product's own ``aic api`` / ``aic dispatcher`` processes."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,12 +17,7 @@ from pathlib import Path
 
 import httpx
 import redis
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from aic.local.ports import free_port
 
 
 @dataclass
@@ -77,7 +72,8 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server() -> Iterator[RedisServer]:
+def local_redis() -> Iterator[RedisServer]:
+    """The local ``redis-server`` on a free port, append-only, in a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="aic-redis-") as tmp:
         server = RedisServer(free_port(), Path(tmp))
         server.start()
@@ -85,6 +81,53 @@ def redis_server() -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+REDIS_IMAGE = "redis:7.4-alpine"
+"""Redis 7 or newer, as KEDA's stream-lag scaler and the chart need."""
+
+
+def container_engine() -> bool:
+    """Whether a container engine answers (testcontainers would work); ``AIC_TEST_REDIS=local|container``
+    decides instead when set."""
+    choice = os.environ.get("AIC_TEST_REDIS", "")
+    if choice in ("local", "container"):
+        return choice == "container"
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@dataclass
+class ContainerRedis:
+    """A Redis of testcontainers' ``RedisContainer``; the same ``url`` as a ``RedisServer``."""
+
+    url: str
+
+
+RunningRedis = RedisServer | ContainerRedis
+"""What ``redis_server()`` gives: either has a ``url``."""
+
+
+@contextmanager
+def redis_server() -> Iterator[RunningRedis]:
+    """A Redis of the suite's own: a container where an engine answers, else the local ``redis-server``."""
+    if not container_engine():
+        with local_redis() as server:
+            yield server
+        return
+    from testcontainers.redis import RedisContainer
+
+    with RedisContainer(REDIS_IMAGE) as container:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(container.port)
+        yield ContainerRedis(f"redis://{host}:{port}")
 
 
 @dataclass
@@ -114,6 +157,7 @@ class Service:
     def stop(self, timeout_s: float = 20.0) -> int | None:
         if self.process is None:
             return None
+        self.signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self.signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout_s)
@@ -137,3 +181,12 @@ def wait_for_http(url: str, timeout_s: float, service: Service | None = None) ->
             pass
         time.sleep(0.2)
     raise TimeoutError(f"{url} not answering; log:\n{service.output() if service else ''}")
+
+
+def stop_all(services: list[Service], timeout_s: float = 20.0) -> None:
+    """Stop several services at once: SIGTERM to all, then wait for each (their shutdowns overlap)."""
+    for service in services:
+        service.signal(signal.SIGCONT)
+        service.signal(signal.SIGTERM)
+    for service in services:
+        service.stop(timeout_s)

@@ -8,20 +8,20 @@ import contextlib
 import dataclasses
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aic import keys
-from aic.redis_conn import connect
-from aic.settings import RedisSettings, WebhookSettings
-from aic.webhook_store import WebhookStore
-from aic.webhook_worker import WebhookWorker
+from aic.core.settings import RedisSettings, WebhookSettings
+from aic.store import keys
+from aic.store.connection import connect
+from aic.store.webhooks import WebhookStore
+from aic.webhooks.worker import WebhookWorker
 from conftest import WebhookCA
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from stack import RedisServer, redis_server
+from stack import RunningRedis
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -30,14 +30,8 @@ TENANT = "acme"
 RESULT = {"job_id": "x", "predictions": [{"class_name": "Egyptian cat", "confidence": 0.9, "class_id": 285}]}
 
 
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    with redis_server() as server:
-        yield server
-
-
 @pytest.fixture
-async def redis(own_redis: RedisServer) -> AsyncIterator[Redis]:
+async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
     client = connect(RedisSettings(redis_url=own_redis.url), blocking_reads=True)
     try:
         yield client
@@ -67,7 +61,7 @@ async def receiver_secret(redis: Redis, webhook_receiver: Receiver) -> str:
 
 @asynccontextmanager
 async def worker(redis: Redis, settings: WebhookSettings) -> AsyncIterator[WebhookWorker]:
-    running = WebhookWorker(redis, settings)
+    running = WebhookWorker(WebhookStore(redis), settings)
     task = asyncio.create_task(running.run())
     try:
         yield running

@@ -8,13 +8,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from aic import tokens, uploads
-from aic.admin import require_admin
-from aic.auth import KeyRing, Principal, Role, authenticate, presented_key, ws_credential
-from aic.controllers import prefer_wait
-from aic.errors import ForbiddenError, ImageValidationError, RequestValidationError, UnauthorizedError
-from aic.settings import SettingsError
-from aic.submissions import parse_webhook_events
+from aic.core.errors import ForbiddenError, ImageValidationError, RequestValidationError, UnauthorizedError
+from aic.core.settings import SettingsError
+from aic.http import tokens, uploads
+from aic.http.auth import KeyRing, Principal, Role, authenticate, presented_key, ws_credential
+from aic.http.controllers.admin import require_admin
+from aic.http.submissions import parse_webhook_events, prefer_wait
 
 SECRET = "unit-secret-0123456789abcdef0123456789"
 

@@ -1,4 +1,4 @@
-"""Upload validation and decoding of every image mode into the model's input."""
+"""Upload validation (the API) and decoding of every image mode into the model's input (the dispatcher)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import zlib
 
 import numpy as np
 import pytest
-from aic import images
-from aic.errors import ImageValidationError
-from aic.modelspec import Layout, Preprocessing, ResizeRule
+from aic.core import images as formats
+from aic.core.errors import ImageValidationError
+from aic.core.modelspec import Layout, Preprocessing, ResizeRule
+from aic.dispatch import preprocess
+from aic.http import images
 from PIL import Image
 
 SPEC = Preprocessing(height=224, width=224)
@@ -31,7 +33,7 @@ def gradient(size: tuple[int, int] = (300, 200)) -> Image.Image:
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_sniff_decides_the_format_from_the_bytes(fmt: str) -> None:
-    assert images.sniff(encode(gradient(), fmt)) == fmt
+    assert formats.sniff(encode(gradient(), fmt)) == fmt
 
 
 def test_text_is_an_unsupported_file_type() -> None:
@@ -81,7 +83,7 @@ def test_decompression_bomb_is_refused_from_its_header(side: int) -> None:
 def test_truncated_jpeg_is_undecodable() -> None:
     data = encode(gradient(), "JPEG")[:400]
     with pytest.raises(ImageValidationError):
-        images.preprocess(data, SPEC)
+        preprocess.preprocess(data, SPEC)
 
 
 @pytest.mark.parametrize("mode", ["L", "P", "RGBA", "LA", "CMYK", "I;16", "1"])
@@ -92,7 +94,7 @@ def test_every_mode_becomes_an_rgb_tensor(mode: str) -> None:
         else Image.fromarray(np.asarray(gradient().convert("L"), dtype=np.uint16) * 257)
     )
     fmt = "JPEG" if mode in ("L", "CMYK") else "PNG" if mode != "CMYK" else "JPEG"
-    tensor = images.preprocess(encode(source, fmt), SPEC)
+    tensor = preprocess.preprocess(encode(source, fmt), SPEC)
     assert tensor.shape == (3, 224, 224)
     assert tensor.dtype == np.float32
     assert np.isfinite(tensor).all()
@@ -100,7 +102,7 @@ def test_every_mode_becomes_an_rgb_tensor(mode: str) -> None:
 
 def test_transparent_pixels_are_laid_on_white() -> None:
     clear = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    rgb = images.decode(encode(clear, "PNG"), SPEC)
+    rgb = preprocess.decode(encode(clear, "PNG"), SPEC)
     assert rgb.getpixel((10, 10)) == (255, 255, 255)
 
 
@@ -108,20 +110,20 @@ def test_exif_orientation_is_applied() -> None:
     base = Image.new("RGB", (200, 100), (255, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    decoded = images.decode(encode(base, "JPEG", exif=exif.tobytes()), SPEC)
+    decoded = preprocess.decode(encode(base, "JPEG", exif=exif.tobytes()), SPEC)
     assert decoded.size == (100, 200)
 
 
 def test_jpeg_is_decoded_at_reduced_scale_but_never_below_the_target() -> None:
     big = encode(gradient((2400, 1800)), "JPEG")
-    decoded = images.decode(big, SPEC)
+    decoded = preprocess.decode(big, SPEC)
     assert decoded.size[0] < 2400
     assert min(decoded.size) >= 224
 
 
 def test_normalisation_follows_the_spec() -> None:
     grey = Image.new("RGB", (64, 64), (124, 116, 104))  # about the ImageNet mean
-    tensor = images.preprocess(encode(grey, "PNG"), SPEC)
+    tensor = preprocess.preprocess(encode(grey, "PNG"), SPEC)
     assert np.abs(tensor).max() < 0.02
 
 
@@ -129,7 +131,7 @@ def test_center_crop_rule_keeps_the_middle() -> None:
     spec = Preprocessing(height=32, width=32, resize=ResizeRule.SHORTER_SIDE_CENTER_CROP, crop_fraction=1.0)
     wide = Image.new("RGB", (96, 32), (0, 0, 0))
     wide.paste((255, 255, 255), (32, 0, 64, 32))  # a white middle third
-    out = images.resize(wide, spec)
+    out = preprocess.resize(wide, spec)
     assert out.size == (32, 32)
     assert np.asarray(out).min() > 200
 
@@ -142,8 +144,8 @@ def _normalised(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_uint8_input_is_the_resized_pixels_unnormalised(layout: str) -> None:
     spec = Preprocessing(height=64, width=48, layout=Layout(layout), dtype="UINT8")
-    rgb = images.resize(images.decode(encode(gradient(), "PNG"), spec), spec)
-    tensor = images.to_tensor(rgb, spec)
+    rgb = preprocess.resize(preprocess.decode(encode(gradient(), "PNG"), spec), spec)
+    tensor = preprocess.to_tensor(rgb, spec)
     pixels = np.asarray(rgb)
     assert tensor.dtype == np.uint8
     expected = pixels.transpose(2, 0, 1) if layout == "NCHW" else pixels
@@ -157,8 +159,8 @@ def test_float_input_is_normalised_in_the_declared_type_and_layout(
     dtype: str, numpy_type: type, tolerance: float, layout: str
 ) -> None:
     spec = Preprocessing(height=32, width=40, layout=Layout(layout), dtype=dtype)
-    rgb = images.resize(images.decode(encode(gradient(), "PNG"), spec), spec)
-    tensor = images.to_tensor(rgb, spec)
+    rgb = preprocess.resize(preprocess.decode(encode(gradient(), "PNG"), spec), spec)
+    tensor = preprocess.to_tensor(rgb, spec)
     expected = _normalised(np.asarray(rgb, dtype=np.float64), spec)
     if layout == "NCHW":
         expected = expected.transpose(2, 0, 1)
@@ -169,4 +171,4 @@ def test_float_input_is_normalised_in_the_declared_type_and_layout(
 def test_an_unknown_input_type_is_refused() -> None:
     spec = Preprocessing(height=32, width=32, dtype="INT64")
     with pytest.raises(ValueError, match="INT64"):
-        images.to_tensor(Image.new("RGB", (32, 32)), spec)
+        preprocess.to_tensor(Image.new("RGB", (32, 32)), spec)

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import trustme
-from aic import webhooks
+from aic.webhooks import message as webhooks
 
 TOLERANCE_S = 300  # the spec's suggested timestamp tolerance
 HUGE_BYTES = 64 * 1024 * 1024  # far beyond what a sender should read of an answer

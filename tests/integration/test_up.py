@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aic.local.ports import free_port
 from PIL import Image
 from skimage import data as skdata
-from stack import free_port
 
 pytestmark = pytest.mark.integration
 

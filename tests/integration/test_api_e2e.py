@@ -4,66 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-import signal
-import threading
-import time
 import uuid
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from aic import keys
+from aic.store import keys
 from conftest import API_KEY, OTHER_TENANT_KEY, Stack
+from helpers import EventRecorder, jpeg, submit, wait_done
 from PIL import Image
 from skimage import data as skdata
 
 pytestmark = pytest.mark.integration
-
-
-def jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def submit(client: httpx.Client, content: bytes, name: str = "photo.jpg", **form: str) -> httpx.Response:
-    return client.post("/classify", files={"file": (name, content, "image/jpeg")}, data=form)
-
-
-def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        body: dict[str, Any] = client.get(f"/status/{job_id}").json()
-        if body["status"] in ("completed", "failed", "cancelled"):
-            return body
-        time.sleep(0.05)
-    raise TimeoutError(job_id)
-
-
-class EventRecorder:
-    """Subscribes to every job's events channel before a submit, so no status change is missed."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.pubsub = stack.redis_client().pubsub()
-        self.pubsub.psubscribe("job:*:events")
-        self.pubsub.get_message(timeout=2)  # the subscribe confirmation
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            message = self.pubsub.get_message(timeout=0.1)
-            if message and message["type"] == "pmessage":
-                self.events.append(json.loads(message["data"]))
-
-    def close(self) -> list[dict[str, Any]]:
-        self._stop.set()
-        self._thread.join(5)
-        self.pubsub.close()
-        return self.events
 
 
 @pytest.mark.parametrize(
@@ -73,7 +25,7 @@ class EventRecorder:
 def test_real_photo_is_classified_with_status_moving_forward(
     stack: Stack, photo: Any, class_id: int, name: str
 ) -> None:
-    recorder = EventRecorder(stack)
+    recorder = EventRecorder(stack.redis.url)
     with stack.client() as client:
         accepted = submit(client, jpeg(photo()))
         assert accepted.status_code == 200, accepted.text
@@ -184,18 +136,14 @@ def test_another_tenants_job_answers_like_an_unknown_one(stack: Stack) -> None:
             assert response.json()["detail"] == f"Job not found: {job_id}"
 
 
-def test_result_before_completion_is_409(stack: Stack) -> None:
-    stack.dispatcher.signal(signal.SIGSTOP)  # the job stays pending while the only dispatcher is frozen
-    try:
-        with stack.client() as client:
-            job_id = submit(client, jpeg(skdata.coffee())).json()["job_id"]
-            early = client.get(f"/result/{job_id}")
-    finally:
-        stack.dispatcher.signal(signal.SIGCONT)
+def test_result_before_completion_is_409(quiet_stack: Stack) -> None:
+    with quiet_stack.client() as client:  # no dispatcher reads this stack's queue: the job stays pending
+        job_id = submit(client, jpeg(skdata.coffee())).json()["job_id"]
+        early = client.get(f"/result/{job_id}")
     assert early.status_code == 409, early.text
     assert early.json()["detail"] == "Job not completed. Current status: pending"
     assert early.json()["error"] == "CONFLICT"
-    with stack.client() as client:
+    with quiet_stack.own_dispatcher(), quiet_stack.client() as client:
         assert wait_done(client, job_id)["status"] == "completed"
         assert client.get(f"/result/{job_id}").status_code == 200
 

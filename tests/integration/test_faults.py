@@ -7,77 +7,32 @@ rest of the suite. Leases are short (3 s) so reclaiming is observable in a test'
 
 from __future__ import annotations
 
-import io
 import json
 import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import redis
-from aic import keys
-from aic import settings as aic_settings
-from aic.modelbuild import ensure_default_model
-from aic.triton_local import LocalTriton, on_free_ports
+from aic.core import settings as aic_settings
+from aic.local.modelbuild import ensure_default_model
+from aic.local.ports import free_port
+from aic.local.triton import LocalTriton, on_free_ports
+from aic.store import keys
 from conftest import API_KEY, publish_models
-from PIL import Image
+from helpers import TERMINAL, EventRecorder, jpeg
 from skimage import data as skdata
-from stack import RedisServer, Service, free_port, wait_for_http
+from stack import RedisServer, Service, stop_all, wait_for_http
 
 pytestmark = pytest.mark.integration
 
-TERMINAL = {"completed", "failed", "cancelled"}
 LEASE_MS = 3000
 
-
-def jpeg(pixels: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
-CAT = jpeg(skdata.chelsea())
+CAT = jpeg(skdata.chelsea(), quality=90)
 POISON = CAT[: len(CAT) // 2]  # passes the API's header checks, cannot be decoded
-
-
-class Recorder:
-    """Every event published for any job, from before the first submit (pattern subscription)."""
-
-    def __init__(self, url: str) -> None:
-        self.pubsub = redis.Redis.from_url(url).pubsub()
-        self.pubsub.psubscribe("job:*:events")
-        self.pubsub.get_message(timeout=2)
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                message = self.pubsub.get_message(timeout=0.1)
-            except redis.ConnectionError:
-                return
-            if message and message["type"] == "pmessage":
-                self.events.append(json.loads(message["data"]))
-
-    def terminal_counts(self, job_ids: list[str]) -> Counter[str]:
-        wanted = set(job_ids)
-        return Counter(e["job_id"] for e in self.events if e["job_id"] in wanted and e["status"] in TERMINAL)
-
-    def completion_order(self) -> list[str]:
-        return [e["job_id"] for e in self.events if e["status"] == "completed"]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.pubsub.close()
 
 
 @dataclass
@@ -123,7 +78,7 @@ class Rig:
         raise AssertionError(f"not finished in {timeout_s}s: {Counter(self.statuses(job_ids).values())}")
 
     def assert_exactly_once(
-        self, recorder: Recorder, job_ids: list[str], expected: str, *, image_kept: bool = False
+        self, recorder: EventRecorder, job_ids: list[str], expected: str, *, image_kept: bool = False
     ) -> None:
         statuses = self.wait_terminal(job_ids)
         assert Counter(statuses.values()) == Counter({expected: len(job_ids)}), statuses
@@ -136,9 +91,7 @@ class Rig:
             assert bool(r.exists(keys.job_image(job_id))) == image_kept  # kept only for a dead letter's retry
 
     def stop_dispatchers(self) -> None:
-        for service in self.dispatchers:
-            service.signal(signal.SIGCONT)
-            service.stop()
+        stop_all(self.dispatchers)
         self.dispatchers.clear()
 
 
@@ -187,14 +140,14 @@ def _base_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def recorder(rig: Rig) -> Iterator[Recorder]:
-    rec = Recorder(rig.redis_server.url)
+def recorder(rig: Rig) -> Iterator[EventRecorder]:
+    rec = EventRecorder(rig.redis_server.url)
     yield rec
     rec.close()
     rig.stop_dispatchers()
 
 
-def test_health_is_degraded_without_dispatchers_and_healthy_with_them(rig: Rig, recorder: Recorder) -> None:
+def test_health_is_degraded_without_dispatchers_and_healthy_with_them(rig: Rig, recorder: EventRecorder) -> None:
     body = httpx.get(f"{rig.base_url}/health").json()
     assert body["status"] == "degraded"
     assert body["services"]["dispatchers"] == "no active dispatchers"
@@ -210,7 +163,7 @@ def test_health_is_degraded_without_dispatchers_and_healthy_with_them(rig: Rig, 
     assert body["services"]["dispatchers"] == "healthy (2 dispatchers)"
 
 
-def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder: Recorder) -> None:
+def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder: EventRecorder) -> None:
     victim = rig.dispatcher(PREPROCESS_THREADS="1")
     job_ids = rig.submit(24)
     deadline = time.monotonic() + 60
@@ -226,7 +179,7 @@ def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder
     assert "reclaimed" in survivor.output()
 
 
-def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: Recorder) -> None:
+def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: EventRecorder) -> None:
     worker = rig.dispatcher()
     job_ids = rig.submit(4)
     rig.wait_terminal(job_ids)  # warm: the model answered once
@@ -243,7 +196,7 @@ def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: Recorder
     assert "reclaimed" not in observer.output() and "reclaimed" not in worker.output()
 
 
-def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: Recorder) -> None:
+def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: EventRecorder) -> None:
     rig.dispatcher()
     rig.triton.stop()
     try:
@@ -256,7 +209,7 @@ def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: 
     rig.assert_exactly_once(recorder, job_ids, "completed")
 
 
-def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: Rig, recorder: Recorder) -> None:
+def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: Rig, recorder: EventRecorder) -> None:
     rig.dispatcher(TRITON_OUTAGE_TIMEOUT_S="2")
     dead_before = rig.redis().xlen(keys.DEAD_LETTER_STREAM)
     rig.triton.stop()
@@ -272,13 +225,13 @@ def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: 
     assert sorted(letter["job_id"] for letter in letters) == sorted(job_ids)
 
 
-def test_redis_restart_keeps_accepted_jobs(rig: Rig, recorder: Recorder) -> None:
+def test_redis_restart_keeps_accepted_jobs(rig: Rig, recorder: EventRecorder) -> None:
     worker = rig.dispatcher()
     worker.signal(signal.SIGSTOP)  # jobs stay queued across the restart
     job_ids = rig.submit(8)
     rig.redis_server.stop()  # SIGTERM: the append-only file is flushed
     rig.redis_server.start()
-    late = Recorder(rig.redis_server.url)
+    late = EventRecorder(rig.redis_server.url)
     try:
         worker.signal(signal.SIGCONT)
         rig.assert_exactly_once(late, job_ids, "completed")
@@ -288,7 +241,7 @@ def test_redis_restart_keeps_accepted_jobs(rig: Rig, recorder: Recorder) -> None
         assert client.get(f"/result/{job_ids[0]}").status_code == 200
 
 
-def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: Recorder) -> None:
+def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: EventRecorder) -> None:
     worker = rig.dispatcher()
     good = rig.submit(6)
     bad = rig.submit(2, image=POISON)
@@ -300,7 +253,7 @@ def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: Rec
     assert worker.process.poll() is None  # type: ignore[union-attr]
 
 
-def test_low_priority_is_not_starved_by_an_urgent_flood(rig: Rig, recorder: Recorder) -> None:
+def test_low_priority_is_not_starved_by_an_urgent_flood(rig: Rig, recorder: EventRecorder) -> None:
     worker = rig.dispatcher()
     worker.signal(signal.SIGSTOP)
     low = rig.submit(1, priority="low")
@@ -312,7 +265,7 @@ def test_low_priority_is_not_starved_by_an_urgent_flood(rig: Rig, recorder: Reco
     assert order.index(low[0]) < 2 * 8, order.index(low[0])
 
 
-def test_sigterm_finishes_or_releases_in_flight_work_within_the_grace(rig: Rig, recorder: Recorder) -> None:
+def test_sigterm_finishes_or_releases_in_flight_work_within_the_grace(rig: Rig, recorder: EventRecorder) -> None:
     leaving = rig.dispatcher()
     job_ids = rig.submit(16)
     while "processing" not in rig.statuses(job_ids).values():
@@ -326,7 +279,7 @@ def test_sigterm_finishes_or_releases_in_flight_work_within_the_grace(rig: Rig, 
     rig.assert_exactly_once(recorder, job_ids, "completed")
 
 
-def test_full_queue_answers_503_with_retry_after(rig: Rig, recorder: Recorder) -> None:
+def test_full_queue_answers_503_with_retry_after(rig: Rig, recorder: EventRecorder) -> None:
     port = free_port()
     tight = Service("api", {**rig.env, "API_PORT": str(port), "QUEUE_MAX_DEPTH": "3"}).start()
     try:

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import msgspec
 import pytest
 import yaml
-from aic.routing import pick_weighted
+from aic.core.modelspec import InvalidSpec
 from aic_operator import artifacts
 from aic_operator.artifacts import ArtifactError
 from aic_operator.render import desired_state
-from aic_operator.spec import InvalidSpec, parse
+from aic_operator.spec import PreprocessingSpec, parse
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 from tritonclient.grpc import model_config_pb2 as pb
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "charts" / "async-image-classifier" / "crds" / "modelversion.yaml"
 SAMPLES = sorted((ROOT / "operator" / "samples").glob("*.yaml"))
 SHA = "a" * 64
@@ -194,47 +191,40 @@ def test_s3_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     assert caught.value.permanent
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    root = tmp_path / "www"
-    root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def log_message(self, *_: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", root
-    server.shutdown()
+# -- preprocessing reaches the dispatcher whole ----------------------------------------------------------------
 
 
-def test_http_sources_are_downloaded_and_verified(http_root: tuple[str, Path], tmp_path: Path) -> None:
-    base, root = http_root
-    (root / "model.onnx").write_bytes(b"over http")
-    digest = hashlib.sha256(b"over http").hexdigest()
-    cached = artifacts.fetch(f"{base}/model.onnx", digest, tmp_path / "cache", tmp_path, 5)
-    assert cached.read_bytes() == b"over http"
-    with pytest.raises(ArtifactError, match="HTTP 404") as caught:
-        artifacts.fetch(f"{base}/missing.onnx", SHA, tmp_path / "cache", tmp_path, 5)
-    assert caught.value.permanent
+def test_every_preprocessing_field_of_a_modelversion_reaches_the_model_spec() -> None:
+    chosen = {
+        "size": [160, 128],
+        "resize": "shorter-side-then-center-crop",
+        "interpolation": "bicubic",
+        "cropFraction": 0.9,
+        "scale": 1.0,
+        "mean": [0.5, 0.4, 0.3],
+        "std": [0.2, 0.3, 0.4],
+        "layout": "NHWC",
+        "dtype": "FP16",
+    }
+    assert set(chosen) == {field.encode_name for field in msgspec.structs.fields(PreprocessingSpec)}  # all of them
+    pre = render(spec(preprocessing=chosen))[0].model.preprocessing
+    assert (pre.height, pre.width, pre.resize, pre.interpolation) == (
+        160,
+        128,
+        "shorter-side-then-center-crop",
+        "bicubic",
+    )
+    assert (pre.crop_fraction, pre.scale, pre.mean, pre.std) == (0.9, 1.0, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    assert (pre.layout, pre.dtype) == ("NHWC", "FP16")
 
 
-# -- weighted routing ---------------------------------------------------------------------------------------
+class NewerPreprocessing(PreprocessingSpec, frozen=True, forbid_unknown_fields=True):
+    """A spec a newer CRD might carry: one field more than the dispatcher's Preprocessing knows."""
+
+    gamma: float = 2.2
 
 
-def test_smooth_weighted_round_robin_gives_each_model_its_weight_interleaved() -> None:
-    credit: dict[str, int] = {}
-    picks = [pick_weighted({"v1": 3, "v2": 1}, credit) for _ in range(8)]
-    assert Counter(picks) == {"v1": 6, "v2": 2}
-    assert picks[:4].count("v2") == 1  # interleaved, not a run of v1 then v2
-
-
-def test_zero_weight_is_never_picked_and_all_zero_picks_nothing() -> None:
-    credit: dict[str, int] = {}
-    assert {pick_weighted({"v1": 1, "shadow": 0}, credit) for _ in range(5)} == {"v1"}
-    assert pick_weighted({"v1": 0}, {}) is None
+def test_a_preprocessing_field_the_model_spec_lacks_fails_instead_of_being_dropped() -> None:
+    newer = msgspec.structs.replace(parse(spec()), preprocessing=NewerPreprocessing())
+    with pytest.raises(TypeError, match="gamma"):
+        desired_state("mv", newer, ("python",), False)

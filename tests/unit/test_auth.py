@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from aic.auth import KeyRing, presented_key
-from aic.settings import SettingsError
+from aic.core.settings import SettingsError
+from aic.http.auth import KeyRing, presented_key
 
 
 def test_keys_map_to_their_tenant() -> None:

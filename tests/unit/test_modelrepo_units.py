@@ -1,25 +1,15 @@
-"""The default model: its description and Triton config (pure), then the build itself (needs torch)."""
+"""The model repository's pure parts: the default model's description, rendering its config, model.json."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from pathlib import Path
 
 import msgspec
 import pytest
-from aic import modelspec
-from aic import settings as aic_settings
-from aic.modelbuild import (
-    MAX_QUEUE_DELAY_US,
-    ModelBuildError,
-    build_default_model,
-    default_spec,
-    ensure_default_model,
-    render_config,
-)
-from aic.modelspec import ResizeRule
+from aic.core import modelspec
+from aic.core.modelspec import ResizeRule
+from aic.local.modelbuild import MAX_QUEUE_DELAY_US, ModelBuildError, default_spec, render_config
+from aic.modelrepo import layout
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -100,64 +90,9 @@ def test_spec_round_trips_through_model_json_with_labels_merged_from_labels_txt(
     document = msgspec.to_builtins(spec)
     document.pop("labels")
     document["build"] = {"fingerprint": "x"}  # extra keys written by the builder must not break decoding
-    (tmp_path / modelspec.MODEL_SPEC_FILE).write_bytes(msgspec.json.encode(document))
-    (tmp_path / modelspec.LABELS_FILE).write_text("tench\ngoldfish\n")
-    loaded = modelspec.load(tmp_path)
+    (tmp_path / layout.MODEL_SPEC_FILE).write_bytes(msgspec.json.encode(document))
+    (tmp_path / layout.LABELS_FILE).write_text("tench\ngoldfish\n")
+    loaded = layout.load(tmp_path)
     assert loaded == msgspec.structs.replace(spec, labels=("tench", "goldfish"))
     assert modelspec.decode(modelspec.encode(loaded)) == loaded
     assert loaded.label(1) == "goldfish" and loaded.label(7) == "class_7"
-
-
-# ---- the build (the 'build' extra); uses the cached project repository, like the triton_server fixture ----
-
-
-@pytest.fixture(scope="module")
-def built_model() -> Path:
-    repository = aic_settings.load(aic_settings.TritonSettings).model_repository
-    return ensure_default_model(repository, ("python",))
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_build_writes_the_triton_repository_layout(built_model: Path) -> None:
-    assert built_model.name == "efficientnet-lite0"
-    # Triton's python stub may leave a __pycache__ next to model.py once it has loaded it.
-    files = sorted(
-        str(p.relative_to(built_model)) for p in built_model.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-    )
-    assert files == ["1/model.onnx", "1/model.py", "config.pbtxt", "labels.txt", "model.json"]
-    assert parse((built_model / "config.pbtxt").read_text()).backend == "python"
-
-
-def test_built_spec_matches_the_default_and_records_the_onnx_checksum(built_model: Path) -> None:
-    loaded = modelspec.load(built_model)
-    assert loaded.sha256 == sha256(built_model / "1" / "model.onnx")
-    assert msgspec.structs.replace(loaded, labels=(), sha256="") == default_spec()
-    assert len(loaded.labels) == 1000
-    assert "Egyptian" in loaded.label(285) and loaded.label(967) == "espresso"
-    assert "labels" not in json.loads((built_model / "model.json").read_bytes())
-
-
-def test_a_current_build_is_kept_and_returns_quickly(built_model: Path) -> None:
-    onnx_mtime = (built_model / "1" / "model.onnx").stat().st_mtime_ns
-    started = time.monotonic()
-    assert ensure_default_model(built_model.parent, ("python",)) == built_model
-    assert build_default_model(built_model.parent, ("python",)) == built_model
-    assert time.monotonic() - started < 2.0
-    assert (built_model / "1" / "model.onnx").stat().st_mtime_ns == onnx_mtime
-
-
-def test_rebuilding_gives_a_byte_identical_onnx_file(built_model: Path, tmp_path: Path) -> None:
-    rebuilt = build_default_model(tmp_path, ("python",), force=True)
-    assert sha256(rebuilt / "1" / "model.onnx") == sha256(built_model / "1" / "model.onnx")
-    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["efficientnet-lite0"]  # no staging left
-
-
-def test_a_different_backend_set_rebuilds_with_the_matching_config(built_model: Path, tmp_path: Path) -> None:
-    python_dir = build_default_model(tmp_path, ("python",))
-    onnxruntime_dir = build_default_model(tmp_path, ("onnxruntime",))
-    assert python_dir == onnxruntime_dir
-    assert parse((onnxruntime_dir / "config.pbtxt").read_text()).backend == "onnxruntime"
-    assert not (onnxruntime_dir / "1" / "model.py").exists()

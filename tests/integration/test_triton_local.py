@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from aic import modelspec
-from aic.modelspec import Preprocessing
-from aic.settings import TritonSettings
-from aic.triton_local import LocalTriton, TritonStartError, on_free_ports, server_command
+from aic.core import modelspec
+from aic.core.modelspec import Preprocessing
+from aic.core.settings import TritonSettings
+from aic.local.triton import LocalTriton, TritonStartError, on_free_ports, server_command
+from aic.modelrepo import layout
 from numpy.typing import NDArray
 from PIL import Image
 from skimage import data as skdata
@@ -29,7 +30,7 @@ def preprocess(pixels: NDArray[np.uint8], prep: Preprocessing) -> NDArray[np.uin
 
 
 def infer(server: LocalTriton, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
-    spec = modelspec.load(server.repository / "efficientnet-lite0")
+    spec = layout.load(server.repository / "efficientnet-lite0")
     client = grpcclient.InferenceServerClient(server.grpc_url)
     try:
         tensor = grpcclient.InferInput(spec.input.name, list(batch.shape), spec.input.data_type)
@@ -43,7 +44,7 @@ def infer(server: LocalTriton, batch: NDArray[np.uint8]) -> NDArray[np.float32]:
 
 @pytest.fixture(scope="module")
 def images(triton_server: LocalTriton) -> dict[str, NDArray[np.uint8]]:
-    prep = modelspec.load(triton_server.repository / "efficientnet-lite0").preprocessing
+    prep = layout.load(triton_server.repository / "efficientnet-lite0").preprocessing
     return {"chelsea": preprocess(skdata.chelsea(), prep), "coffee": preprocess(skdata.coffee(), prep)}
 
 

@@ -6,9 +6,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from api_helpers import jpeg
+from aic.local.ports import free_port
 from conftest import ADMIN_KEY, API_KEY, OTHER_TENANT_KEY, Stack
-from stack import Service, free_port, wait_for_http
+from helpers import jpeg
+from stack import Service, stop_all, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -33,8 +34,7 @@ def limited(stack: Stack) -> Iterator[tuple[str, str]]:
     try:
         yield root_a, root_b
     finally:
-        first.stop()
-        second.stop()
+        stop_all([first, second])
 
 
 def client(root: str, key: str, source_ip: str) -> httpx.Client:
@@ -111,3 +111,15 @@ def test_a_full_queue_answers_503_with_retry_after(stack: Stack) -> None:
     assert response.status_code == 503
     assert response.json()["error"] == "SERVICE_UNAVAILABLE"
     assert response.headers["retry-after"] == "7"
+
+
+def test_a_route_that_needs_redis_answers_503_while_it_is_away(stack: Stack) -> None:
+    service, root = start_api(stack, REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+    try:
+        with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
+            response = client.get("/status/0b6ec30e-1cd5-4f6a-9c0e-9d1b1d7e5f10")
+    finally:
+        service.stop()
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "SERVICE_UNAVAILABLE" and response.headers["retry-after"]
+    assert response.json()["request_id"] == response.headers["x-request-id"]

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from aic import keys, settings
-from aic.inference import top_k
-from aic.modelspec import ModelSpec, Preprocessing, TensorSpec
-from aic.settings import ApiSettings, DispatcherSettings, TritonSettings
+from aic.core import settings
+from aic.core.modelspec import ModelSpec, Preprocessing, TensorSpec
+from aic.core.settings import ApiSettings, DispatcherSettings, TritonSettings
+from aic.store import keys
+from aic.triton.topk import top_k
 
 
 def test_job_keys_follow_the_seed_and_share_a_cluster_hash_tag() -> None:
@@ -27,9 +28,9 @@ def test_a_finished_job_keeps_its_status_as_long_as_its_result() -> None:
 def test_settings_read_seed_names_from_the_environment() -> None:
     api = settings.load(
         ApiSettings,
-        {"API_PORT": "9001", "MAX_FILE_SIZE": "123", "DEBUG": "true", "ALLOWED_HOSTS": "a.example, b.example"},
+        {"API_PORT": "9001", "MAX_FILE_SIZE": "123", "ALLOWED_HOSTS": "a.example, b.example"},
     )
-    assert (api.api_port, api.max_file_size, api.debug) == (9001, 123, True)
+    assert (api.api_port, api.max_file_size) == (9001, 123)
     assert api.allowed_hosts == ("a.example", "b.example")
     triton = settings.load(TritonSettings, {"MODEL_REPOSITORY": "/srv/models", "TRITON_BACKENDS": "onnxruntime"})
     assert triton.model_repository == Path("/srv/models")

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import io
+import time
 import uuid
 
 import pytest
-from aic import keys
-from api_helpers import frozen_dispatcher, jpeg, submit, wait_done
+from aic.store import keys
 from conftest import OTHER_TENANT_KEY, Stack
-from PIL import Image
+from helpers import jpeg, png, submit, wait_done
 from skimage import data as skdata
 
 pytestmark = pytest.mark.integration
-
-
-def png(pixels: object) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")  # type: ignore[arg-type]
-    return buf.getvalue()
 
 
 def test_batch_creates_one_job_per_file_in_order(stack: Stack) -> None:
@@ -43,7 +36,8 @@ def test_batch_creates_one_job_per_file_in_order(stack: Stack) -> None:
     assert tops[1] == 967  # the espresso: the order of the response is the order of the files
 
 
-def test_batch_with_one_bad_file_names_it_and_enqueues_nothing(stack: Stack) -> None:
+def test_batch_with_one_bad_file_names_it_and_enqueues_nothing(quiet_stack: Stack) -> None:
+    stack = quiet_stack  # nothing consumes its queue, so the counts below are only this request's doing
     r = stack.redis_client()
     before = sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
     statuses_before = len(list(r.scan_iter(match="job:*:status", count=1000)))
@@ -52,7 +46,7 @@ def test_batch_with_one_bad_file_names_it_and_enqueues_nothing(stack: Stack) -> 
         ("files", ("notes.txt", b"just some text", "image/jpeg")),
         ("files", ("good2.jpg", jpeg(skdata.coffee()), "image/jpeg")),
     ]
-    with frozen_dispatcher(stack), stack.client() as client:
+    with stack.client() as client:
         response = client.post("/classify/batch", files=files)
         after = sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
         statuses_after = len(list(r.scan_iter(match="job:*:status", count=1000)))
@@ -80,9 +74,10 @@ def test_batch_file_over_the_limit_is_named(stack: Stack) -> None:
     assert "huge.jpg" in response.json()["detail"] and "exceeds limit" in response.json()["detail"]
 
 
-def test_cancel_a_pending_job(stack: Stack) -> None:
+def test_cancel_a_pending_job(quiet_stack: Stack) -> None:
+    stack = quiet_stack
     r = stack.redis_client()
-    with frozen_dispatcher(stack), stack.client() as client:
+    with stack.client() as client:
         job_id = submit(client, jpeg(), callback_url="https://example.com/hook").json()["job_id"]
         response = client.delete(f"/jobs/{job_id}")
         outbox = [f for _, f in r.xrange(keys.WEBHOOK_OUTBOX) if f[b"job_id"].decode() == job_id]
@@ -91,8 +86,12 @@ def test_cancel_a_pending_job(stack: Stack) -> None:
     assert not r.exists(keys.job_image(job_id)), "the upload is dropped with the cancel"
     assert r.ttl(keys.job_status(job_id)) > keys.JOB_STATUS_TTL_S, "kept as long as a result would be"
     assert [f[b"event"] for f in outbox] == [b"cancelled"]
-    with stack.client() as client:
-        # the dispatcher resumes and must not process it
+    with stack.own_dispatcher(), stack.client() as client:
+        # a dispatcher takes the job's queue entry and must not process it: it only drops the entry
+        deadline = time.monotonic() + 60
+        while any(f[b"job_id"].decode() == job_id for _, f in r.xrange(keys.queue("normal"))):
+            assert time.monotonic() < deadline, "the dispatcher never took the cancelled job's entry"
+            time.sleep(0.05)
         assert wait_done(client, job_id)["status"] == "cancelled"
         assert client.get(f"/result/{job_id}").status_code == 409
         again = client.delete(f"/jobs/{job_id}")
@@ -110,8 +109,9 @@ def test_cancel_a_finished_job_is_409(stack: Stack) -> None:
         assert client.get(f"/result/{job_id}").status_code == 200, "the result stays"
 
 
-def test_cancel_someone_elses_or_unknown_job_is_404(stack: Stack) -> None:
-    with frozen_dispatcher(stack), stack.client() as owner, stack.client(key=OTHER_TENANT_KEY) as other:
+def test_cancel_someone_elses_or_unknown_job_is_404(quiet_stack: Stack) -> None:
+    stack = quiet_stack
+    with stack.client() as owner, stack.client(key=OTHER_TENANT_KEY) as other:
         job_id = submit(owner, jpeg()).json()["job_id"]
         assert other.delete(f"/jobs/{job_id}").status_code == 404
         assert other.delete(f"/jobs/{uuid.uuid4()}").status_code == 404
@@ -120,8 +120,9 @@ def test_cancel_someone_elses_or_unknown_job_is_404(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("events", ["started", "completed,started", "failed , cancelled"])
-def test_webhook_events_are_stored_with_the_job(stack: Stack, events: str) -> None:
-    with frozen_dispatcher(stack), stack.client() as client:
+def test_webhook_events_are_stored_with_the_job(quiet_stack: Stack, events: str) -> None:
+    stack = quiet_stack
+    with stack.client() as client:
         response = submit(client, jpeg(), callback_url="https://example.com/hook", webhook_events=events)
         assert response.status_code == 200, response.text
         job_id = response.json()["job_id"]
@@ -130,8 +131,9 @@ def test_webhook_events_are_stored_with_the_job(stack: Stack, events: str) -> No
     assert set(stored.split(",")) == {e.strip() for e in events.split(",")}
 
 
-def test_default_webhook_events_and_bad_ones(stack: Stack) -> None:
-    with frozen_dispatcher(stack), stack.client() as client:
+def test_default_webhook_events_and_bad_ones(quiet_stack: Stack) -> None:
+    stack = quiet_stack
+    with stack.client() as client:
         job_id = submit(client, jpeg(), callback_url="https://example.com/hook").json()["job_id"]
         stored = stack.redis_client().hget(keys.job_status(job_id), "webhook_events")
         client.delete(f"/jobs/{job_id}")

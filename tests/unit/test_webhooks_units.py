@@ -8,9 +8,11 @@ import random
 from datetime import UTC, datetime
 
 import pytest
-from aic import webhooks
-from aic.webhook_net import WebhookRefused, parse_callback, refusal_reason
-from aic.webhook_store import TenantSecret
+from aic.core import webhooks as vocabulary
+from aic.core.retry import RetryPolicy
+from aic.store.webhooks import TenantSecret
+from aic.webhooks import message as webhooks
+from aic.webhooks.sender import WebhookRefused, parse_callback, refusal_reason
 
 # The test vector the Standard Webhooks reference libraries publish (and svix uses).
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -30,22 +32,22 @@ def test_secret_prefix_is_optional_when_signing() -> None:
 
 
 def test_rotation_header_carries_one_signature_per_secret_and_each_verifies() -> None:
-    other = webhooks.new_secret()
+    other = vocabulary.new_secret()
     header = webhooks.signature_header([other, SPEC_SECRET], SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY)
     first, second = header.split(" ")
     assert second == SPEC_SIGNATURE
     assert first != SPEC_SIGNATURE and first.startswith("v1,")
     assert webhooks.verify(other, header, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY)
     assert webhooks.verify(SPEC_SECRET, header, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY)
-    assert not webhooks.verify(webhooks.new_secret(), header, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY)
+    assert not webhooks.verify(vocabulary.new_secret(), header, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY)
     assert not webhooks.verify(SPEC_SECRET, header, SPEC_ID, SPEC_TIMESTAMP + 1, SPEC_BODY)
 
 
 def test_new_secret_is_whsec_base64_of_32_random_bytes() -> None:
-    secret = webhooks.new_secret()
+    secret = vocabulary.new_secret()
     assert secret.startswith("whsec_")
     assert len(webhooks.secret_key(secret)) == 32
-    assert secret != webhooks.new_secret()
+    assert secret != vocabulary.new_secret()
 
 
 def test_previous_secret_signs_only_during_its_grace_period() -> None:
@@ -56,8 +58,8 @@ def test_previous_secret_signs_only_during_its_grace_period() -> None:
 
 
 def test_webhook_id_is_stable_per_job_event() -> None:
-    assert webhooks.webhook_id("j1", "completed") == webhooks.webhook_id("j1", "completed")
-    assert webhooks.webhook_id("j1", "completed") != webhooks.webhook_id("j1", "started")
+    assert vocabulary.webhook_id("j1", "completed") == vocabulary.webhook_id("j1", "completed")
+    assert vocabulary.webhook_id("j1", "completed") != vocabulary.webhook_id("j1", "started")
 
 
 def test_completed_payload_carries_the_result_and_the_event_time() -> None:
@@ -88,7 +90,7 @@ def test_failed_and_started_payloads() -> None:
     assert json.loads(webhooks.payload("cancelled", at, job, None))["type"] == "job.cancelled"
 
 
-POLICY = webhooks.RetryPolicy(max_attempts=5, base_delay_s=10, factor=4, max_delay_s=600, jitter=0.2)
+POLICY = RetryPolicy(max_attempts=5, base_delay_s=10, factor=4, max_delay_s=600, jitter=0.2)
 
 
 def test_backoff_schedule_grows_exponentially_and_is_capped() -> None:

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import jwt
+import msgspec
 import pytest
-from aic import keys
-from api_helpers import frozen_dispatcher, jpeg, submit, wait_done
+from aic.core.settings import RedisSettings
+from aic.modelrepo import layout
+from aic.store import keys
+from aic.store.connection import connect
+from aic.store.routes import RouteStore
 from conftest import ADMIN_KEY, API_KEY, Stack
+from helpers import jpeg, submit, wait_done
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +83,9 @@ def test_admin_routes_need_the_admin_role(stack: Stack) -> None:
             assert response.json()["error"] == "FORBIDDEN"
 
 
-def test_admin_sees_queue_depth_and_age(stack: Stack) -> None:
-    with frozen_dispatcher(stack), stack.client() as client, stack.client(key=ADMIN_KEY) as admin:
+def test_admin_sees_queue_depth_and_age(quiet_stack: Stack) -> None:
+    stack = quiet_stack  # the job stays queued: no dispatcher reads this stack's queue
+    with stack.client() as client, stack.client(key=ADMIN_KEY) as admin:
         job_id = submit(client, jpeg(), priority="low").json()["job_id"]
         body = admin.get("/admin/queues").json()
         client.delete(f"/jobs/{job_id}")
@@ -86,28 +95,50 @@ def test_admin_sees_queue_depth_and_age(stack: Stack) -> None:
     assert set(body) == {"queues", "in_flight", "dead_letters"}
 
 
-def dead_letter(stack: Stack, job_id: str, keep_image: bool) -> None:
-    """Puts a job into the state the dispatcher leaves a dead-lettered one in (failed, copied to queue:dead)."""
-    r = stack.redis_client()
-    r.hset(keys.job_status(job_id), mapping={"status": "failed", "error": "boom", "error_code": "MODEL_ERROR"})
-    if not keep_image:
-        r.delete(keys.job_image(job_id))
-    letter = {"job_id": job_id, "stream": "queue:normal", "error": "boom", "code": "MODEL_ERROR"}
-    r.xadd(keys.DEAD_LETTER_STREAM, {"job": json.dumps(letter)})
+def with_routes(stack: Stack, change: Callable[[RouteStore], Awaitable[None]]) -> None:
+    """Change the stack's published routes through the store's one publisher."""
+
+    async def run() -> None:
+        redis = connect(RedisSettings(redis_url=stack.redis.url))
+        try:
+            await change(RouteStore(redis))
+        finally:
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+@contextmanager
+def ghost_alias(stack: Stack) -> Iterator[str]:
+    """An alias routed to a model Triton does not have: its jobs fail with MODEL_ERROR and are dead-lettered
+    by the real dispatcher, their upload kept for a retry."""
+    alias = f"ghost-{uuid.uuid4().hex[:8]}"
+    real = layout.load(Path(stack.env["MODEL_REPOSITORY"]) / "efficientnet-lite0")
+    ghost = msgspec.structs.replace(real, name=alias, aliases=(alias,))
+    with_routes(stack, lambda routes: routes.publish(ghost))
+    try:
+        yield alias
+    finally:
+        with_routes(stack, lambda routes: routes.withdraw(alias))
+        with_routes(stack, lambda routes: routes.publish(real))  # the real model's aliases, as in the repository
+
+
+def dead_lettered(stack: Stack, client: httpx.Client, alias: str) -> str:
+    job_id = submit(client, jpeg(), model_version=alias).json()["job_id"]
+    final = wait_done(client, job_id)
+    assert (final["status"], final["error_code"]) == ("failed", "MODEL_ERROR"), final
+    return str(job_id)
 
 
 def test_admin_lists_and_retries_a_dead_letter(stack: Stack) -> None:
-    with stack.client() as client, stack.client(key=ADMIN_KEY) as admin:
-        with frozen_dispatcher(stack):
-            job_id = submit(client, jpeg()).json()["job_id"]
-            # the job's queue entry is taken out first, as a dispatcher does before dead-lettering
-            r = stack.redis_client()
-            for entry_id, fields in r.xrange(keys.queue("normal")):
-                if fields[b"job_id"].decode() == job_id:
-                    r.xdel(keys.queue("normal"), entry_id)
-            dead_letter(stack, job_id, keep_image=True)
-            listed = admin.get("/admin/dead-letters").json()
-            retried = admin.post(f"/admin/jobs/{job_id}/retry")
+    real = layout.load(Path(stack.env["MODEL_REPOSITORY"]) / "efficientnet-lite0")
+    with stack.client() as client, stack.client(key=ADMIN_KEY) as admin, ghost_alias(stack) as alias:
+        job_id = dead_lettered(stack, client, alias)
+        listed = admin.get("/admin/dead-letters").json()
+        # the operator fixes the route (the alias now names a model Triton serves), then retries
+        fixed = msgspec.structs.replace(real, aliases=(*real.aliases, alias))
+        with_routes(stack, lambda routes: routes.publish(fixed))
+        retried = admin.post(f"/admin/jobs/{job_id}/retry")
         assert any(d["job_id"] == job_id for d in listed["dead_letters"])
         assert retried.status_code == 200, retried.text
         assert retried.json()["status"] == "pending"
@@ -118,10 +149,9 @@ def test_admin_lists_and_retries_a_dead_letter(stack: Stack) -> None:
 
 
 def test_retry_without_the_upload_is_a_clear_409(stack: Stack) -> None:
-    with stack.client() as client, stack.client(key=ADMIN_KEY) as admin:
-        job_id = submit(client, jpeg()).json()["job_id"]
-        wait_done(client, job_id)
-        dead_letter(stack, job_id, keep_image=False)
+    with stack.client() as client, stack.client(key=ADMIN_KEY) as admin, ghost_alias(stack) as alias:
+        job_id = dead_lettered(stack, client, alias)
+        stack.redis_client().delete(keys.job_image(job_id))  # the kept upload expired meanwhile
         response = admin.post(f"/admin/jobs/{job_id}/retry")
         assert client.post(f"/admin/jobs/{job_id}/retry").status_code == 403
         assert admin.post(f"/admin/jobs/{uuid.uuid4()}/retry").status_code == 404

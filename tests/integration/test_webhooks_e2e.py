@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 from conftest import OTHER_TENANT_KEY, Stack
+from helpers import jpeg, submit, wait_done
 from skimage import data as skdata
-from test_api_e2e import jpeg, submit, wait_done
 from webhook_receiver import Received, Receiver
 
 pytestmark = pytest.mark.integration

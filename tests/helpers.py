@@ -1,0 +1,121 @@
+"""The tests' one helpers module: real photos, submitting, waiting for a job, recording every job event, reading
+SSE and WebSocket streams. Nothing here starts a server (``integration/stack.py`` does)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+import redis
+from aic.store import keys
+from PIL import Image
+from skimage import data as skdata
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def jpeg(pixels: np.ndarray | None = None, quality: int = 95) -> bytes:
+    """A JPEG of ``pixels`` (default: scikit-image's chelsea, an "Egyptian cat")."""
+    buf = io.BytesIO()
+    Image.fromarray(skdata.chelsea() if pixels is None else pixels).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def submit(
+    client: httpx.Client, content: bytes, name: str = "photo.jpg", headers: dict[str, str] | None = None, **form: str
+) -> httpx.Response:
+    """``POST /classify`` with one file and the given form fields."""
+    return client.post("/classify", files={"file": (name, content, "image/jpeg")}, data=form, headers=headers)
+
+
+def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+    """The job's status once it reached a terminal state (polling ``GET /status``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/status/{job_id}").json()
+        if body["status"] in TERMINAL:
+            return body
+        time.sleep(0.05)
+    raise TimeoutError(job_id)
+
+
+class EventRecorder:
+    """Every event published for any job from now on (a pattern subscription made before the first submit, so no
+    status change is missed). Use as a context manager, or call ``close()``."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.pubsub = redis.Redis.from_url(redis_url).pubsub()
+        self.pubsub.psubscribe(keys.JOB_EVENTS_PATTERN)
+        self.pubsub.get_message(timeout=2)  # the subscribe confirmation
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self.pubsub.get_message(timeout=0.1)
+            except redis.ConnectionError:
+                return
+            if message and message["type"] == "pmessage":
+                self.events.append(json.loads(message["data"]))
+
+    def of(self, job_id: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["job_id"] == job_id]
+
+    def terminal_counts(self, job_ids: list[str]) -> Counter[str]:
+        wanted = set(job_ids)
+        return Counter(e["job_id"] for e in self.events if e["job_id"] in wanted and e["status"] in TERMINAL)
+
+    def completion_order(self) -> list[str]:
+        return [e["job_id"] for e in self.events if e["status"] == "completed"]
+
+    def close(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+        return self.events
+
+    def __enter__(self) -> EventRecorder:
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+
+def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) pairs of a text/event-stream response, as a real SSE client reads them."""
+    event, data = "message", []
+    for line in response.iter_lines():
+        if line == "":
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "event":
+                event = value
+            elif name == "data":
+                data.append(value)
+
+
+def ws_url(base_url: str, job_id: str) -> str:
+    return f"{base_url.replace('http://', 'ws://')}/status/{job_id}/ws"

@@ -1,0 +1,165 @@
+"""Fixtures of the integration tests: the local Triton, a Redis, the product's API and dispatcher as real
+processes (the shared ``stack``, and a ``quiet_stack`` whose queue nothing consumes until a test starts a
+dispatcher of its own), and an HTTPS webhook receiver with its CA."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_sync
+import trustme
+from aic.core import settings as aic_settings
+from aic.local import up
+from aic.local.modelbuild import ensure_default_model
+from aic.local.ports import free_port
+from aic.local.triton import LocalTriton, on_free_ports
+from stack import RunningRedis, Service, redis_server, stop_all, wait_for_http
+from webhook_receiver import Receiver
+
+API_KEY = "acme-test-key-0123456789abcdef"
+OTHER_TENANT_KEY = "globex-test-key-0123456789abcdef"
+ADMIN_KEY = "ops-admin-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTriton]:
+    """The wheel's real ``tritonserver`` on free ports, serving the default model; one per session.
+
+    The model is built once into the project's ``model_repository/`` (git-ignored, cached by fingerprint), or
+    into ``MODEL_REPOSITORY`` when that is set. No skips: without the local Triton the suite fails loudly.
+    """
+    base = aic_settings.load(aic_settings.TritonSettings)
+    ensure_default_model(base.model_repository, ("python",))
+    triton_settings = on_free_ports(base, triton_backends=("python",), triton_timeout_s=120.0)
+    log_path: Path = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with LocalTriton(triton_settings, log_path=log_path) as server:
+        yield server
+
+
+def publish_models(redis_url: str, repository: Path) -> None:
+    """Make the repository's models routable, as `aic up` does."""
+    asyncio.run(up.publish_models(redis_url, repository))
+
+
+@dataclass
+class Stack:
+    """The product as it runs in production, on this machine: an API and (unless quiet) one dispatcher."""
+
+    base_url: str
+    redis: RunningRedis
+    api: Service
+    dispatcher: Service | None
+    env: dict[str, str]
+    extra: list[Service] = field(default_factory=list)
+
+    def client(self, key: str | None = API_KEY) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=60)
+
+    def redis_client(self) -> redis_sync.Redis:
+        return redis_sync.Redis.from_url(self.redis.url)
+
+    @contextmanager
+    def own_dispatcher(self) -> Iterator[Service]:
+        """A dispatcher of the caller's own on this stack's queue, stopped (SIGTERM) when the block ends."""
+        service = Service("dispatcher", self.env).start()
+        try:
+            yield service
+        finally:
+            service.stop()
+
+
+@pytest.fixture(scope="session")
+def webhook_ca(tmp_path_factory: pytest.TempPathFactory) -> WebhookCA:
+    ca = trustme.CA()
+    bundle = tmp_path_factory.mktemp("webhook-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    return WebhookCA(ca, bundle)
+
+
+@dataclass
+class WebhookCA:
+    ca: trustme.CA
+    bundle: Path
+    """PEM of the CA, given to the sender as WEBHOOK_CA_BUNDLE."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a dispatcher needs to deliver to the test receiver, with a tiny retry schedule."""
+        return {
+            "WEBHOOK_ALLOW_LOOPBACK": "true",
+            "WEBHOOK_CA_BUNDLE": str(self.bundle),
+            "WEBHOOK_MAX_ATTEMPTS": "3",
+            "WEBHOOK_BACKOFF_BASE_S": "0.05",
+            "WEBHOOK_BACKOFF_FACTOR": "2",
+            "WEBHOOK_POLL_MS": "50",
+        }
+
+
+@pytest.fixture(scope="session")
+def webhook_receiver(webhook_ca: WebhookCA) -> Iterator[Receiver]:
+    receiver = Receiver(webhook_ca.ca)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+@contextmanager
+def running_stack(
+    triton: LocalTriton, webhook_ca: WebhookCA, *, with_dispatcher: bool, **extra_env: str
+) -> Iterator[Stack]:
+    """A Redis of its own with the repository's models routed, an `aic api` and, optionally, a dispatcher."""
+    with redis_server() as redis_srv:
+        publish_models(redis_srv.url, triton.repository)
+        port = free_port()
+        env = {
+            **os.environ,
+            "REDIS_URL": redis_srv.url,
+            "TRITON_URL": triton.grpc_url,
+            "MODEL_REPOSITORY": str(triton.repository),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(port),
+            "API_KEYS": f"acme:{API_KEY},globex:{OTHER_TENANT_KEY},ops:{ADMIN_KEY}:admin",
+            "SECRET_KEY": "test-secret-key-for-jwt-signing-0123456789",
+            "RATE_LIMIT_PER_MINUTE": "0",  # limits are tested on their own API process (test_api_limits.py)
+            "LOG_LEVEL": "INFO",
+            **webhook_ca.env,
+            **extra_env,
+        }
+        api = Service("api", env).start()
+        dispatcher = Service("dispatcher", env).start() if with_dispatcher else None
+        base = f"http://127.0.0.1:{port}/api/v1"
+        try:
+            wait_for_http(f"{base}/health", 60, api)
+            yield Stack(base, redis_srv, api, dispatcher, env)
+        finally:
+            stop_all([api] if dispatcher is None else [api, dispatcher])
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RunningRedis]:
+    """A Redis for one test module alone (its keys, its consumer groups), started and stopped with it."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
+    """The shared stack: API and one dispatcher. Tests never stop or freeze its dispatcher."""
+    with running_stack(triton_server, webhook_ca, with_dispatcher=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
+    """An API whose queue no dispatcher reads: jobs stay pending until a test starts ``own_dispatcher()``."""
+    with running_stack(triton_server, webhook_ca, with_dispatcher=False) as running:
+        yield running

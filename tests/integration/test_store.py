@@ -1,0 +1,205 @@
+"""The store against a real Redis: the one route publisher, the webhook events a job asked for, the dead-letter
+index and the heartbeat index behind ``/health``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+import pytest
+from aic.core.enums import Priority
+from aic.core.modelspec import ModelSpec
+from aic.core.settings import RedisSettings
+from aic.dispatch.models import SpecCache
+from aic.local.triton import LocalTriton
+from aic.modelrepo import layout
+from aic.store import keys
+from aic.store.connection import connect
+from aic.store.jobs import JobStore, NewJob
+from aic.store.queue import QueueConsumer
+from aic.store.routes import RouteStore
+from aic.store.transitions import Completion, JobTransitions
+from aic.store.workers import Heartbeats
+from conftest import ADMIN_KEY, API_KEY, Stack, publish_models
+from helpers import jpeg
+from redis.asyncio import Redis
+from stack import RunningRedis
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
+
+
+@pytest.fixture
+async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
+    client = connect(RedisSettings(redis_url=own_redis.url))
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def default_model(triton_server: LocalTriton) -> ModelSpec:
+    return layout.load(triton_server.repository / "efficientnet-lite0")
+
+
+async def weights(redis: Redis, alias: str) -> dict[str, int]:
+    raw = await redis.hget(keys.MODEL_WEIGHTS, alias)
+    return dict(json.loads(raw)) if raw else {}
+
+
+# -- one publisher ------------------------------------------------------------------------------------------
+
+
+async def test_aic_up_publishing_beside_a_canary_keeps_routes_and_weights_in_agreement(
+    redis: Redis, own_redis: RunningRedis, triton_server: LocalTriton, default_model: ModelSpec
+) -> None:
+    routes = RouteStore(redis)
+    canary = msgspec.structs.replace(default_model, name="efficientnet-lite0-v2", aliases=("latest",))
+    await routes.publish(canary, 10)  # `aic models apply` of a canary
+    await asyncio.to_thread(publish_models, own_redis.url, triton_server.repository)  # `aic up` (re)starts
+    assert await weights(redis, "latest") == {"efficientnet-lite0": 100, "efficientnet-lite0-v2": 10}
+    assert (await routes.aliases())["latest"] == "efficientnet-lite0"  # the heaviest, as the weights say
+    chosen = await SpecCache(routes).for_jobs(["latest"] * 110)
+    assert Counter(spec.name for spec in chosen if spec) == {"efficientnet-lite0": 100, "efficientnet-lite0-v2": 10}
+
+
+async def test_a_restart_of_aic_up_keeps_the_weight_a_model_was_given(
+    redis: Redis, own_redis: RunningRedis, triton_server: LocalTriton, default_model: ModelSpec
+) -> None:
+    await RouteStore(redis).publish(default_model, 30)
+    await asyncio.to_thread(publish_models, own_redis.url, triton_server.repository)
+    assert await weights(redis, "latest") == {"efficientnet-lite0": 30}
+
+
+async def test_an_alias_the_model_no_longer_lists_stops_routing_to_it(
+    redis: Redis, own_redis: RunningRedis, triton_server: LocalTriton, default_model: ModelSpec
+) -> None:
+    routes = RouteStore(redis)
+    await routes.publish(msgspec.structs.replace(default_model, aliases=(*default_model.aliases, "beta")))
+    assert "beta" in await routes.aliases()
+    await asyncio.to_thread(publish_models, own_redis.url, triton_server.repository)
+    assert set(await routes.aliases()) == set(default_model.aliases)
+    assert await weights(redis, "beta") == {}
+
+
+async def test_withdrawing_a_model_leaves_the_others_of_its_alias(redis: Redis, default_model: ModelSpec) -> None:
+    routes = RouteStore(redis)
+    other = msgspec.structs.replace(default_model, name="other", aliases=("latest",))
+    await routes.publish(default_model, 1)
+    await routes.publish(other, 5)
+    await routes.withdraw("other")
+    assert await weights(redis, "latest") == {"efficientnet-lite0": 1}
+    assert (await routes.aliases())["latest"] == "efficientnet-lite0"
+    assert await routes.spec("other") is None
+
+
+# -- the webhook events a job asked for -----------------------------------------------------------------------
+
+
+async def run_job(redis: Redis, webhook_events: str, *, fail: bool = False) -> list[str]:
+    """A job with a callback, taken from the queue and finished as a dispatcher does; the events it queued."""
+    job_id = str(uuid.uuid4())
+    new = NewJob(
+        job_id=job_id,
+        tenant="acme",
+        image=b"...",
+        image_metadata={},
+        priority=Priority.LOW,
+        model_version="latest",
+        callback_url="https://example.com/hook",
+        webhook_events=webhook_events,
+    )
+    await JobStore(redis).create([new])
+    transitions = JobTransitions(redis)
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.LOW: 10}))[Priority.LOW]
+    [taken] = [t for t in await transitions.take(entries) if t.entry.job_id == job_id]
+    assert taken.job is not None
+    held = [Completion(taken.job, taken.entry, b"{}")]
+    await transitions.start(held)
+    if fail:
+        await transitions.fail(held, "boom", "MODEL_ERROR")
+    else:
+        await transitions.complete(held)
+    outbox = await redis.xrange(keys.WEBHOOK_OUTBOX)
+    return [f[b"event"].decode() for _, f in outbox if f[b"job_id"].decode() == job_id]
+
+
+@pytest.mark.parametrize(
+    ("asked", "fail", "queued"),
+    [
+        ("started", False, ["started"]),
+        ("started", True, ["started"]),
+        ("started,completed", False, ["started", "completed"]),
+        ("failed", False, []),
+        ("completed,failed,cancelled", True, ["failed"]),
+        ("", False, ["completed"]),  # a job stored before webhook_events existed: the terminal default
+    ],
+)
+async def test_only_the_events_a_job_asked_for_are_queued(
+    redis: Redis, asked: str, fail: bool, queued: list[str]
+) -> None:
+    assert await run_job(redis, asked, fail=fail) == queued
+
+
+# -- the dead-letter index ------------------------------------------------------------------------------------
+
+
+async def test_a_dead_letter_older_than_ten_thousand_others_is_retried(quiet_stack: Stack) -> None:
+    redis = connect(RedisSettings(redis_url=quiet_stack.redis.url))
+    try:
+        async with httpx.AsyncClient(base_url=quiet_stack.base_url, timeout=60) as client:
+            upload = {"file": ("cat.jpg", jpeg(), "image/jpeg")}
+            answer = await client.post(
+                "/classify", files=upload, data={"priority": "urgent"}, headers={"X-API-Key": API_KEY}
+            )
+            job_id = answer.json()["job_id"]
+            # a dispatcher took it and dead-lettered it (as Triton refusing the model would)
+            consumer = QueueConsumer(redis, "test")
+            await consumer.ensure_groups()
+            entries = (await consumer.read({Priority.URGENT: 100}))[Priority.URGENT]
+            [taken] = [t for t in await JobTransitions(redis).take(entries) if t.entry.job_id == job_id]
+            assert taken.job is not None
+            await JobTransitions(redis).fail([Completion(taken.job, taken.entry, b"")], "gone", "MODEL_ERROR",
+                                             dead_letter=True)  # fmt: skip
+            async with redis.pipeline(transaction=False) as pipe:  # then 10,001 other jobs died after it
+                for n in range(10_001):
+                    pipe.xadd(keys.DEAD_LETTER_STREAM, {"job": json.dumps({"job_id": f"other-{n}"})})
+                await pipe.execute()
+            retried = await client.post(f"/admin/jobs/{job_id}/retry", headers={"X-API-Key": ADMIN_KEY})
+            assert retried.status_code == 200, retried.text
+            assert retried.json()["status"] == "pending"
+            assert await redis.hget(keys.DEAD_LETTER_INDEX, job_id) is None
+            await client.delete(f"/jobs/{job_id}")
+    finally:
+        await redis.aclose()
+
+
+# -- the heartbeat index behind /health ------------------------------------------------------------------------
+
+
+async def test_health_counts_dispatchers_from_the_heartbeat_index_without_scanning(quiet_stack: Stack) -> None:
+    redis = connect(RedisSettings(redis_url=quiet_stack.redis.url))
+    heartbeats = Heartbeats(redis)
+    try:
+        await redis.config_resetstat()
+        async with httpx.AsyncClient(base_url=quiet_stack.base_url, timeout=30) as client:
+            alone = (await client.get("/health")).json()
+            await heartbeats.beat("probe-dispatcher", {"ready": True, "problems": []})
+            one = (await client.get("/health")).json()
+            await heartbeats.gone("probe-dispatcher")
+            none = (await client.get("/health")).json()
+        stats = await redis.info("commandstats")
+    finally:
+        await redis.aclose()
+    assert alone["services"]["dispatchers"] == "no active dispatchers"
+    assert one["services"]["dispatchers"] == "healthy (1 dispatchers)" and one["status"] == "healthy"
+    assert none["services"]["dispatchers"] == "no active dispatchers" and none["status"] == "degraded"
+    assert "cmdstat_scan" not in stats, "a probe must not walk the keyspace"
