@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -142,6 +143,28 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
     return delete(args.names)
 
 
+def cmd_models_register(args: argparse.Namespace) -> int:
+    from aic_operator.register import register
+
+    names = register(Path(args.repository), args.source_root, args.namespace)
+    for name in names:
+        print(f"modelversion/{name} registered")
+    if not names:
+        print(f"aic: no model (model.json) in {args.repository}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from aic.local.selftest import main as selftest
+
+    key = os.environ.get("AIC_API_KEY", "")
+    if not key:
+        print("aic: selftest needs AIC_API_KEY", file=sys.stderr)
+        return 2
+    return selftest(args.url, key, args.expect)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aic", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -162,6 +185,17 @@ def parser() -> argparse.ArgumentParser:
     remove = models.add_parser("delete", help="unload ModelVersions and remove their files and routes")
     remove.add_argument("names", nargs="+", help="ModelVersion names")
     remove.set_defaults(func=cmd_models_delete)
+    register = models.add_parser("register", help="make the models of a built repository ModelVersions of a cluster")
+    register.add_argument("repository", help="a model repository (what `aic model build --repository` wrote)")
+    register.add_argument(
+        "--source-root", required=True, help="the repository as the operator reads it: pvc://CLAIM/PATH"
+    )
+    register.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"), help="(POD_NAMESPACE)")
+    register.set_defaults(func=cmd_models_register)
+    test = sub.add_parser("selftest", help="classify the bundled photo through a running API (AIC_API_KEY)")
+    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
+    test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
+    test.set_defaults(func=cmd_selftest)
     return top
 
 

@@ -37,6 +37,9 @@ class OperatorSettings:
     download_timeout_s: float = 300.0
     operator_health_port: int = 0
     """Port of the operator's ``/healthz`` (liveness probe); 0: none."""
+    operator_peering: str = ""
+    """Name of the KopfPeering object replicas coordinate through (one works, the others stand by); empty: one
+    replica runs standalone."""
     triton_load_timeout_s: float = 300.0
 
 

@@ -6,6 +6,8 @@ MODEL_REPOSITORY, TRITON_URL / TRITON_SERVICE and REDIS_URL come from the enviro
 
 from __future__ import annotations
 
+import secrets
+
 import kopf
 
 
@@ -15,10 +17,15 @@ def run() -> int:
     operator = handlers.CONFIG.operator
     namespace = operator.watch_namespace
     liveness = f"http://0.0.0.0:{operator.operator_health_port}/healthz" if operator.operator_health_port else None
+    peering = operator.operator_peering
     kopf.run(
         clusterwide=not namespace,
         namespaces=[namespace] if namespace else (),
-        standalone=True,  # one replica (Deployment strategy Recreate): no peering CRD to install
+        # one replica runs standalone; several coordinate through a KopfPeering object, each with a priority of
+        # its own (replicas with equal priorities would all pause), so exactly one reconciles at a time
+        standalone=not peering,
+        peering_name=peering or None,
+        priority=secrets.randbelow(2**31) if peering else 0,
         liveness_endpoint=liveness,
     )
     return 0
