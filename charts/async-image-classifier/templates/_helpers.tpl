@@ -1,0 +1,392 @@
+{{/* Names, labels and shared snippets; every helper is prefixed with the chart name. */}}
+
+{{- define "async-image-classifier.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "async-image-classifier.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The name of one component's resources: <fullname>-<component>. */}}
+{{- define "async-image-classifier.componentName" -}}
+{{- printf "%s-%s" (include "async-image-classifier.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "async-image-classifier.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "async-image-classifier.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "async-image-classifier.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "async-image-classifier.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: async-image-classifier
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* The service image, tagged with the chart's appVersion unless image.tag says otherwise. */}}
+{{- define "async-image-classifier.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "async-image-classifier.builderImage" -}}
+{{- printf "%s:%s" .Values.defaultModel.image.repository (default .Chart.AppVersion .Values.defaultModel.image.tag) }}
+{{- end }}
+
+{{- define "async-image-classifier.secretName" -}}
+{{- default (include "async-image-classifier.componentName" (dict "root" . "component" "secrets")) .Values.auth.existingSecret }}
+{{- end }}
+
+{{- define "async-image-classifier.redisSecretName" -}}
+{{- if .Values.redis.enabled }}
+{{- include "async-image-classifier.componentName" (dict "root" . "component" "secrets") }}
+{{- else }}
+{{- required "externalRedis.existingSecret is required when redis.enabled is false" .Values.externalRedis.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{- define "async-image-classifier.redisPasswordKey" -}}
+{{- if .Values.redis.enabled }}redis-password{{ else }}{{ .Values.externalRedis.existingSecretPasswordKey }}{{ end }}
+{{- end }}
+
+{{- define "async-image-classifier.redisHost" -}}
+{{- include "async-image-classifier.componentName" (dict "root" . "component" "redis") }}
+{{- end }}
+
+{{- define "async-image-classifier.redisURL" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "redis://%s:6379/0" (include "async-image-classifier.redisHost" .) }}
+{{- else }}
+{{- required "externalRedis.url is required when redis.enabled is false" .Values.externalRedis.url }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of Redis, as KEDA's redis-streams trigger wants its address. */}}
+{{- define "async-image-classifier.redisAddress" -}}
+{{- if .Values.redis.enabled }}
+{{- printf "%s:6379" (include "async-image-classifier.redisHost" .) }}
+{{- else }}
+{{- $url := urlParse .Values.externalRedis.url }}
+{{- if contains ":" $url.host }}{{ $url.host }}{{ else }}{{ printf "%s:6379" $url.host }}{{ end }}
+{{- end }}
+{{- end }}
+
+{{- define "async-image-classifier.tritonService" -}}
+{{- include "async-image-classifier.componentName" (dict "root" . "component" "triton") }}
+{{- end }}
+
+{{- define "async-image-classifier.tritonBackends" -}}
+{{- if .Values.triton.backends }}
+{{- join "," .Values.triton.backends }}
+{{- else if .Values.triton.gpu.enabled }}onnxruntime,tensorrt,python
+{{- else }}onnxruntime,python
+{{- end }}
+{{- end }}
+
+{{- define "async-image-classifier.modelsClaim" -}}
+{{- default (include "async-image-classifier.componentName" (dict "root" . "component" "models")) .Values.models.persistence.existingClaim }}
+{{- end }}
+
+{{/* Where the operator mounts the models claim for pvc://CLAIM/PATH sources (PVC_MOUNT_ROOT). */}}
+{{- define "async-image-classifier.pvcMountRoot" -}}/mnt/pvc{{- end }}
+
+{{/* The env every process of the service image reads: settings from the ConfigMap, secrets from the Secret. */}}
+{{- define "async-image-classifier.env" -}}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "async-image-classifier.redisSecretName" . }}
+      key: {{ include "async-image-classifier.redisPasswordKey" . }}
+- name: API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "async-image-classifier.secretName" . }}
+      key: api-keys
+- name: SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "async-image-classifier.secretName" . }}
+      key: secret-key
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{- define "async-image-classifier.envFrom" -}}
+- configMapRef:
+    name: {{ include "async-image-classifier.componentName" (dict "root" . "component" "config") }}
+{{- end }}
+
+{{/* Pod-level fields shared by the service image's Pods. */}}
+{{- define "async-image-classifier.podCommon" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .root.Values.podSecurityContext | nindent 2 }}
+{{- if .root.Values.topologySpread.enabled }}
+topologySpreadConstraints:
+  - maxSkew: {{ .root.Values.topologySpread.maxSkew }}
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: {{ .root.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "async-image-classifier.selectorLabels" . | nindent 8 }}
+{{- end }}
+{{- end }}
+
+{{/* A PodDisruptionBudget when the component runs more than one replica. */}}
+{{- define "async-image-classifier.pdb" -}}
+{{- if and .root.Values.podDisruptionBudget.enabled (gt (int .replicas) 1) }}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "async-image-classifier.componentName" . }}
+  labels:
+    {{- include "async-image-classifier.labels" . | nindent 4 }}
+spec:
+  maxUnavailable: {{ .root.Values.podDisruptionBudget.maxUnavailable }}
+  selector:
+    matchLabels:
+      {{- include "async-image-classifier.selectorLabels" . | nindent 6 }}
+{{- end }}
+{{- end }}
+
+{{/* Guards: value combinations that cannot work fail the render with a sentence saying why. */}}
+{{- define "async-image-classifier.validate" -}}
+{{- if and .Values.keda.enabled .Values.dispatcher.autoscaling.enabled }}
+{{- fail "keda.enabled and dispatcher.autoscaling.enabled are mutually exclusive: KEDA creates its own HPA" }}
+{{- end }}
+{{- if and (not .Values.models.persistence.enabled) (gt (int .Values.triton.replicas) 1) }}
+{{- fail "models.persistence.enabled=false keeps models in one Pod's emptyDir: triton.replicas must be 1" }}
+{{- end }}
+{{- if and (gt (int .Values.triton.replicas) 1) .Values.models.persistence.enabled (ne .Values.models.persistence.accessMode "ReadWriteMany") }}
+{{- fail "more than one Triton replica reads one model repository: models.persistence.accessMode must be ReadWriteMany" }}
+{{- end }}
+{{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) }}
+{{- fail "redis.enabled is false: set externalRedis.url (and externalRedis.existingSecret)" }}
+{{- end }}
+{{- if eq (default .Chart.AppVersion .Values.image.tag) "latest" }}
+{{- fail "image.tag latest is refused: pin a version" }}
+{{- end }}
+{{- end }}
+
+{{/* The claim name in the default model's pvc:// source (emptyDir installs mount their volume under "models"). */}}
+{{- define "async-image-classifier.sourceClaim" -}}
+{{- if .Values.models.persistence.enabled }}{{ include "async-image-classifier.modelsClaim" . }}{{ else }}models{{ end }}
+{{- end }}
+
+{{/* The models volume as the operator and the default-model build mount it: read-write at /models and at
+PVC_MOUNT_ROOT/<claim>, where pvc://<claim>/... sources are read. */}}
+{{- define "async-image-classifier.modelsMounts" -}}
+- {name: models, mountPath: /models}
+- {name: models, mountPath: {{ printf "%s/%s" (include "async-image-classifier.pvcMountRoot" .) (include "async-image-classifier.sourceClaim" .) }}}
+- {name: tmp, mountPath: /tmp}
+{{- end }}
+
+{{- define "async-image-classifier.operatorContainer" -}}
+- name: operator
+  image: {{ include "async-image-classifier.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- include "async-image-classifier.command" (dict "root" . "args" (list "operator")) | nindent 2 }}
+  ports:
+    - {name: health, containerPort: 8080, protocol: TCP}
+  envFrom:
+    {{- include "async-image-classifier.envFrom" . | nindent 4 }}
+  env:
+    {{- include "async-image-classifier.env" . | nindent 4 }}
+    - name: WATCH_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- if gt (int .Values.operator.replicas) 1 }}
+    - name: OPERATOR_PEERING
+      value: {{ include "async-image-classifier.componentName" (dict "root" . "component" "operator") }}
+    {{- end }}
+    {{- if not .Values.models.persistence.enabled }}
+    - name: TRITON_URL
+      value: 127.0.0.1:8001
+    - name: TRITON_SERVICE
+      value: ""
+    {{- end }}
+  livenessProbe:
+    httpGet: {path: /healthz, port: health}
+    periodSeconds: 20
+    failureThreshold: 3
+  resources:
+    {{- toYaml .Values.operator.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "async-image-classifier.modelsMounts" . | nindent 4 }}
+{{- end }}
+
+{{/* Build the default model into /models/.default (a dot-directory: never taken for a model by Triton), then
+register it as a ModelVersion whose source is that build, by its checksum. */}}
+{{- define "async-image-classifier.defaultModelContainers" -}}
+- name: build-default-model
+  image: {{ include "async-image-classifier.builderImage" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args: [model, build, --repository, /models/.default]
+  env:
+    - {name: HOME, value: /tmp}
+  resources:
+    {{- toYaml .Values.defaultModel.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "async-image-classifier.modelsMounts" . | nindent 4 }}
+- name: register-default-model
+  image: {{ include "async-image-classifier.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  args:
+    - models
+    - register
+    - /models/.default
+    - --source-root
+    - {{ printf "pvc://%s/.default" (include "async-image-classifier.sourceClaim" .) }}
+  env:
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+  resources:
+    requests: {cpu: 50m, memory: 128Mi}
+    limits: {cpu: 500m, memory: 256Mi}
+  securityContext:
+    {{- toYaml .Values.containerSecurityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "async-image-classifier.modelsMounts" . | nindent 4 }}
+{{- end }}
+
+{{- define "async-image-classifier.tritonContainer" -}}
+- name: triton
+  image: {{ printf "%s:%s" .Values.triton.image.repository .Values.triton.image.tag }}
+  imagePullPolicy: {{ .Values.triton.image.pullPolicy }}
+  command: [tritonserver]
+  args:
+    - --model-repository=/models
+    - --model-control-mode=explicit
+    - --strict-readiness=true
+    - --exit-on-error=false
+    - --http-port=8000
+    - --grpc-port=8001
+    - --metrics-port=8002
+    - --allow-metrics=true
+    - --allow-gpu-metrics={{ .Values.triton.gpu.enabled }}
+    {{- with .Values.tracing.otlpEndpoint }}
+    - --trace-config=mode=opentelemetry
+    - --trace-config=rate=1
+    - --trace-config=level=TIMESTAMPS
+    - --trace-config=opentelemetry,url={{ trimSuffix "/" . }}/v1/traces
+    - --trace-config=opentelemetry,resource=service.name=triton
+    {{- end }}
+    {{- range .Values.triton.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  ports:
+    - {name: http, containerPort: 8000, protocol: TCP}
+    - {name: grpc, containerPort: 8001, protocol: TCP}
+    - {name: metrics, containerPort: 8002, protocol: TCP}
+  startupProbe:
+    httpGet: {path: /v2/health/live, port: http}
+    periodSeconds: 10
+    failureThreshold: {{ max 1 (div (int .Values.triton.startupTimeoutSeconds) 10) }}
+  readinessProbe:
+    httpGet: {path: /v2/health/ready, port: http}
+    periodSeconds: 5
+    failureThreshold: 3
+  livenessProbe:
+    httpGet: {path: /v2/health/live, port: http}
+    periodSeconds: 10
+    failureThreshold: 3
+  resources:
+    requests:
+      {{- toYaml .Values.triton.resources.requests | nindent 6 }}
+    limits:
+      {{- toYaml .Values.triton.resources.limits | nindent 6 }}
+      {{- if .Values.triton.gpu.enabled }}
+      nvidia.com/gpu: {{ .Values.triton.gpu.count }}
+      {{- end }}
+  securityContext:
+    {{- /* the NGC image's triton-server user */}}
+    {{- toYaml (merge (dict "runAsUser" 1000 "runAsGroup" 1000) .Values.containerSecurityContext) | nindent 4 }}
+  volumeMounts:
+    - {name: models, mountPath: /models, readOnly: true}
+    - {name: shm, mountPath: /dev/shm}
+    - {name: tmp, mountPath: /tmp}
+{{- end }}
+
+{{/* NetworkPolicy peers: the Pods of one component of this release. */}}
+{{- define "async-image-classifier.peer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "async-image-classifier.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{- define "async-image-classifier.dnsEgress" -}}
+- to:
+    - namespaceSelector: {}
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end }}
+
+{{- define "async-image-classifier.redisEgress" -}}
+- to:
+    {{- if .Values.redis.enabled }}
+    {{- include "async-image-classifier.peer" (dict "root" . "component" "redis") | nindent 4 }}
+    {{- else }}
+    - ipBlock: {cidr: 0.0.0.0/0}
+    {{- end }}
+  ports:
+    - {protocol: TCP, port: {{ if .Values.redis.enabled }}6379{{ else }}{{ (urlParse .Values.externalRedis.url).host | splitList ":" | last | default "6379" | atoi | default 6379 }}{{ end }}}
+{{- end }}
+
+{{- define "async-image-classifier.publicEgress" -}}
+- to:
+    - ipBlock:
+        cidr: 0.0.0.0/0
+        except:
+          {{- toYaml .Values.networkPolicy.publicEgressExcept | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: 443}
+{{- end }}
+
+{{- define "async-image-classifier.kubeAPIEgress" -}}
+- to:
+    - ipBlock: {cidr: {{ .Values.networkPolicy.kubeAPIServerCIDR }}}
+  ports:
+    {{- range .Values.networkPolicy.kubeAPIServerPorts }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end }}
+
+{{/* How a container of the service image starts: `aic <args>`, or under watchfiles in Tilt's dev loop. */}}
+{{- define "async-image-classifier.command" -}}
+{{- if .root.Values.devReload }}
+command: [watchfiles, --filter, python, {{ printf "aic %s" (join " " .args) | quote }}, /src/api, /src/operator]
+{{- else }}
+args: {{ toJson .args }}
+{{- end }}
+{{- end }}
