@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -224,3 +227,20 @@ def test_undecodable_image_fails_with_invalid_image(stack: Stack) -> None:
         conflict = client.get(f"/result/{final['job_id']}")
         assert conflict.status_code == 409
         assert conflict.json()["detail"].startswith("Job failed:")
+
+
+def test_aic_selftest_classifies_the_bundled_photo_and_says_so_by_exit_code(stack: Stack) -> None:
+    """What `helm test` runs: 0 when the top-1 class is the expected one, 1 when not, 2 when unreachable."""
+
+    def selftest(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "aic.cli", "selftest", "--url", url, *extra]
+        env = {**os.environ, "AIC_API_KEY": API_KEY}
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+    passed = selftest(stack.base_url)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert json.loads(passed.stdout) == {"ok": True, "status_code": 200, "status": "completed", "top": "Egyptian cat"}
+    wrong = selftest(stack.base_url, "--expect", "espresso")
+    assert wrong.returncode == 1 and json.loads(wrong.stdout)["top"] == "Egyptian cat"
+    away = selftest("http://127.0.0.1:9/api/v1")
+    assert away.returncode == 2 and json.loads(away.stdout)["ok"] is False

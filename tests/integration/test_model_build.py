@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import yaml
 from aic.core import settings as aic_settings
 from aic.local.modelbuild import build_default_model, default_spec, ensure_default_model
 from aic.modelrepo import layout
@@ -15,6 +16,8 @@ from google.protobuf import text_format  # type: ignore[import-untyped,unused-ig
 from tritonclient.grpc import model_config_pb2 as pb
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def parse(text: str) -> pb.ModelConfig:
@@ -72,3 +75,25 @@ def test_a_different_backend_set_rebuilds_with_the_matching_config(built_model: 
     assert python_dir == onnxruntime_dir
     assert parse((onnxruntime_dir / "config.pbtxt").read_text()).backend == "onnxruntime"
     assert not (onnxruntime_dir / "1" / "model.py").exists()
+
+
+def test_the_registered_default_build_is_the_sample_modelversion(built_model: Path) -> None:
+    """What `aic models register` makes of the build (the chart's default-model Job) serves the same model as
+    operator/samples/efficientnet-lite0.yaml, with the checksums of the files it points at."""
+    from aic_operator.register import manifest, resource_name
+    from aic_operator.render import desired_state
+    from aic_operator.spec import parse
+
+    spec = layout.load(built_model)
+    registered = manifest(spec, built_model, "pvc://models")
+    sample = yaml.safe_load((ROOT / "operator" / "samples" / "efficientnet-lite0.yaml").read_text())
+    assert registered["metadata"]["name"] == resource_name(spec) == sample["metadata"]["name"]
+    assert registered["spec"]["source"] == {
+        **sample["spec"]["source"],
+        "sha256": sha256(built_model / "1" / "model.onnx"),
+    }
+    assert registered["spec"]["labels"] == {**sample["spec"]["labels"], "sha256": sha256(built_model / "labels.txt")}
+    for backends, gpu in ((("python",), False), (("onnxruntime", "tensorrt"), True)):
+        ours = desired_state("m", parse(registered["spec"]), backends, gpu)
+        theirs = desired_state("m", parse({**sample["spec"], "source": registered["spec"]["source"]}), backends, gpu)
+        assert ours == theirs

@@ -29,6 +29,7 @@ from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
 from aic.modelrepo import layout
 from aic.store import keys
+from aic_operator.spec import parse
 from helpers import jpeg
 from skimage import data as skdata
 from stack import RunningRedis, Service, stop_all, wait_for_http
@@ -447,3 +448,44 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     manifest.write_text(yaml.safe_dump(document))
     refused = aic("models", "apply", "-f", str(manifest))
     assert refused.returncode == 1 and "no GPU" in refused.stderr
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_aic_models_register_creates_then_updates_the_modelversion_of_a_build(
+    tmp_path: Path, pvc_root: Path
+) -> None:
+    """The chart's default-model Job: `aic models register` against the Kubernetes API (kmock), twice."""
+    repository = tmp_path / "repository"
+    shutil.copytree(pvc_root / "models", repository)
+    built = settings.load(settings.TritonSettings).model_repository / "efficientnet-lite0"
+    shutil.copyfile(built / "model.json", repository / "efficientnet-lite0" / "model.json")
+    async with emulator() as k8s, kmock.Server(k8s) as server:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "kmock", "cluster": {"server": str(server.url).rstrip("/")}}],
+                    "users": [{"name": "test", "user": {"token": "t"}}],
+                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+                    "current-context": "kmock",
+                }
+            )
+        )
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        argv = [sys.executable, "-m", "aic.cli", "models", "register", str(repository)]
+        argv += ["--source-root", "pvc://models", "--namespace", "default"]
+        first = await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True, text=True)
+        again = await asyncio.to_thread(subprocess.run, argv, env=env, capture_output=True, text=True)
+        async with httpx.AsyncClient(base_url=str(server.url).rstrip("/")) as client:
+            stored = (await client.get(f"{BASE}/efficientnet-lite0-v1")).json()
+    assert first.returncode == 0, first.stderr
+    assert again.returncode == 0, again.stderr  # the second run updates in place
+    assert "modelversion/efficientnet-lite0-v1 registered" in first.stdout
+    assert stored["spec"]["aliases"] == ["latest", "v1.0"]
+    assert stored["spec"]["source"] == {
+        "uri": "pvc://models/efficientnet-lite0/1/model.onnx",
+        "sha256": SAMPLE["spec"]["source"]["sha256"],
+    }
+    assert parse(stored["spec"]).preprocessing.layout == "NHWC"

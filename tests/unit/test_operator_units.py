@@ -228,3 +228,17 @@ def test_a_preprocessing_field_the_model_spec_lacks_fails_instead_of_being_dropp
     newer = msgspec.structs.replace(parse(spec()), preprocessing=NewerPreprocessing())
     with pytest.raises(TypeError, match="gamma"):
         desired_state("mv", newer, ("python",), False)
+
+
+def test_a_registered_build_is_a_modelversion_the_crd_and_the_operator_accept(tmp_path: Path) -> None:
+    from aic.local.modelbuild import default_spec
+    from aic_operator.register import manifest
+
+    spec = msgspec.structs.replace(default_spec(), sha256=SHA)
+    (tmp_path / "labels.txt").write_text("tench\ngoldfish\n")
+    document = manifest(spec, tmp_path, "pvc://models/.default/")
+    jsonschema.Draft4Validator(crd_schema()).validate(document)
+    assert document["spec"]["source"]["uri"] == "pvc://models/.default/efficientnet-lite0/1/model.onnx"
+    assert document["spec"]["labels"]["sha256"] == hashlib.sha256(b"tench\ngoldfish\n").hexdigest()
+    model = desired_state(document["metadata"]["name"], parse(document["spec"]), ("python",), False).model
+    assert msgspec.structs.replace(model, name=spec.name) == spec  # the same model, by every field
