@@ -22,23 +22,11 @@ def _logging() -> None:
 
 
 def cmd_api(_: argparse.Namespace) -> int:
-    import uvicorn
-
     from aic.http.app import create_app
+    from aic.http.server import serve
 
     api = settings_mod.load(ApiSettings)
-    app = create_app(api, settings_mod.load(RedisSettings))
-    uvicorn.run(
-        app,
-        host=api.api_host,
-        port=api.api_port,
-        log_level=api.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        # uvloop and httptools (dependencies): about a third less CPU per request than asyncio's loop and h11
-        loop="auto",
-        http="auto",
-    )
+    serve(create_app(api, settings_mod.load(RedisSettings)), api)
     return 0
 
 

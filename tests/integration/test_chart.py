@@ -448,8 +448,28 @@ def test_settings_use_the_readmes_variable_names() -> None:
         unknown = {k for k in config if k not in known and not k.startswith("OTEL_")}
         assert unknown == set(), (values.name, unknown)
         for name in config:
-            if name in ApiSettings.__dataclass_fields__ or name in ("REDIS_URL", "TRITON_URL", "MODEL_REPOSITORY"):
+            if name.lower() in ApiSettings.__dataclass_fields__ or name in (
+                "REDIS_URL",
+                "TRITON_URL",
+                "MODEL_REPOSITORY",
+            ):
                 assert f"`{name}`" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("sets", "trusted"),
+    [
+        ((), None),  # no ingress: the client IP is the TCP peer
+        (("ingress.enabled=true",), "*"),  # clients arrive through the controller
+        (("ingress.enabled=true", "api.forwardedAllowIps=10.42.0.0/16"), "10.42.0.0/16"),
+        (("api.forwardedAllowIps=192.0.2.10",), "192.0.2.10"),
+    ],
+)
+def test_proxy_headers_are_believed_only_behind_an_ingress_or_a_named_proxy(
+    sets: tuple[str, ...], trusted: str | None
+) -> None:
+    config = by_kind(render(None, *sets), "ConfigMap")[f"{PREFIX}-config"]["data"]
+    assert config.get("FORWARDED_ALLOW_IPS") == trusted
 
 
 def without_generated(docs: tuple[Manifest, ...]) -> list[Manifest]:

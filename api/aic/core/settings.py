@@ -98,6 +98,17 @@ class ApiSettings:
     """Most files one ``POST /classify/batch`` may carry."""
     prefer_wait_max_s: int = 60
     """Longest hold a ``Prefer: wait=N`` submit may ask for; larger N is served as this."""
+    max_header_bytes: int = 16 * 1024
+    """Request headers over this many bytes in all answer 431 (0 turns every header bound off)."""
+    max_headers: int = 100
+    """More request headers than this answer 431."""
+    forwarded_allow_ips: str = ""
+    """Comma-separated addresses (or ``*``) of proxies whose ``X-Forwarded-For`` / ``X-Forwarded-Proto`` are
+    believed. Empty: none; the client IP, which per-IP rate limits count, is always the TCP peer."""
+    auth_failure_per_minute: int = 10
+    """Failed authentications allowed per client IP and minute after the burst; 0 turns the throttle off."""
+    auth_failure_burst: int = 10
+    """Failed authentications an IP may make at once before it is answered 429 (any credential) for a while."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from litestar.types import ControllerRouterHandler
 from aic.core import settings as settings_mod
 from aic.core.settings import ApiSettings, QueueSettings, RedisSettings, WebhookSettings
 from aic.http import errors
-from aic.http.auth import ApiKeyMiddleware, KeyRing
+from aic.http.auth import ApiKeyMiddleware, FailureThrottle, KeyRing
 from aic.http.controllers.account import AccountController
 from aic.http.controllers.admin import AdminController
 from aic.http.controllers.health import health, livez, readyz
@@ -68,6 +68,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         state.probe = Probe(redis)
         state.webhook_store = WebhookStore(redis)
         state.rate_limiter = RateLimiter(redis, api_settings.rate_limit_per_minute, api_settings.rate_limit_burst)
+        state.auth_throttle.limiter = RateLimiter(
+            redis, api_settings.auth_failure_per_minute, api_settings.auth_failure_burst
+        )
         hub = state.hub = EventHub(EventSubscription(redis))
         state.submitter = Submitter(
             jobs=state.job_store,
@@ -97,6 +100,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         "api_key_header": api_settings.api_key_header,
         "api_settings": api_settings,
         "secret_key": signing_secret(api_settings.secret_key),
+        "auth_throttle": FailureThrottle(None),  # its limiter arrives with the Redis pool (lifespan)
     }
     api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
     app = Litestar(

@@ -8,16 +8,19 @@ from browsers, which cannot set headers, as the subprotocol ``aic.auth.<credenti
 from __future__ import annotations
 
 import hashlib
-import hmac
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from enum import StrEnum
 
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
-from aic.core.errors import UnauthorizedError
+from aic.core.errors import RateLimitedError, UnauthorizedError
 from aic.core.settings import SettingsError
 from aic.http import tokens
+from aic.store.connection import STORE_ERRORS
+from aic.store.ratelimit import RateLimiter
 
 WS_PROTOCOL = "aic.v1"
 WS_AUTH_PREFIX = "aic.auth."
@@ -48,7 +51,8 @@ def key_id(digest: bytes) -> str:
 
 
 class KeyRing:
-    """Maps presented keys to principals, comparing SHA-256 digests in constant time."""
+    """Maps presented keys to principals by the SHA-256 digest of the key: one dictionary lookup, whatever the
+    number of keys (a digest reveals nothing of the key, so the lookup's timing reveals nothing either)."""
 
     def __init__(self, pairs: dict[bytes, Principal]) -> None:
         self._pairs = pairs
@@ -72,12 +76,7 @@ class KeyRing:
         return cls(pairs)
 
     def principal_for(self, key: str) -> Principal | None:
-        presented = _digest(key)
-        found = None
-        for digest, principal in self._pairs.items():
-            if hmac.compare_digest(digest, presented):
-                found = principal
-        return found
+        return self._pairs.get(_digest(key))
 
     def tenant_for(self, key: str) -> str | None:
         principal = self.principal_for(key)
@@ -123,15 +122,67 @@ def authenticate(ring: KeyRing, secret: str, credential: str) -> Principal:
     return found
 
 
+class FailureThrottle:
+    """Failed authentications per client IP: each one takes a token from the IP's bucket in Redis (shared by every
+    replica); once the bucket is empty the IP is answered 429 with Retry-After, whatever credential it sends,
+    until the bucket refills. The lockout is also remembered in the process, so a locked IP costs no Redis call."""
+
+    MAX_REMEMBERED = 10_000
+
+    def __init__(self, limiter: RateLimiter | None) -> None:
+        self.limiter = limiter
+        self._locked: OrderedDict[str, float] = OrderedDict()
+
+    def check(self, ip: str) -> None:
+        until = self._locked.get(ip)
+        if until is None:
+            return
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._locked[ip]
+            return
+        raise _throttled(left)
+
+    async def failed(self, ip: str) -> None:
+        """Count a failure; raises RateLimitedError when it was one too many."""
+        if self.limiter is None or not self.limiter.enabled:
+            return
+        try:
+            decision = await self.limiter.failed_authentication(ip)
+        except STORE_ERRORS:
+            return  # without Redis the 401 stands; the request limits fail open the same way
+        if not decision.allowed:
+            self._locked[ip] = time.monotonic() + decision.retry_after_s
+            while len(self._locked) > self.MAX_REMEMBERED:
+                self._locked.popitem(last=False)
+            raise _throttled(decision.retry_after_s)
+
+
+def _throttled(seconds: float) -> RateLimitedError:
+    retry = str(max(1, int(seconds + 0.999)))
+    return RateLimitedError(
+        "Too many failed authentications from this address; retry later", headers={"Retry-After": retry}
+    )
+
+
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
-    """Rejects any request without a valid key or token with 401 in the ErrorResponse shape."""
+    """Rejects any request without a valid key or token with 401 in the ErrorResponse shape; throttles an IP's
+    failed attempts (429) so keys cannot be guessed at speed."""
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
         state = connection.app.state
+        throttle: FailureThrottle = state.auth_throttle
+        ip = connection.client.host if connection.client else "unknown"
+        throttle.check(ip)
         header_name: str = state.api_key_header
         credential = presented_key(dict(connection.headers), header_name)
         if credential is None:
             raise UnauthorizedError(
                 f"Missing credentials: send '{header_name}: <key>' or 'Authorization: Bearer <key or token>'"
             )
-        return AuthenticationResult(user=authenticate(state.key_ring, state.secret_key, credential), auth=None)
+        try:
+            principal = authenticate(state.key_ring, state.secret_key, credential)
+        except UnauthorizedError:
+            await throttle.failed(ip)
+            raise
+        return AuthenticationResult(user=principal, auth=None)

@@ -134,6 +134,11 @@ def rate_limit_ip(ip: str) -> str:
     return f"rate_limit:ip:{ip}"
 
 
+def rate_limit_auth(ip: str) -> str:
+    """Token bucket of one client IP's failed authentications (a bucket of its own: guesses, not requests)."""
+    return f"rate_limit:auth:{ip}"
+
+
 def rate_limit_user(key_id: str) -> str:
     """Token bucket of one API key, named by a digest prefix of the key, never the key."""
     return f"rate_limit:user:{key_id}"

@@ -40,6 +40,13 @@ class RateLimiter:
         buckets = [keys.rate_limit_ip(ip)]
         if key_id:
             buckets.append(keys.rate_limit_user(key_id))
+        return await self._charge(buckets)
+
+    async def failed_authentication(self, ip: str) -> Decision:
+        """One token from the IP's bucket of failed authentications (use a limiter built with their rates)."""
+        return await self._charge([keys.rate_limit_auth(ip)])
+
+    async def _charge(self, buckets: list[str]) -> Decision:
         allowed, left, wait_ms = await self._take(keys=buckets, args=[self.capacity, repr(self._rate_per_ms)])
         return Decision(bool(allowed), max(0, int(left)), math.ceil(int(wait_ms) / 1000) if not allowed else 0)
 

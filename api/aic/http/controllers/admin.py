@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
@@ -18,13 +19,27 @@ from aic.http.openapi import SECURITY, error_responses
 from aic.store.jobs import JobStore
 from aic.store.queue import QueueStats
 
+audit = logging.getLogger("aic.audit")
+
 
 def require_admin(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: only principals with the admin role pass (OPTIONS, which is not authenticated, says what is allowed)."""
+    """Guard: only principals with the admin role pass (OPTIONS, which is not authenticated, says what is allowed).
+
+    The admin role is global: it sees and retries every tenant's dead letters. Every admin action is logged with
+    the acting key's id (a digest prefix, never the key).
+    """
     if connection.scope.get("method") == "OPTIONS":
         return
-    if getattr(connection.scope.get("user"), "role", None) != Role.ADMIN:
+    user = connection.scope.get("user")
+    if getattr(user, "role", None) != Role.ADMIN:
         raise ForbiddenError("This route needs an admin key (API_KEYS entry 'tenant:key:admin')")
+    audit.info(
+        "admin action %s %s by key %s (tenant %s)",
+        connection.scope.get("method"),
+        connection.scope.get("path"),
+        getattr(user, "key_id", "?"),
+        getattr(user, "tenant", "?"),
+    )
 
 
 class AdminController(Controller):
