@@ -36,6 +36,7 @@ async def _dispatch() -> None:
     from aic.store.connection import connect
     from aic.store.queue import QueueConsumer
     from aic.store.routes import RouteStore
+    from aic.store.sealing import Sealer
     from aic.store.transitions import JobTransitions
     from aic.store.webhooks import WebhookStore
     from aic.store.workers import Heartbeats
@@ -55,7 +56,9 @@ async def _dispatch() -> None:
         settings=settings_mod.load(DispatcherSettings),
         worker_id=worker_id,
     )
-    webhooks = WebhookWorker(WebhookStore(redis), settings_mod.load(WebhookSettings), consumer=worker_id)
+    webhook_settings = settings_mod.load(WebhookSettings)
+    sealer = Sealer.from_settings(webhook_settings.sealing_key, webhook_settings.webhook_secrets_key_previous)
+    webhooks = WebhookWorker(WebhookStore(redis, sealer), webhook_settings, consumer=worker_id)
     webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
     loop = asyncio.get_running_loop()
 

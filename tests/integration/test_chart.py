@@ -472,6 +472,16 @@ def test_proxy_headers_are_believed_only_behind_an_ingress_or_a_named_proxy(
     assert config.get("FORWARDED_ALLOW_IPS") == trusted
 
 
+def test_api_and_dispatchers_share_the_key_that_seals_webhook_secrets() -> None:
+    docs = render(None)
+    for component in ("api", "dispatcher"):
+        env = {e["name"]: e for e in container(docs, component, component)["env"]}
+        assert env["SECRET_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "secret-key"
+        own = env["WEBHOOK_SECRETS_KEY"]["valueFrom"]["secretKeyRef"]
+        assert (own["key"], own["optional"]) == ("webhook-secrets-key", True)
+        assert env["WEBHOOK_SECRETS_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
 def without_generated(docs: tuple[Manifest, ...]) -> list[Manifest]:
     """The manifests with the values of generated Secret data left out (their keys stay)."""
     kept = []

@@ -23,7 +23,9 @@ from aic.store.connection import connect
 from aic.store.jobs import JobStore, NewJob
 from aic.store.queue import QueueConsumer
 from aic.store.routes import RouteStore
+from aic.store.sealing import SealedSecretError, Sealer
 from aic.store.transitions import Completion, JobTransitions
+from aic.store.webhooks import WebhookStore
 from aic.store.workers import Heartbeats
 from conftest import ADMIN_KEY, API_KEY, Stack, publish_models
 from helpers import jpeg
@@ -203,3 +205,38 @@ async def test_health_counts_dispatchers_from_the_heartbeat_index_without_scanni
     assert one["services"]["dispatchers"] == "healthy (1 dispatchers)" and one["status"] == "healthy"
     assert none["services"]["dispatchers"] == "no active dispatchers" and none["status"] == "degraded"
     assert "cmdstat_scan" not in stats, "a probe must not walk the keyspace"
+
+
+# -- webhook secrets at rest --------------------------------------------------------------------------------
+
+
+async def test_rotating_the_sealing_key_reseals_each_secret_on_its_next_read(redis: Redis) -> None:
+    old = Sealer.from_settings("old-sealing-key-0123456789abcdef")
+    new = Sealer.from_settings("new-sealing-key-0123456789abcdef", "old-sealing-key-0123456789abcdef")
+    only_new = Sealer.from_settings("new-sealing-key-0123456789abcdef")
+    assert old and new and only_new
+    secret = (await WebhookStore(redis, old).secret("acme")).current
+    stored = await redis.hget(keys.webhook_secret("acme"), "current")
+    assert stored and stored.decode().startswith(f"sealed:v1:{Sealer.key_id(old.keys[0])}:")
+    with pytest.raises(SealedSecretError):  # the new key alone cannot read what the old one sealed...
+        await WebhookStore(redis, only_new).secret("acme")
+    assert (await WebhookStore(redis, new).secret("acme")).current == secret  # ...until both are set once
+    resealed = await redis.hget(keys.webhook_secret("acme"), "current")
+    assert resealed and resealed.decode().startswith(f"sealed:v1:{Sealer.key_id(only_new.keys[0])}:")
+    assert (await WebhookStore(redis, only_new).secret("acme")).current == secret
+
+
+async def test_a_secret_stored_plain_before_sealing_is_sealed_when_read(redis: Redis) -> None:
+    await redis.hset(keys.webhook_secret("acme"), "current", "whsec_from_an_older_release")
+    sealer = Sealer.from_settings("sealing-key-0123456789abcdef")
+    assert (await WebhookStore(redis, sealer).secret("acme")).current == "whsec_from_an_older_release"
+    stored = await redis.hget(keys.webhook_secret("acme"), "current")
+    assert stored and stored.startswith(b"sealed:v1:") and b"whsec_" not in stored
+
+
+async def test_a_reseal_never_overwrites_a_secret_rotated_meanwhile(redis: Redis) -> None:
+    store = WebhookStore(redis, Sealer.from_settings("sealing-key-0123456789abcdef"))
+    await redis.hset(keys.webhook_secret("acme"), "current", "rotated-in-between")
+    wrote = await store._reseal(keys=[keys.webhook_secret("acme")], args=["current", "as-read-before", "resealed"])
+    assert wrote == 0
+    assert await redis.hget(keys.webhook_secret("acme"), "current") == b"rotated-in-between"

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aic.store import keys
 from conftest import OTHER_TENANT_KEY, Stack
 from helpers import jpeg, submit, wait_done
 from skimage import data as skdata
@@ -106,3 +107,31 @@ def test_a_job_that_asks_for_started_gets_started_then_completed(stack: Stack, w
         time.sleep(0.05)
     types = sorted(json.loads(got.body)["type"] for got in webhook_receiver.received(job_id))
     assert types == ["job.completed", "job.started"]
+
+
+def test_signing_secrets_are_sealed_at_rest(stack: Stack, webhook_receiver: Receiver) -> None:
+    """What a Redis dump holds: sealed values, bound to their tenant, that the API and the dispatcher open alike
+    (the completed jobs above were signed with the secrets the API showed)."""
+    with stack.client() as client, stack.client(OTHER_TENANT_KEY) as other:
+        shown = {"acme": client.get("/webhooks/secret").json()["secret"]}
+        other.post("/webhooks/secret/rotate")
+        shown["globex"] = other.get("/webhooks/secret").json()["secret"]
+    redis = stack.redis_client()
+    for tenant, secret in shown.items():
+        stored = {k.decode(): v.decode() for k, v in redis.hgetall(keys.webhook_secret(tenant)).items()}
+        assert stored["current"].startswith("sealed:v1:") and secret not in stored["current"], tenant
+        if tenant == "globex":
+            assert stored["previous"].startswith("sealed:v1:")
+        dump = json.dumps(stored)
+        assert "whsec_" not in dump and secret.removeprefix("whsec_") not in dump
+    # another tenant's sealed value moved into acme's hash does not open: a 503, never globex's secret
+    globex = redis.hget(keys.webhook_secret("globex"), "current")
+    acme_current = redis.hget(keys.webhook_secret("acme"), "current")
+    redis.hset(keys.webhook_secret("acme"), "current", globex)  # type: ignore[arg-type]
+    try:
+        with stack.client() as client:
+            moved = client.get("/webhooks/secret")
+    finally:
+        redis.hset(keys.webhook_secret("acme"), "current", acme_current)  # type: ignore[arg-type]
+    assert moved.status_code == 503 and moved.json()["error"] == "SERVICE_UNAVAILABLE"
+    assert shown["globex"] not in moved.text

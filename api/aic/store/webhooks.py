@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from aic.core.webhooks import new_secret, webhook_id
 from aic.store import keys, scripts
+from aic.store.sealing import Sealer, open_unsealed
 
 
 async def _read_hash(redis: Redis, key: str) -> dict[str, str]:
@@ -63,29 +64,45 @@ class TenantSecret:
 
 
 class WebhookStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, sealer: Sealer | None = None) -> None:
         self.redis = redis
+        self.sealer = sealer
         self._enqueue = scripts.register(redis, "webhook_enqueue")
         self._claim = scripts.register(redis, "webhook_claim")
         self._record = scripts.register(redis, "webhook_record")
         self._rotate = scripts.register(redis, "webhook_rotate")
+        self._reseal = scripts.register(redis, "webhook_reseal")
 
     # -- secrets ---------------------------------------------------------------------------------------
 
     async def secret(self, tenant: str) -> TenantSecret:
-        """The tenant's secret; the first call (from the API or the sender) creates it."""
+        """The tenant's secret; the first call (from the API or the sender) creates it. Stored sealed (see
+        ``aic.store.sealing``); a value sealed with the previous key, or stored plain, is sealed again."""
         key = keys.webhook_secret(tenant)
-        await self.redis.hsetnx(key, "current", new_secret())
+        await self.redis.hsetnx(key, "current", self._seal(new_secret(), tenant))
         h = await _read_hash(self.redis, key)
         until = h.get("previous_until_ms")
-        return TenantSecret(h["current"], h.get("previous") or None, int(until) if until else None)
+        current = await self._open(key, "current", h["current"], tenant)
+        previous = await self._open(key, "previous", h["previous"], tenant) if h.get("previous") else None
+        return TenantSecret(current, previous, int(until) if until else None)
 
     async def rotate(self, tenant: str, grace_s: float) -> TenantSecret:
         """A new current secret; the old one keeps signing (alongside) for ``grace_s`` more seconds."""
         await self.secret(tenant)
         until = now_ms() + int(grace_s * 1000)
-        await self._rotate(keys=[keys.webhook_secret(tenant)], args=[new_secret(), until])
+        await self._rotate(keys=[keys.webhook_secret(tenant)], args=[self._seal(new_secret(), tenant), until])
         return await self.secret(tenant)
+
+    def _seal(self, value: str, tenant: str) -> str:
+        return self.sealer.seal(value, tenant) if self.sealer else value
+
+    async def _open(self, key: str, field: str, stored: str, tenant: str) -> str:
+        if self.sealer is None:
+            return open_unsealed(stored)
+        plain, reseal = self.sealer.open(stored, tenant)
+        if reseal:  # plain from before sealing, or sealed with the previous key: seal it with the current one
+            await self._reseal(keys=[key], args=[field, stored, self.sealer.seal(plain, tenant)])
+        return plain
 
     # -- the outbox: (job, event) pairs written with the state change -------------------------------------
 

@@ -21,6 +21,7 @@ from aic.core.settings import WebhookSettings
 from aic.core.timeutil import now_iso
 from aic.core.webhooks import EVENT_TYPES
 from aic.store.connection import STORE_ERRORS
+from aic.store.sealing import SealedSecretError
 from aic.store.webhooks import Delivery, WebhookStore, now_ms
 from aic.webhooks.message import entry_time, parse_retry_after, payload, retry_policy, signature_header
 from aic.webhooks.sender import Outcome, WebhookRefused, make_client, send
@@ -119,6 +120,8 @@ class WebhookWorker:
     async def _attempt(self, delivery: Delivery) -> None:
         try:
             await self._attempt_once(delivery)
+        except SealedSecretError as exc:  # this process's WEBHOOK_SECRETS_KEY differs: kept and retried later
+            log.error("webhook %s: cannot sign: %s", delivery.webhook_id, exc)
         except Exception:
             # the claim's lease runs out and the delivery is tried again; nothing is lost
             log.exception("webhook %s: attempt could not be completed", delivery.webhook_id)

@@ -122,6 +122,19 @@ app.kubernetes.io/part-of: async-image-classifier
     secretKeyRef:
       name: {{ include "async-image-classifier.secretName" . }}
       key: secret-key
+{{- /* webhook signing secrets are sealed with SECRET_KEY unless the Secret holds a key of their own */}}
+- name: WEBHOOK_SECRETS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "async-image-classifier.secretName" . }}
+      key: webhook-secrets-key
+      optional: true
+- name: WEBHOOK_SECRETS_KEY_PREVIOUS
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "async-image-classifier.secretName" . }}
+      key: webhook-secrets-key-previous
+      optional: true
 - name: POD_NAMESPACE
   valueFrom:
     fieldRef:
