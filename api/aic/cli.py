@@ -125,7 +125,7 @@ def cmd_operator(_: argparse.Namespace) -> int:
 def cmd_models_apply(args: argparse.Namespace) -> int:
     from aic_operator.local import apply_file
 
-    return apply_file(Path(args.filename))
+    return apply_file(Path(args.filename), args.wait)
 
 
 def cmd_models_delete(args: argparse.Namespace) -> int:
@@ -172,6 +172,9 @@ def parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="local ModelVersions").add_subparsers(dest="verb", required=True)
     apply = models.add_parser("apply", help="reconcile the ModelVersions of a YAML file (as kubectl apply would)")
     apply.add_argument("-f", "--filename", required=True, help="YAML file with ModelVersion documents ('-': stdin)")
+    apply.add_argument(
+        "--wait", type=float, default=60.0, metavar="SECONDS", help="wait this long for a Triton still starting"
+    )
     apply.set_defaults(func=cmd_models_apply)
     remove = models.add_parser("delete", help="unload ModelVersions and remove their files and routes")
     remove.add_argument("names", nargs="+", help="ModelVersion names")

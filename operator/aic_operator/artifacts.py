@@ -15,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -31,8 +32,9 @@ class ArtifactError(Exception):
         self.permanent = permanent
 
 
-def local_path(uri: str, pvc_root: Path) -> Path | None:
-    """The file a ``file://`` or ``pvc://`` URI names; None for remote URIs."""
+def local_path(uri: str, pvc_root: Path, claims: Mapping[str, Path] | None = None) -> Path | None:
+    """The file a ``file://`` or ``pvc://`` URI names; None for remote URIs. A claim is mounted at
+    ``pvc_root/CLAIM`` unless ``claims`` names its folder."""
     parsed = urllib.parse.urlsplit(uri)
     if parsed.scheme == "file":
         return Path(urllib.parse.unquote(parsed.path))
@@ -40,7 +42,7 @@ def local_path(uri: str, pvc_root: Path) -> Path | None:
         claim, path = parsed.netloc, urllib.parse.unquote(parsed.path).lstrip("/")
         if not claim or not path:
             raise ArtifactError(f"{uri}: expected pvc://CLAIM/PATH", permanent=True)
-        root = (pvc_root / claim).resolve()
+        root = ((claims or {}).get(claim) or pvc_root / claim).resolve()
         target = (root / path).resolve()
         if not target.is_relative_to(root):  # "pvc://claim/../other" must not leave the claim
             raise ArtifactError(f"{uri}: the path leaves the claim", permanent=True)
@@ -48,10 +50,20 @@ def local_path(uri: str, pvc_root: Path) -> Path | None:
     return None
 
 
-def fetch(uri: str, sha256: str, cache: Path, pvc_root: Path, timeout_s: float) -> Path:
+def fetch(
+    uri: str,
+    sha256: str,
+    cache: Path,
+    pvc_root: Path,
+    timeout_s: float,
+    *,
+    claims: Mapping[str, Path] | None = None,
+    max_bytes: int | None = None,
+) -> Path:
     """A verified local copy of ``uri`` in ``cache`` (named by its checksum), fetched only if missing.
 
-    An empty ``sha256`` (allowed for labels) is not verified and the file is fetched every time.
+    An empty ``sha256`` (allowed for labels) is not verified and the file is fetched every time. A file longer
+    than ``max_bytes`` is refused (permanently) as soon as the copy passes the limit.
     """
     cache.mkdir(parents=True, exist_ok=True)
     if sha256 and (cache / sha256).is_file():
@@ -63,7 +75,7 @@ def fetch(uri: str, sha256: str, cache: Path, pvc_root: Path, timeout_s: float) 
     partial = Path(partial_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual = _copy(uri, out, pvc_root, timeout_s)
+            actual = _copy(uri, out, local_path(uri, pvc_root, claims), timeout_s, max_bytes)
         if sha256 and actual != sha256:
             raise ArtifactError(f"{uri}: sha256 is {actual}, the spec says {sha256}", permanent=True)
         target = cache / (sha256 or f"unverified-{actual}")
@@ -73,9 +85,9 @@ def fetch(uri: str, sha256: str, cache: Path, pvc_root: Path, timeout_s: float) 
         partial.unlink(missing_ok=True)
 
 
-def _copy(uri: str, out: IO[bytes], pvc_root: Path, timeout_s: float) -> str:
+def _copy(uri: str, out: IO[bytes], path: Path | None, timeout_s: float, max_bytes: int | None) -> str:
     digest = hashlib.sha256()
-    path = local_path(uri, pvc_root)
+    copied = 0
     try:
         with contextlib.ExitStack() as stack:
             if path is not None:
@@ -85,6 +97,9 @@ def _copy(uri: str, out: IO[bytes], pvc_root: Path, timeout_s: float) -> str:
             else:
                 raise ArtifactError(f"{uri}: unsupported scheme", permanent=True)
             for chunk in iter(lambda: source.read(_CHUNK), b""):
+                copied += len(chunk)
+                if max_bytes is not None and copied > max_bytes:
+                    raise ArtifactError(f"{uri}: larger than the limit of {max_bytes} bytes", permanent=True)
                 digest.update(chunk)
                 out.write(chunk)
     except FileNotFoundError:

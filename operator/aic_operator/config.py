@@ -30,6 +30,11 @@ class OperatorSettings:
     """Whether the target Triton replicas have GPUs: decides what ``device: auto`` renders."""
     pvc_mount_root: Path = Path("/mnt/pvc")
     """``pvc://CLAIM/PATH`` reads ``PVC_MOUNT_ROOT/CLAIM/PATH`` (the claims are mounted there)."""
+    pvc_claims: str = ""
+    """``CLAIM=FOLDER,...``: claims mounted somewhere else than ``PVC_MOUNT_ROOT/CLAIM``. ``aic models apply``
+    maps ``models`` to MODEL_REPOSITORY when neither this nor PVC_MOUNT_ROOT is set (the local stack's claim)."""
+    labels_max_bytes: int = 1024 * 1024
+    """A labels file larger than this fails the ModelVersion (1,000 ImageNet names are 15 KB)."""
     watch_namespace: str = ""
     """Namespace of the ModelVersions to serve; empty: every namespace."""
     resync_interval_s: float = 15.0
@@ -55,10 +60,27 @@ class Config:
     def static_replicas(self) -> tuple[str, ...]:
         return tuple(url.strip() for url in self.triton.triton_url.split(",") if url.strip())
 
+    @property
+    def claims(self) -> dict[str, Path]:
+        """``PVC_CLAIMS`` as claim -> folder."""
+        pairs = (item.split("=", 1) for item in self.operator.pvc_claims.split(",") if "=" in item)
+        return {claim.strip(): Path(folder.strip()).expanduser() for claim, folder in pairs}
 
-def load_config() -> Config:
-    return Config(
-        operator=settings_mod.load(OperatorSettings),
-        triton=settings_mod.load(TritonSettings),
-        redis=settings_mod.load(RedisSettings),
+
+LOCAL_CLAIM = "models"
+"""The claim the samples read from (pvc://models/...): on the local stack, the model repository itself."""
+
+
+def load_config(*, local: bool = False) -> Config:
+    """The settings; ``local`` (``aic models apply``): with neither PVC_MOUNT_ROOT nor PVC_CLAIMS set, the
+    ``models`` claim is MODEL_REPOSITORY, where ``aic model build`` writes."""
+    env = settings_mod.environment()
+    config = Config(
+        operator=settings_mod.load(OperatorSettings, env),
+        triton=settings_mod.load(TritonSettings, env),
+        redis=settings_mod.load(RedisSettings, env),
     )
+    if local and "PVC_MOUNT_ROOT" not in env and "PVC_CLAIMS" not in env:
+        claims = f"{LOCAL_CLAIM}={config.triton.model_repository}"
+        config = dataclasses.replace(config, operator=dataclasses.replace(config.operator, pvc_claims=claims))
+    return config

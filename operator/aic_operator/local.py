@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from aic.store.routes import RouteStore
 
 from aic_operator.config import load_config
 from aic_operator.reconcile import ReconcileError, Reconciler
+from aic_operator.status import Status
 from aic_operator.triton import Fleet
 
 
@@ -27,8 +29,12 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if isinstance(doc, dict) and doc.get("kind") == "ModelVersion"]
 
 
-async def _run(action: str, targets: list[Any]) -> int:
-    config = load_config()
+STARTING = "TritonUnavailable"
+"""The one transient failure ``apply`` waits out: a Triton that is still starting (``aic triton &``)."""
+
+
+async def _run(action: str, targets: list[Any], wait_s: float = 0.0) -> int:
+    config = load_config(local=True)
     fleet = Fleet(config.static_replicas, config.operator.triton_load_timeout_s)
     redis = connect(config.redis)
     reconciler = Reconciler(config, fleet, RouteStore(redis))
@@ -38,7 +44,7 @@ async def _run(action: str, targets: list[Any]) -> int:
             try:
                 if action == "apply":
                     name = target.get("metadata", {}).get("name", "")
-                    status = await reconciler.apply(name, target.get("spec") or {}, None)
+                    status = await _apply(reconciler, name, target.get("spec") or {}, wait_s)
                     print(f"modelversion/{name} {status.phase}: {status.message}")
                 else:
                     await reconciler.delete(target)
@@ -52,12 +58,25 @@ async def _run(action: str, targets: list[Any]) -> int:
     return code
 
 
-def apply_file(path: Path) -> int:
+async def _apply(reconciler: Reconciler, name: str, spec: dict[str, Any], wait_s: float) -> Status:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await reconciler.apply(name, spec, None)
+        except ReconcileError as exc:
+            if exc.status.reason != STARTING or time.monotonic() + 1 > deadline:
+                raise
+            print(f"modelversion/{name} waiting for Triton: {exc.status.message}", file=sys.stderr)
+            await asyncio.sleep(1)
+
+
+def apply_file(path: Path, wait_s: float = 0.0) -> int:
+    """Apply every ModelVersion of ``path``; a Triton that does not answer yet is waited for up to ``wait_s``."""
     documents = load_documents(path)
     if not documents:
         print(f"aic: no ModelVersion in {path}", file=sys.stderr)
         return 2
-    return asyncio.run(_run("apply", documents))
+    return asyncio.run(_run("apply", documents, wait_s))
 
 
 def delete(names: list[str]) -> int:

@@ -93,12 +93,32 @@ class Reconciler:
         op = self.config.operator
         cache = self.repository / artifacts.CACHE_DIR
         source = desired.artifact
-        artifact = artifacts.fetch(source.uri, source.sha256, cache, op.pvc_mount_root, op.download_timeout_s)
+        claims = self.config.claims
+        artifact = artifacts.fetch(
+            source.uri, source.sha256, cache, op.pvc_mount_root, op.download_timeout_s, claims=claims
+        )
         labels: tuple[str, ...] = ()
         if parsed.labels is not None:
+            uri = parsed.labels.uri
             path = artifacts.fetch(
-                parsed.labels.uri, parsed.labels.sha256, cache, op.pvc_mount_root, op.download_timeout_s
-            )
-            labels = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+                uri, parsed.labels.sha256, cache, op.pvc_mount_root, op.download_timeout_s,
+                claims=claims, max_bytes=op.labels_max_bytes,
+            )  # fmt: skip
+            labels = read_labels(uri, path, desired.model.output.dims)
         files = desired.files(artifact, labels)
         return writer.write(self.repository, files, files.fingerprint()), files.spec
+
+
+def read_labels(uri: str, path: Path, output_dims: tuple[int, ...]) -> tuple[str, ...]:
+    """The class names of a labels file: UTF-8 text, one per line, as many as the output has classes."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArtifactError(f"{uri}: the labels file is not UTF-8 text (byte {exc.start})", permanent=True) from None
+    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
+    classes = output_dims[-1] if output_dims else -1
+    if classes > 0 and len(labels) != classes:
+        raise ArtifactError(
+            f"{uri}: the labels file names {len(labels)} classes, the model's output has {classes}", permanent=True
+        )
+    return labels

@@ -16,6 +16,8 @@ from aic.core.modelspec import InvalidSpec, Layout, ResizeRule
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 ALIAS_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 SHA256_PATTERN = r"^[a-f0-9]{64}$"
+MAX_ALIASES = 32
+"""Aliases one ModelVersion may carry (the CRD says the same): routes are rewritten per alias on every change."""
 
 
 class Format(StrEnum):
@@ -44,6 +46,7 @@ class LabelsSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+Alias = Annotated[str, msgspec.Meta(pattern=ALIAS_PATTERN)]
 
 
 class PreprocessingSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -82,7 +85,10 @@ class Traffic(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class ModelVersionSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
     """What a ModelVersion asks for; see the CRD for each field's meaning."""
 
-    aliases: Annotated[tuple[Annotated[str, msgspec.Meta(pattern=ALIAS_PATTERN)], ...], msgspec.Meta(min_length=1)]
+    aliases: Annotated[
+        tuple[Annotated[str, msgspec.Meta(pattern=ALIAS_PATTERN)], ...],
+        msgspec.Meta(min_length=1, max_length=MAX_ALIASES),
+    ]
     source: Source
     format: Format = Format.ONNX
     fallback: Source | None = None  # an ONNX artifact for where the primary format cannot run

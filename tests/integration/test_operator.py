@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ SLICES = "discovery.k8s.io/v1/endpointslices"
 BASE = "/apis/serving.aic.dev/v1alpha1/namespaces/default/modelversions"
 API_KEY = "ops-test-key-0123456789abcdef"
 NO_RATE_LIMIT = {"RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000"}  # we poll job status often
+LABELS_MAX_BYTES = 64 * 1024  # the sample's 1,000 names are 10 KB
 T = TypeVar("T")
 
 
@@ -124,7 +126,16 @@ def pvc_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The sample names the checksum of the default build; a build is byte-identical for the same inputs on one
     # machine, but torch's export has given other bytes elsewhere, so the tests use what this machine built.
     SAMPLE["spec"]["source"]["sha256"] = layout.load(built).sha256
+    bad = root / "models" / "bad"  # labels files the bad-spec cases name
+    bad.mkdir()
+    (bad / "latin1.txt").write_bytes("\n".join(["caf\u00e9"] * 1000).encode("latin-1"))
+    (bad / "huge.txt").write_text("\n".join(f"class-{i}-" + "x" * 100 for i in range(1000)))  # 110 KB
+    (bad / "999.txt").write_text("\n".join(f"class-{i}" for i in range(999)))
     return root
+
+
+def labels(file: str) -> dict[str, Any]:
+    return {"labels": {"uri": f"pvc://models/bad/{file}", "sha256": ""}}
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +194,7 @@ async def cluster(
             "REDIS_URL": own_redis.url,
             "PVC_MOUNT_ROOT": str(pvc_root),
             "RESYNC_INTERVAL_S": "3",
+            "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
             "LOG_LEVEL": "INFO",
         }
         operator = Service("operator", env).start()
@@ -336,6 +348,16 @@ async def test_replicas_are_discovered_from_the_triton_services_endpoint_slices(
             "LoadFailed",
             "takes 'input' as tensor(uint8)",
         ),
+        ("labels-latin1", labels("latin1.txt"), "ArtifactInvalid", "is not UTF-8 text (byte 3)"),
+        ("labels-huge", labels("huge.txt"), "ArtifactInvalid", f"limit of {LABELS_MAX_BYTES} bytes"),
+        ("labels-999", labels("999.txt"), "ArtifactInvalid", "names 999 classes, the model's output has 1000"),
+        (  # a server that may come back: Failed now, retried later
+            "unreachable",
+            {"source": {"uri": "http://127.0.0.1:9/model.onnx", "sha256": "0" * 64}},
+            "ArtifactUnavailable",
+            "http://127.0.0.1:9/model.onnx: <urlopen error [Errno 111] Connection refused>",
+        ),
+        ("many-aliases", {"aliases": [f"a{i}" for i in range(300)]}, "InvalidSpec", "aliases"),
     ],
 )
 async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
@@ -345,7 +367,8 @@ async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
     status = await cluster.status(name, lambda s: s.get("phase") == "Failed")
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert (failed["status"], failed["reason"]) == ("True", reason)
-    assert message in status["message"]
+    assert message in status["message"] and message in failed["message"]
+    assert "Traceback" not in cluster.operator.output()
     assert cluster.operator.process is not None and cluster.operator.process.poll() is None
     assert cluster.redis.hget(keys.MODEL_ROUTES, name) is None
     if reason == "LoadFailed":  # placed, then refused by Triton: never served
@@ -448,6 +471,48 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     manifest.write_text(yaml.safe_dump(document))
     refused = aic("models", "apply", "-f", str(manifest))
     assert refused.returncode == 1 and "no GPU" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "message"),
+    [
+        (labels("latin1.txt"), "ArtifactInvalid", "is not UTF-8 text"),
+        (labels("huge.txt"), "ArtifactInvalid", f"limit of {LABELS_MAX_BYTES} bytes"),
+        (labels("999.txt"), "ArtifactInvalid", "names 999 classes"),
+        ({"source": {"uri": "http://127.0.0.1:9/m.onnx", "sha256": "0" * 64}}, "ArtifactUnavailable", "refused"),
+        ({"aliases": [f"a{i}" for i in range(300)]}, "InvalidSpec", "aliases"),
+    ],
+)
+def test_aic_models_apply_refuses_a_bad_spec_with_its_reason_and_no_traceback(
+    own_triton: LocalTriton, own_redis: RunningRedis, pvc_root: Path, tmp_path: Path, change: dict[str, Any],
+    reason: str, message: str,
+) -> None:  # fmt: skip
+    document = {**copy.deepcopy(SAMPLE), "metadata": {"name": "local-bad"}}
+    document["spec"] = {**document["spec"], "aliases": ["local-bad"], **change}
+    manifest = tmp_path / "mv.yaml"
+    manifest.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(own_triton.repository),
+        "TRITON_URL": own_triton.grpc_url,
+        "TRITON_BACKENDS": "python",
+        "REDIS_URL": own_redis.url,
+        "PVC_MOUNT_ROOT": str(pvc_root),
+        "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
+    }
+    refused = subprocess.run(
+        [sys.executable, "-m", "aic.cli", "models", "apply", "-f", str(manifest)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1, (refused.stdout, refused.stderr)
+    status = json.loads(refused.stderr)  # the status kubectl would show
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert (status["phase"], failed["status"], failed["reason"]) == ("Failed", "True", reason)
+    assert message in status["message"] and message in failed["message"]
+    assert "Traceback" not in refused.stderr + refused.stdout
+    assert not (own_triton.repository / "local-bad").exists()
 
 
 @pytest.mark.asyncio(loop_scope="session")
