@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -239,6 +240,36 @@ def test_redis_restart_keeps_accepted_jobs(rig: Rig, recorder: EventRecorder) ->
         late.close()
     with rig.client() as client:  # the API reconnected by itself
         assert client.get(f"/result/{job_ids[0]}").status_code == 200
+
+
+def test_a_submit_held_by_prefer_wait_when_redis_goes_away_still_answers_with_its_job(
+    rig: Rig, recorder: EventRecorder
+) -> None:
+    """The job was accepted before Redis went away: the client must learn its id (a 503 would make it submit
+    again, and the job it was not told of would run as well)."""
+    worker = rig.dispatcher()
+    worker.signal(signal.SIGSTOP)  # the job stays pending while the submit waits
+    r = rig.redis()
+    queued = r.xlen(keys.queue("normal"))
+    with ThreadPoolExecutor(1) as pool, rig.client() as client:
+        pending = pool.submit(client.post, "/classify", files={"file": ("x.jpg", CAT)}, headers={"Prefer": "wait=3"})
+        deadline = time.monotonic() + 10
+        while r.xlen(keys.queue("normal")) == queued and time.monotonic() < deadline:
+            time.sleep(0.02)
+        rig.redis_server.stop()
+        try:
+            answer = pending.result(timeout=30)
+        finally:
+            rig.redis_server.start()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["status"] == "pending" and body["job_id"]
+    late = EventRecorder(rig.redis_server.url)
+    try:
+        worker.signal(signal.SIGCONT)
+        rig.assert_exactly_once(late, [body["job_id"]], "completed")
+    finally:
+        late.close()
 
 
 def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: EventRecorder) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -25,10 +26,13 @@ from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
 from aic.http import images, uploads
 from aic.live.follow import wait_until_done
 from aic.live.hub import EventHub
+from aic.store.connection import UNAVAILABLE
 from aic.store.idempotency import IdempotencyStore, replay_missing
 from aic.store.jobs import Job, JobStore, NewJob
 from aic.store.queue import Admission
 from aic.store.routes import RouteStore
+
+log = logging.getLogger("aic.api")
 
 METADATA_MAX_BYTES = 1024
 CALLBACK_URL_MAX = 2048
@@ -187,38 +191,53 @@ class Submitter:
         Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
         """
         submission = await read_submission(stream, content_type, self.settings, self.routes, batch=batch)
-        job_ids = new_job_ids(submission)
-        fresh = True
-        if idempotency_key is not None:
-            claim = await self.idempotency.claim(tenant, idempotency_key, submission.fingerprint(), job_ids)
-            fresh, job_ids = claim.fresh, claim.job_ids
-        if fresh:
-            await self.admission.admit(len(job_ids))  # backpressure: 503 + Retry-After above QUEUE_MAX_DEPTH
-            try:
-                await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent))
-            except BaseException:
-                if idempotency_key is not None:
-                    await self.idempotency.release(tenant, idempotency_key)
-                raise
+        fresh, job_ids, created = await self._create(submission, tenant, idempotency_key, traceparent)
+        # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
+        # would submit again and the jobs it was not told of would run twice. It gets what is known instead.
         answer: dict[str, str] = {}
         wait_s = prefer_wait(prefer, self.settings.prefer_wait_max_s)
         if wait_s is not None:
-            await wait_until_done(self.hub, self.jobs, job_ids, tenant, wait_s)
+            try:
+                await wait_until_done(self.hub, self.jobs, job_ids, tenant, wait_s)
+            except Exception as exc:  # the wait is a courtesy: whatever ends it, the jobs are answered
+                log.warning("Prefer: wait ended early: %s: %s", type(exc).__name__, exc)
             answer["Preference-Applied"] = f"wait={wait_s}"
         if not fresh:
             answer["Idempotent-Replayed"] = "true"
-        jobs = []
-        for job_id in job_ids:
-            try:
-                jobs.append(await self.jobs.get(job_id, tenant))
-            except JobNotFoundError:
-                raise replay_missing() from None
-        return [await self.accepted(job) for job in jobs], answer
+        try:
+            jobs = [await self.jobs.get(job_id, tenant) for job_id in job_ids]
+            return [await self.accepted(job) for job in jobs], answer
+        except JobNotFoundError:
+            raise replay_missing() from None
+        except UNAVAILABLE:
+            if not fresh:
+                raise  # nothing was accepted by this request: a 503 is the truth
+            return [await self.accepted(job, fetch_result=False) for job in created], answer
 
-    async def accepted(self, job: Job) -> ClassificationResponse:
+    async def _create(
+        self, submission: Submission, tenant: str, idempotency_key: str | None, traceparent: str | None
+    ) -> tuple[bool, list[str], list[Job]]:
+        """Create the request's jobs once per Idempotency-Key: whether this request created them, their ids, and
+        the records as created (empty for a replay)."""
+        job_ids = new_job_ids(submission)
+        if idempotency_key is not None:
+            claim = await self.idempotency.claim(tenant, idempotency_key, submission.fingerprint(), job_ids)
+            if not claim.fresh:
+                return False, claim.job_ids, []
+            job_ids = claim.job_ids
+        await self.admission.admit(len(job_ids))  # backpressure: 503 + Retry-After above QUEUE_MAX_DEPTH
+        try:
+            created = await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent))
+        except BaseException:
+            if idempotency_key is not None:
+                await self.idempotency.release(tenant, idempotency_key)
+            raise
+        return True, job_ids, created
+
+    async def accepted(self, job: Job, *, fetch_result: bool = True) -> ClassificationResponse:
         """A submit's answer for one job (with its result inline once it completed)."""
         result = None
-        if job.status is JobStatus.COMPLETED:
+        if job.status is JobStatus.COMPLETED and fetch_result:
             body = await self.jobs.result(job.job_id)
             result = msgspec.json.decode(body, type=ClassificationResult) if body else None
         return ClassificationResponse(

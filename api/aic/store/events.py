@@ -3,13 +3,26 @@ connection, and reading what arrives as (job id, event) pairs. Fan-out to listen
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aic.store import keys
+
+
+@contextlib.asynccontextmanager
+async def _lost_as_connection_error() -> AsyncIterator[None]:
+    """redis-py's pub/sub raises AttributeError (its writer is None) for a command sent while the connection is
+    torn down after Redis went away; callers handle a lost connection as the ConnectionError it is."""
+    try:
+        yield
+    except AttributeError as exc:
+        raise RedisConnectionError("pub/sub connection lost") from exc
 
 
 @dataclass(frozen=True)
@@ -29,10 +42,12 @@ class EventSubscription:
         self._private = keys.hub_channel(uuid.uuid4().hex)
 
     async def subscribe(self, job_id: str) -> None:
-        await self._pubsub.subscribe(keys.job_events(job_id))
+        async with _lost_as_connection_error():
+            await self._pubsub.subscribe(keys.job_events(job_id))
 
     async def unsubscribe(self, job_id: str) -> None:
-        await self._pubsub.unsubscribe(keys.job_events(job_id))
+        async with _lost_as_connection_error():
+            await self._pubsub.unsubscribe(keys.job_events(job_id))
 
     async def next(self, timeout_s: float) -> Message | None:
         """What arrived within ``timeout_s`` (None: nothing, or a message of no interest); reconnects after

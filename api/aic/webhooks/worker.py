@@ -165,9 +165,25 @@ class WebhookWorker:
             summary.update(state="retrying", next_attempt_at=now_iso(delay_s))
         else:
             summary["state"] = "failed"
-        await self.store.record(delivery, attempt, summary, next_due)
+        await self._record_sent(delivery, attempt, summary, next_due)
         # the URL stays out of the log: it may carry the receiver's own token
         log.info("webhook %s attempt %d: %s", delivery.webhook_id, number, outcome.status_code or outcome.error)
+
+    async def _record_sent(
+        self, delivery: Delivery, attempt: dict[str, Any], summary: dict[str, Any], next_due: int | None
+    ) -> None:
+        """Record an attempt that reached the receiver, waiting out a short Redis outage: a record given up would
+        let the lease run out and the receiver get the webhook again. Given up after half the lease."""
+        deadline = time.monotonic() + self.lease_ms / 2000
+        while True:
+            try:
+                await self.store.record(delivery, attempt, summary, next_due)
+                return
+            except STORE_ERRORS as exc:
+                if time.monotonic() + 0.5 > deadline:
+                    raise
+                log.warning("webhook %s: recording the attempt, redis unavailable: %s", delivery.webhook_id, exc)
+                await asyncio.sleep(0.5)
 
     async def _send(self, delivery: Delivery, job: dict[str, str], body: bytes) -> tuple[Outcome, bool]:
         secret = await self.store.secret(job.get("tenant", ""))
