@@ -38,6 +38,10 @@ class EventHub:
         """Starts the reader; it connects in the background, so the API starts (unready) without Redis."""
         self._task = asyncio.create_task(self._run(), name="aic-event-hub")
 
+    def followed(self) -> int:
+        """Jobs with bookkeeping in this hub (listened to, or a confirmation still on its way)."""
+        return len(self._sent.keys() | self._listeners.keys() | self._confirmed.keys())
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
@@ -64,15 +68,27 @@ class EventHub:
                 self._listeners[job_id].discard(queue)
                 if not self._listeners[job_id]:
                     del self._listeners[job_id]
+                    self._forget_if_settled(job_id)
                     with contextlib.suppress(*STORE_ERRORS):
                         await self._subscription.unsubscribe(job_id)
 
+    def _forget_if_settled(self, job_id: str) -> None:
+        """Drop the bookkeeping of a job nobody listens to once every subscription asked for is confirmed (a
+        confirmation still on its way must not count for a later listener's subscription)."""
+        if job_id not in self._listeners and self._acked.get(job_id, 0) >= self._sent.get(job_id, 0):
+            self._sent.pop(job_id, None)
+            self._acked.pop(job_id, None)
+            self._confirmed.pop(job_id, None)
+
     def _dispatch(self, message: Message) -> None:
         if message.data is None:  # a subscription confirmed; the last one asked for counts
-            self._acked[message.job_id] += 1
             event = self._confirmed.get(message.job_id)
-            if event is not None and self._acked[message.job_id] >= self._sent[message.job_id]:
+            if event is None:  # a job no longer followed (Redis re-confirms every channel after a reconnect)
+                return
+            self._acked[message.job_id] += 1
+            if self._acked[message.job_id] >= self._sent[message.job_id]:
                 event.set()
+            self._forget_if_settled(message.job_id)
             return
         for queue in self._listeners.get(message.job_id, ()):
             with contextlib.suppress(asyncio.QueueFull):  # a stalled client re-reads the state instead
