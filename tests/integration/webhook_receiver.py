@@ -30,6 +30,13 @@ class Received:
     """time.monotonic() when it arrived"""
     verified_with: list[str] = field(default_factory=list)
     """Which of the receiver's secrets made a valid signature in the header."""
+    answered: bool = False
+    """The whole answer was written back (a sender killed mid-request gets none)."""
+
+    @property
+    def complete(self) -> bool:
+        """The body is as long as its content-length said (a sender killed mid-body sends less)."""
+        return len(self.body) == int(self.headers.get("content-length", "0"))
 
     @property
     def webhook_id(self) -> str:
@@ -51,7 +58,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                status, extra = receiver.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                status, extra, got = receiver.handle(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 if self.path.startswith("/slow"):
                     time.sleep(2)
                 answer = b"x" * HUGE_BYTES if self.path.startswith("/huge") else b"ok"
@@ -59,10 +66,12 @@ class Receiver:
                 for name, value in extra.items():
                     self.send_header(name, value)
                 self.send_header("content-length", str(len(answer)))
-                self.end_headers()
                 try:
+                    self.end_headers()
                     for start in range(0, len(answer), 65536):
                         self.wfile.write(answer[start : start + 65536])
+                    self.wfile.flush()
+                    got.answered = True
                 except OSError:  # the sender hung up before the whole answer was written
                     receiver.aborted.append(self.path)
 
@@ -92,7 +101,7 @@ class Receiver:
             return []
         return [s for s in self.secrets if webhooks.verify(s, header, wid, timestamp, body)]
 
-    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str]]:
+    def handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], Received]:
         got = Received(path, headers, body, time.monotonic(), self._verify(headers, body))
         with self._lock:
             self.requests.append(got)
@@ -100,17 +109,17 @@ class Receiver:
             self._seen[key] += 1
             seen = self._seen[key]
         if not got.verified_with:
-            return 401, {}
+            return 401, {}, got
         route = key[0]
         if route == "/fail-once" and seen == 1:
-            return 500, {}
+            return 500, {}, got
         if route == "/busy-once" and seen == 1:
-            return 503, {"retry-after": "1"}
+            return 503, {"retry-after": "1"}, got
         if route == "/always-500":
-            return 500, {}
+            return 500, {}, got
         if route == "/redirect":
-            return 302, {"location": self.url("/redirect-target")}
-        return 200, {}
+            return 302, {"location": self.url("/redirect-target")}, got
+        return 200, {}, got
 
     def received(self, job_id: str, path: str | None = None) -> list[Received]:
         with self._lock:
