@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,8 +64,16 @@ class Cluster:
 
     async def create(self, name: str, spec: dict[str, Any]) -> None:
         body = {"apiVersion": "serving.aic.dev/v1alpha1", "kind": "ModelVersion", "spec": spec}
-        # As the API server would set them: kopf reads the generation and json-patches against resourceVersion.
-        body["metadata"] = {"name": name, "namespace": "default", "generation": 1, "resourceVersion": "1"}
+        # As the API server would set them: kopf reads the generation, json-patches against resourceVersion and
+        # keeps its per-object memory (timers included) by uid, which kmock does not assign: without one, every
+        # object shares one memory and a timer can patch one object's status onto another.
+        body["metadata"] = {
+            "name": name,
+            "namespace": "default",
+            "uid": str(uuid.uuid4()),
+            "generation": 1,
+            "resourceVersion": "1",
+        }
         (await self.k8s.post(BASE, json=body)).raise_for_status()
 
     async def sample_served(self) -> str:
