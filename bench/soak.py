@@ -38,7 +38,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -54,6 +53,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import procs  # noqa: E402
 from aic.core import settings as aic_settings  # noqa: E402
@@ -62,12 +62,12 @@ from aic.local.modelbuild import ensure_default_model  # noqa: E402
 from aic.local.ports import free_port  # noqa: E402
 from aic.local.triton import LocalTriton, on_free_ports  # noqa: E402
 from aic.store import keys  # noqa: E402
+from helpers import TERMINAL, EventRecorder  # noqa: E402
 from memory import rss_mib  # noqa: E402
 from photos import jpeg  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 from webhook_receiver import Receiver  # noqa: E402
 
-TERMINAL = {"completed", "failed", "cancelled"}
 TERMINAL_EVENTS = {"completed", "failed", "cancelled"}
 KEY = "soak-key-0123456789abcdef01234567"
 PRIORITIES = ("low", "normal", "normal", "high", "urgent")
@@ -94,37 +94,6 @@ class Timeline:
         at = round(time.monotonic() - self.started, 1)
         self.entries.append((at, what))
         print(f"[{at:7.1f} s] {what}", flush=True)
-
-
-class Recorder:
-    """Every job event published, from a pattern subscription that is made again whenever Redis comes back."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.terminal: Counter[str] = Counter()
-        self.reconnects = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pubsub = redis.Redis.from_url(self.url).pubsub()
-                pubsub.psubscribe(keys.JOB_EVENTS_PATTERN)
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if message and message["type"] == "pmessage":
-                        event = json.loads(message["data"])
-                        if event.get("status") in TERMINAL:
-                            self.terminal[event["job_id"]] += 1
-            except (redis.ConnectionError, redis.TimeoutError, OSError):
-                self.reconnects += 1
-                time.sleep(0.2)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @dataclass
@@ -226,7 +195,7 @@ def main() -> int:  # noqa: C901 - one script, one timeline
         root = f"http://127.0.0.1:{api_port}/api/v1"
         procs.wait_http(f"{root}/health", 90, [api, *dispatchers])
         receiver.secrets = [httpx.get(f"{root}/webhooks/secret", headers={"X-API-Key": KEY}).json()["secret"]]
-        recorder = Recorder(redis_url)
+        recorder = EventRecorder(redis_url)
         stack.callback(recorder.close)
         timeline.note(f"started: api, 2 dispatchers, Triton, redis; {args.jobs} jobs at {args.in_flight} in flight")
 
@@ -309,8 +278,9 @@ def main() -> int:  # noqa: C901 - one script, one timeline
         statuses = {j: (r.hget(keys.job_status(j), "status") or b"?").decode() for j in load.accepted}
         not_ended = [j for j, s in statuses.items() if s not in TERMINAL]
         result_wrong = [j for j, s in statuses.items() if bool(r.exists(keys.job_result(j))) != (s == "completed")]
-        published_twice = [j for j in load.accepted if recorder.terminal[j] > 1]
-        published_missed = [j for j in load.accepted if recorder.terminal[j] == 0]
+        terminal = recorder.terminal_counts(list(load.accepted))
+        published_twice = [j for j in load.accepted if terminal[j] > 1]
+        published_missed = [j for j in load.accepted if terminal[j] == 0]
         delivered: Counter[str] = Counter()
         event_types: dict[str, set[str]] = {}
         cut_off = 0

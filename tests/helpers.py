@@ -55,23 +55,39 @@ def wait_done(client: httpx.Client, job_id: str, timeout_s: float = 120) -> dict
 
 class EventRecorder:
     """Every event published for any job from now on (a pattern subscription made before the first submit, so no
-    status change is missed). Use as a context manager, or call ``close()``."""
+    status change is missed). Use as a context manager, or call ``close()``. If Redis goes away the subscription
+    is made again once it is back (``reconnects`` counts it); what was published meanwhile is missed."""
 
     def __init__(self, redis_url: str) -> None:
-        self.pubsub = redis.Redis.from_url(redis_url).pubsub()
-        self.pubsub.psubscribe(keys.JOB_EVENTS_PATTERN)
-        self.pubsub.get_message(timeout=2)  # the subscribe confirmation
+        self.redis_url = redis_url
+        self.pubsub = self._subscribe()
         self.events: list[dict[str, Any]] = []
+        self.reconnects = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def _subscribe(self) -> redis.client.PubSub:
+        pubsub = redis.Redis.from_url(self.redis_url).pubsub()
+        pubsub.psubscribe(keys.JOB_EVENTS_PATTERN)
+        pubsub.get_message(timeout=2)  # the subscribe confirmation
+        return pubsub
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 message = self.pubsub.get_message(timeout=0.1)
-            except redis.ConnectionError:
-                return
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                self.pubsub.close()
+                while not self._stop.is_set():
+                    time.sleep(0.2)
+                    try:
+                        self.pubsub = self._subscribe()
+                        self.reconnects += 1
+                        break
+                    except (redis.ConnectionError, redis.TimeoutError, OSError):
+                        continue
+                continue
             if message and message["type"] == "pmessage":
                 self.events.append(json.loads(message["data"]))
 

@@ -66,6 +66,15 @@ class Stack:
     def redis_client(self) -> redis_sync.Redis:
         return redis_sync.Redis.from_url(self.redis.url)
 
+    def extra_api(self, **env: str) -> tuple[Service, str]:
+        """An `aic api` of the caller's own on this stack's Redis, with ``env`` on top, once it answers; the
+        caller stops it. Returns the service and its root URL (no prefix)."""
+        port = free_port()
+        service = Service("api", {**self.env, "API_PORT": str(port), **env}).start()
+        root = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{root}/livez", 60, service)
+        return service, root
+
     @contextmanager
     def own_dispatcher(self) -> Iterator[Service]:
         """A dispatcher of the caller's own on this stack's queue, stopped (SIGTERM) when the block ends."""

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from aic.local.ports import free_port
 from conftest import ADMIN_KEY, API_KEY, Stack
-from stack import Service, wait_for_http
+from stack import Service
 
 pytestmark = pytest.mark.integration
 
@@ -22,17 +21,9 @@ WS_HEADERS = (
 )
 
 
-def start_api(stack: Stack, **env: str) -> tuple[Service, str]:
-    port = free_port()
-    service = Service("api", {**stack.env, "API_PORT": str(port), **env}).start()
-    root = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{root}/livez", 60, service)
-    return service, root
-
-
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[tuple[Service, int]]:
-    service, root = start_api(stack)
+    service, root = stack.extra_api()
     try:
         yield service, int(root.rsplit(":", 1)[1])
     finally:
@@ -115,7 +106,7 @@ def as_client(root: str, key: str, peer: str, forwarded_for: str | None = None) 
 
 def test_a_forged_x_forwarded_for_does_not_escape_the_per_ip_limit(stack: Stack) -> None:
     keys, api_keys = own_keys(6)  # a fresh key per request: only the IP bucket can refuse
-    service, root = start_api(stack, API_KEYS=api_keys, **LIMITED)
+    service, root = stack.extra_api(API_KEYS=api_keys, **LIMITED)
     try:
         codes = [as_client(root, keys[i], "127.0.0.21", f"198.51.100.{i}").status_code for i in range(6)]
     finally:
@@ -125,7 +116,7 @@ def test_a_forged_x_forwarded_for_does_not_escape_the_per_ip_limit(stack: Stack)
 
 def test_behind_a_trusted_proxy_the_limit_counts_the_real_client(stack: Stack) -> None:
     keys, api_keys = own_keys(20)
-    service, root = start_api(stack, FORWARDED_ALLOW_IPS="127.0.0.22", API_KEYS=api_keys, **LIMITED)
+    service, root = stack.extra_api(FORWARDED_ALLOW_IPS="127.0.0.22", API_KEYS=api_keys, **LIMITED)
     try:
         clients = [as_client(root, keys[i], "127.0.0.22", f"203.0.113.{i}").status_code for i in range(6)]
         one_client = [as_client(root, keys[6 + i], "127.0.0.22", "203.0.113.77").status_code for i in range(4)]
@@ -141,7 +132,7 @@ def test_behind_a_trusted_proxy_the_limit_counts_the_real_client(stack: Stack) -
 
 
 def test_failed_authentication_is_throttled_per_ip(stack: Stack) -> None:
-    service, root = start_api(stack, RATE_LIMIT_PER_MINUTE="0", AUTH_FAILURE_BURST="3", AUTH_FAILURE_PER_MINUTE="1")
+    service, root = stack.extra_api(RATE_LIMIT_PER_MINUTE="0", AUTH_FAILURE_BURST="3", AUTH_FAILURE_PER_MINUTE="1")
     try:
         guesses = [as_client(root, f"guess-{i:016d}", "127.0.0.31") for i in range(4)]
         right_key_now = as_client(root, API_KEY, "127.0.0.31")

@@ -9,7 +9,7 @@ import pytest
 from aic.local.ports import free_port
 from conftest import ADMIN_KEY, API_KEY, OTHER_TENANT_KEY, Stack
 from helpers import jpeg
-from stack import Service, stop_all, wait_for_http
+from stack import stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -17,20 +17,12 @@ BURST = 3
 ORIGIN = "https://app.example.com"
 
 
-def start_api(stack: Stack, **env: str) -> tuple[Service, str]:
-    port = free_port()
-    service = Service("api", {**stack.env, "API_PORT": str(port), **env}).start()
-    root = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{root}/livez", 60, service)
-    return service, root
-
-
 @pytest.fixture(scope="module")
 def limited(stack: Stack) -> Iterator[tuple[str, str]]:
     """Two API replicas with a low limit (burst 3, 1 per minute) over the stack's Redis."""
     limits = {"RATE_LIMIT_PER_MINUTE": "1", "RATE_LIMIT_BURST": str(BURST), "ALLOWED_HOSTS": ORIGIN}
-    first, root_a = start_api(stack, **limits)
-    second, root_b = start_api(stack, **limits)
+    first, root_a = stack.extra_api(**limits)
+    second, root_b = stack.extra_api(**limits)
     try:
         yield root_a, root_b
     finally:
@@ -84,7 +76,7 @@ def test_cors_allows_the_configured_origin_only(limited: tuple[str, str]) -> Non
 
 
 def test_readyz_fails_without_redis_while_livez_holds(stack: Stack) -> None:
-    service, root = start_api(stack, REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+    service, root = stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}")
     try:
         live = httpx.get(f"{root}/livez")
         ready = httpx.get(f"{root}/readyz", timeout=30)
@@ -102,7 +94,7 @@ def test_readyz_with_redis(stack: Stack) -> None:
 
 
 def test_a_full_queue_answers_503_with_retry_after(stack: Stack) -> None:
-    service, root = start_api(stack, QUEUE_MAX_DEPTH="0", QUEUE_FULL_RETRY_AFTER_S="7")
+    service, root = stack.extra_api(QUEUE_MAX_DEPTH="0", QUEUE_FULL_RETRY_AFTER_S="7")
     try:
         with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
             response = client.post("/classify", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
@@ -114,7 +106,7 @@ def test_a_full_queue_answers_503_with_retry_after(stack: Stack) -> None:
 
 
 def test_a_route_that_needs_redis_answers_503_while_it_is_away(stack: Stack) -> None:
-    service, root = start_api(stack, REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+    service, root = stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}")
     try:
         with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
             response = client.get("/status/0b6ec30e-1cd5-4f6a-9c0e-9d1b1d7e5f10")

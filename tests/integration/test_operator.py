@@ -447,6 +447,19 @@ async def test_delete_unloads_the_model_removes_its_files_and_its_route(cluster:
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")  # the other version is untouched
 
 
+def local_env(triton: LocalTriton, redis: RunningRedis, pvc_root: Path) -> dict[str, str]:
+    """What `aic models apply` gets here: this module's Triton, Redis and claims."""
+    return {
+        **os.environ,
+        "MODEL_REPOSITORY": str(triton.repository),
+        "TRITON_URL": triton.grpc_url,
+        "TRITON_BACKENDS": "python",
+        "REDIS_URL": redis.url,
+        "PVC_MOUNT_ROOT": str(pvc_root),
+        "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
+    }
+
+
 def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     own_triton: LocalTriton, own_redis: RunningRedis, pvc_root: Path, tmp_path: Path
 ) -> None:
@@ -454,14 +467,7 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     document["spec"]["aliases"] = ["local"]
     manifest = tmp_path / "mv.yaml"
     manifest.write_text(yaml.safe_dump(document))
-    env = {
-        **os.environ,
-        "MODEL_REPOSITORY": str(own_triton.repository),
-        "TRITON_URL": own_triton.grpc_url,
-        "TRITON_BACKENDS": "python",
-        "REDIS_URL": own_redis.url,
-        "PVC_MOUNT_ROOT": str(pvc_root),
-    }
+    env = local_env(own_triton, own_redis, pvc_root)
     redis = redis_sync.Redis.from_url(own_redis.url)
 
     def aic(*args: str) -> subprocess.CompletedProcess[str]:
@@ -500,15 +506,7 @@ def test_aic_models_apply_refuses_a_bad_spec_with_its_reason_and_no_traceback(
     document["spec"] = {**document["spec"], "aliases": ["local-bad"], **change}
     manifest = tmp_path / "mv.yaml"
     manifest.write_text(yaml.safe_dump(document))
-    env = {
-        **os.environ,
-        "MODEL_REPOSITORY": str(own_triton.repository),
-        "TRITON_URL": own_triton.grpc_url,
-        "TRITON_BACKENDS": "python",
-        "REDIS_URL": own_redis.url,
-        "PVC_MOUNT_ROOT": str(pvc_root),
-        "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
-    }
+    env = local_env(own_triton, own_redis, pvc_root)
     refused = subprocess.run(
         [sys.executable, "-m", "aic.cli", "models", "apply", "-f", str(manifest)],
         env=env,
