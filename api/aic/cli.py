@@ -57,8 +57,9 @@ async def _dispatch() -> None:
         worker_id=worker_id,
     )
     webhook_settings = settings_mod.load(WebhookSettings)
-    sealer = Sealer.from_settings(webhook_settings.sealing_key, webhook_settings.webhook_secrets_key_previous)
-    webhooks = WebhookWorker(WebhookStore(redis, sealer), webhook_settings, consumer=worker_id)
+    webhooks = WebhookWorker(
+        WebhookStore(redis, Sealer.for_webhooks(webhook_settings)), webhook_settings, consumer=worker_id
+    )
     webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
     loop = asyncio.get_running_loop()
 

@@ -67,12 +67,10 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         state.queue_stats = QueueStats(redis)
         state.heartbeats = Heartbeats(redis)
         state.probe = Probe(redis)
-        sealing_key = webhook_settings.webhook_secrets_key or api_settings.secret_key
-        sealer = Sealer.from_settings(sealing_key, webhook_settings.webhook_secrets_key_previous)
-        state.webhook_store = WebhookStore(redis, sealer)
+        state.webhook_store = WebhookStore(redis, Sealer.for_webhooks(webhook_settings))
         state.rate_limiter = RateLimiter(redis, api_settings.rate_limit_per_minute, api_settings.rate_limit_burst)
-        state.auth_throttle.limiter = RateLimiter(
-            redis, api_settings.auth_failure_per_minute, api_settings.auth_failure_burst
+        state.auth_throttle = FailureThrottle(
+            RateLimiter(redis, api_settings.auth_failure_per_minute, api_settings.auth_failure_burst)
         )
         hub = state.hub = EventHub(EventSubscription(redis))
         state.submitter = Submitter(
@@ -103,7 +101,6 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         "api_key_header": api_settings.api_key_header,
         "api_settings": api_settings,
         "secret_key": signing_secret(api_settings.secret_key),
-        "auth_throttle": FailureThrottle(None),  # its limiter arrives with the Redis pool (lifespan)
     }
     api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
     app = Litestar(

@@ -124,12 +124,13 @@ def authenticate(ring: KeyRing, secret: str, credential: str) -> Principal:
 
 class FailureThrottle:
     """Failed authentications per client IP: each one takes a token from the IP's bucket in Redis (shared by every
-    replica); once the bucket is empty the IP is answered 429 with Retry-After, whatever credential it sends,
-    until the bucket refills. The lockout is also remembered in the process, so a locked IP costs no Redis call."""
+    replica). The failure that finds the bucket empty answers 429 with Retry-After, and the process that counted
+    it answers that IP 429 for the same time whatever credential it sends, without a Redis call; another replica
+    lets a valid key through and refuses the IP's next failure from the shared bucket."""
 
     MAX_REMEMBERED = 10_000
 
-    def __init__(self, limiter: RateLimiter | None) -> None:
+    def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
         self._locked: OrderedDict[str, float] = OrderedDict()
 
@@ -145,7 +146,7 @@ class FailureThrottle:
 
     async def failed(self, ip: str) -> None:
         """Count a failure; raises RateLimitedError when it was one too many."""
-        if self.limiter is None or not self.limiter.enabled:
+        if not self.limiter.enabled:
             return
         try:
             decision = await self.limiter.failed_authentication(ip)

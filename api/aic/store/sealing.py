@@ -14,7 +14,6 @@ import base64
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
 from typing import Final
 
 from cryptography.hazmat.primitives import hashes
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from aic.core.errors import ServiceUnavailableError
+from aic.core.settings import WebhookSettings
 
 log = logging.getLogger("aic.store")
 
@@ -38,11 +38,19 @@ def _derive(material: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO).derive(material.encode())
 
 
-@dataclass(frozen=True)
 class Sealer:
     """Seals with the current key; opens with the current or the previous one."""
 
-    keys: tuple[bytes, ...]
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        self.keys = keys
+        self._ciphers = {self.key_id(key): AESGCM(key) for key in keys}  # by key id, the current one first
+        self._current_id = self.key_id(keys[0])
+
+    @classmethod
+    def for_webhooks(cls, settings: WebhookSettings) -> Sealer | None:
+        """The sealer every API replica and dispatcher builds alike from WEBHOOK_SECRETS_KEY(_PREVIOUS) and
+        SECRET_KEY: one rule, so the two sides never derive different keys."""
+        return cls.from_settings(settings.sealing_key, settings.webhook_secrets_key_previous)
 
     @classmethod
     def from_settings(cls, key: str, previous: str = "") -> Sealer | None:
@@ -58,23 +66,23 @@ class Sealer:
 
     def seal(self, value: str, tenant: str) -> str:
         nonce = os.urandom(12)
-        sealed = AESGCM(self.keys[0]).encrypt(nonce, value.encode(), tenant.encode())
-        return f"{PREFIX}{self.key_id(self.keys[0])}:{base64.b64encode(nonce + sealed).decode()}"
+        sealed = self._ciphers[self._current_id].encrypt(nonce, value.encode(), tenant.encode())
+        return f"{PREFIX}{self._current_id}:{base64.b64encode(nonce + sealed).decode()}"
 
     def open(self, value: str, tenant: str) -> tuple[str, bool]:
         """The plain secret and whether it should be sealed again (plain, or sealed with the previous key)."""
         if not value.startswith(PREFIX):
             return value, True
         kid, _, payload = value.removeprefix(PREFIX).partition(":")
-        key = next((k for k in self.keys if self.key_id(k) == kid), None)
-        if key is None:
+        cipher = self._ciphers.get(kid)
+        if cipher is None:
             raise SealedSecretError(f"webhook secret sealed with key {kid}, which this process does not have")
-        raw = base64.b64decode(payload)
         try:
-            plain = AESGCM(key).decrypt(raw[:12], raw[12:], tenant.encode()).decode()
+            raw = base64.b64decode(payload, validate=True)
+            plain = cipher.decrypt(raw[:12], raw[12:], tenant.encode()).decode()
         except Exception:
             raise SealedSecretError("webhook secret does not open: tampered, or another tenant's") from None
-        return plain, key is not self.keys[0]
+        return plain, kid != self._current_id
 
 
 def open_unsealed(value: str) -> str:

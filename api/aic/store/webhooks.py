@@ -79,8 +79,10 @@ class WebhookStore:
         """The tenant's secret; the first call (from the API or the sender) creates it. Stored sealed (see
         ``aic.store.sealing``); a value sealed with the previous key, or stored plain, is sealed again."""
         key = keys.webhook_secret(tenant)
-        await self.redis.hsetnx(key, "current", self._seal(new_secret(), tenant))
         h = await _read_hash(self.redis, key)
+        if "current" not in h:  # the first use: made (and sealed) once, not on every read
+            await self.redis.hsetnx(key, "current", self._seal(new_secret(), tenant))
+            h = await _read_hash(self.redis, key)
         until = h.get("previous_until_ms")
         current = await self._open(key, "current", h["current"], tenant)
         previous = await self._open(key, "previous", h["previous"], tenant) if h.get("previous") else None
