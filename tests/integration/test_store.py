@@ -13,8 +13,9 @@ import httpx
 import msgspec
 import pytest
 from aic.core.enums import Priority
+from aic.core.errors import BadRequestError, ServiceUnavailableError
 from aic.core.modelspec import ModelSpec
-from aic.core.settings import RedisSettings
+from aic.core.settings import QueueSettings, RedisSettings
 from aic.dispatch.models import SpecCache
 from aic.local.triton import LocalTriton
 from aic.modelrepo import layout
@@ -117,6 +118,7 @@ async def run_job(redis: Redis, webhook_events: str, *, fail: bool = False) -> l
         callback_url="https://example.com/hook",
         webhook_events=webhook_events,
     )
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")  # as a published model routes it
     await JobStore(redis).create([new])
     transitions = JobTransitions(redis)
     consumer = QueueConsumer(redis, "test")
@@ -149,6 +151,60 @@ async def test_only_the_events_a_job_asked_for_are_queued(
     redis: Redis, asked: str, fail: bool, queued: list[str]
 ) -> None:
     assert await run_job(redis, asked, fail=fail) == queued
+
+
+# -- creating a request's jobs: one step, all or none ------------------------------------------------------
+
+
+def new_job(model_version: str = "latest", metadata: dict[str, str] | None = None) -> NewJob:
+    return NewJob(
+        job_id=str(uuid.uuid4()),
+        tenant="acme",
+        image=b"pixels",
+        image_metadata={"format": "JPEG"},
+        priority=Priority.HIGH,
+        model_version=model_version,
+        metadata=metadata,
+    )
+
+
+async def stored_keys(redis: Redis) -> set[str]:
+    return {k.decode() for k in await redis.keys("job:*")}
+
+
+async def test_create_stores_and_enqueues_every_job_of_a_request(redis: Redis) -> None:
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    jobs = [new_job(metadata={"order": "7"}), new_job()]
+    created = await JobStore(redis).create(jobs, QueueSettings(queue_max_depth=2))
+    assert [job.job_id for job in created] == [new.job_id for new in jobs]
+    first = await JobStore(redis).get(jobs[0].job_id, "acme")
+    assert (first.status, first.priority, first.image_metadata) == ("pending", Priority.HIGH, {"format": "JPEG"})
+    assert await redis.get(keys.job_image(jobs[1].job_id)) == b"pixels"
+    assert await JobStore(redis).metadata(jobs[0].job_id) == {"order": "7"}
+    assert await redis.exists(keys.job_metadata(jobs[1].job_id)) == 0
+    assert 0 < await redis.ttl(keys.job_status(jobs[0].job_id)) <= keys.JOB_STATUS_TTL_S
+    queued = await redis.xrange(keys.queue(Priority.HIGH))
+    assert [fields[b"job_id"].decode() for _, fields in queued] == [new.job_id for new in jobs]
+
+
+async def test_create_refuses_an_alias_that_routes_nowhere_and_stores_nothing(redis: Redis) -> None:
+    await redis.hset(keys.MODEL_ROUTES, mapping={"latest": "efficientnet-lite0", "v1.0": "efficientnet-lite0"})
+    with pytest.raises(BadRequestError, match=r"Unknown model_version 'v9' \(available: latest, v1\.0\)"):
+        await JobStore(redis).create([new_job("v9"), new_job("v9")])
+    assert await stored_keys(redis) == set()
+    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+
+
+async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_none(redis: Redis) -> None:
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    store, settings = JobStore(redis), QueueSettings(queue_max_depth=3, queue_full_retry_after_s=7)
+    await store.create([new_job(), new_job()], settings)
+    with pytest.raises(ServiceUnavailableError, match=r"Queue is full \(2 jobs waiting, limit 3\)") as refused:
+        await store.create([new_job(), new_job()], settings)  # 2 + 2 > 3: neither of them
+    assert refused.value.headers == {"Retry-After": "7"}
+    assert len(await stored_keys(redis)) == 4  # the first request's statuses and images only
+    await store.create([new_job()], settings)  # 2 + 1 fits
+    assert await redis.xlen(keys.queue(Priority.HIGH)) == 3
 
 
 # -- the dead-letter index ------------------------------------------------------------------------------------

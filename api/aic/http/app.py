@@ -36,7 +36,7 @@ from aic.store.connection import Probe, connect
 from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
-from aic.store.queue import Admission, QueueStats
+from aic.store.queue import QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
 from aic.store.sealing import Sealer
@@ -75,7 +75,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         hub = state.hub = EventHub(EventSubscription(redis))
         state.submitter = Submitter(
             jobs=state.job_store,
-            admission=Admission(redis, settings_mod.load(QueueSettings)),
+            queue=settings_mod.load(QueueSettings),
             idempotency=IdempotencyStore(redis),
             routes=state.routes,
             hub=hub,

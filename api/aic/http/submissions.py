@@ -21,7 +21,7 @@ import msgspec
 from aic.core.enums import JobStatus, Priority
 from aic.core.errors import BadRequestError, ImageValidationError, JobNotFoundError, RequestValidationError
 from aic.core.schemas import ClassificationResponse, ClassificationResult
-from aic.core.settings import ApiSettings
+from aic.core.settings import ApiSettings, QueueSettings
 from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
 from aic.http import images, uploads
 from aic.live.follow import wait_until_done
@@ -29,7 +29,6 @@ from aic.live.hub import EventHub
 from aic.store.connection import UNAVAILABLE
 from aic.store.idempotency import IdempotencyStore, replay_missing
 from aic.store.jobs import Job, JobStore, NewJob
-from aic.store.queue import Admission
 from aic.store.routes import RouteStore
 
 log = logging.getLogger("aic.api")
@@ -122,7 +121,7 @@ class Submission:
 
 
 async def read_submission(
-    stream: AsyncIterator[bytes], content_type: str, settings: ApiSettings, routes: RouteStore, *, batch: bool
+    stream: AsyncIterator[bytes], content_type: str, settings: ApiSettings, *, batch: bool
 ) -> Submission:
     """Parse and validate a submit request; nothing is stored yet."""
     file_field = "files" if batch else "file"
@@ -150,7 +149,6 @@ async def read_submission(
             raise ImageValidationError(f"File {position} ({upload.filename}): {exc.detail}") from None
         validated.append(Image(upload.filename, upload.content, image_metadata))
     model_version = (fields.get("model_version") or "latest").strip()
-    await check_model_version(routes, model_version)
     return Submission(validated, priority, model_version, callback_url, webhook_events, metadata, batch)
 
 
@@ -169,7 +167,7 @@ class Submitter:
     """Everything a submit touches, from the API's lifespan."""
 
     jobs: JobStore
-    admission: Admission
+    queue: QueueSettings
     idempotency: IdempotencyStore
     routes: RouteStore
     hub: EventHub
@@ -190,7 +188,7 @@ class Submitter:
 
         Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
         """
-        submission = await read_submission(stream, content_type, self.settings, self.routes, batch=batch)
+        submission = await read_submission(stream, content_type, self.settings, batch=batch)
         fresh, job_ids, created = await self._create(submission, tenant, idempotency_key, traceparent)
         # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
         # would submit again and the jobs it was not told of would run twice. It gets what is known instead.
@@ -221,13 +219,14 @@ class Submitter:
         the records as created (empty for a replay)."""
         job_ids = new_job_ids(submission)
         if idempotency_key is not None:
+            # before the claim: a replay of a request naming an alias no longer routed is refused, as a first try is
+            await check_model_version(self.routes, submission.model_version)
             claim = await self.idempotency.claim(tenant, idempotency_key, submission.fingerprint(), job_ids)
             if not claim.fresh:
                 return False, claim.job_ids, []
             job_ids = claim.job_ids
-        await self.admission.admit(len(job_ids))  # backpressure: 503 + Retry-After above QUEUE_MAX_DEPTH
-        try:
-            created = await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent))
+        try:  # refused when the alias routes nowhere, or with 503 + Retry-After above QUEUE_MAX_DEPTH
+            created = await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent), self.queue)
         except BaseException:
             if idempotency_key is not None:
                 await self.idempotency.release(tenant, idempotency_key)

@@ -15,8 +15,15 @@ import msgspec
 from redis.asyncio import Redis
 
 from aic.core.enums import ESTIMATE_MULTIPLIER, JobStatus, Priority
-from aic.core.errors import JobConflictError, JobEndedError, JobNotFoundError
+from aic.core.errors import (
+    BadRequestError,
+    JobConflictError,
+    JobEndedError,
+    JobNotFoundError,
+    ServiceUnavailableError,
+)
 from aic.core.schemas import JobStatusResponse
+from aic.core.settings import QueueSettings
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts
 
@@ -109,51 +116,71 @@ class JobStore:
         self.redis = redis
         self._cancel = scripts.register(redis, "cancel")
         self._retry = scripts.register(redis, "retry")
+        self._create = scripts.register(redis, "create")
 
-    async def create(self, new_jobs: Sequence[NewJob]) -> list[Job]:
-        """Store the uploads and job records and enqueue them, all in one transaction: all or none."""
+    async def create(self, new_jobs: Sequence[NewJob], queue: QueueSettings | None = None) -> list[Job]:
+        """Store the uploads and job records of one request and enqueue them, in one atomic step: all or none.
+
+        Refused with BadRequestError when the request's alias routes to no model, and with
+        ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
+        One round trip whatever the number of jobs (``lua/create.lua``).
+        """
+        queue = queue or QueueSettings()
+        aliases = {new.model_version for new in new_jobs}
+        if len(aliases) != 1:
+            raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
+        [alias] = aliases
         jobs: list[Job] = []
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for new in new_jobs:
-                now = now_iso()
-                job = Job(
-                    job_id=new.job_id,
-                    tenant=new.tenant,
-                    status=JobStatus.PENDING,
-                    priority=new.priority,
-                    model_version=new.model_version,
-                    created_at=now,
-                    updated_at=now,
-                    estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
-                    callback_url=new.callback_url,
-                    traceparent=new.traceparent,
-                    image_metadata=new.image_metadata,
-                )
-                record: dict[str | bytes, str | bytes] = {
-                    "job_id": job.job_id,
-                    "tenant": job.tenant,
-                    "status": str(job.status),
-                    "progress": "0",
-                    "stage": "",
-                    "priority": str(job.priority),
-                    "model_version": job.model_version,
-                    "created_at": now,
-                    "updated_at": now,
-                    "estimated_completion": job.estimated_completion or "",
-                    "callback_url": job.callback_url or "",
-                    "webhook_events": new.webhook_events,
-                    "traceparent": job.traceparent or "",
-                    "image_metadata": json.dumps(job.image_metadata),
-                    "attempts": "0",
-                }
-                pipe.set(keys.job_image(job.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
-                pipe.hset(keys.job_status(job.job_id), mapping=record)  # type: ignore[arg-type]
-                pipe.expire(keys.job_status(job.job_id), keys.JOB_STATUS_TTL_S)
-                if new.metadata:
-                    pipe.set(keys.job_metadata(job.job_id), json.dumps(new.metadata), ex=keys.JOB_METADATA_TTL_S)
-                pipe.xadd(keys.queue(job.priority), {"job_id": job.job_id})
-                jobs.append(job)
-            await pipe.execute()
+        job_keys = [keys.MODEL_ROUTES, *keys.QUEUES]
+        args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
+        args += [keys.JOB_STATUS_TTL_S, keys.JOB_IMAGE_TTL_S, keys.JOB_METADATA_TTL_S]
+        for new in new_jobs:
+            now = now_iso()
+            job = Job(
+                job_id=new.job_id,
+                tenant=new.tenant,
+                status=JobStatus.PENDING,
+                priority=new.priority,
+                model_version=new.model_version,
+                created_at=now,
+                updated_at=now,
+                estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
+                callback_url=new.callback_url,
+                traceparent=new.traceparent,
+                image_metadata=new.image_metadata,
+            )
+            record = {
+                "job_id": job.job_id,
+                "tenant": job.tenant,
+                "status": str(job.status),
+                "progress": "0",
+                "stage": "",
+                "priority": str(job.priority),
+                "model_version": job.model_version,
+                "created_at": now,
+                "updated_at": now,
+                "estimated_completion": job.estimated_completion or "",
+                "callback_url": job.callback_url or "",
+                "webhook_events": new.webhook_events,
+                "traceparent": job.traceparent or "",
+                "image_metadata": json.dumps(job.image_metadata),
+                "attempts": "0",
+            }
+            job_id = job.job_id
+            job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
+            job_keys.append(keys.queue(job.priority))
+            args += [msgspec.json.encode(record), new.image, json.dumps(new.metadata) if new.metadata else ""]
+            jobs.append(job)
+        reply = await self._create(keys=job_keys, args=args)
+        outcome = [_text(part) for part in reply]
+        if outcome[0] == "unknown-model":
+            known = ", ".join(sorted(outcome[1:])) or "none published yet"
+            raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")
+        if outcome[0] == "full":
+            raise ServiceUnavailableError(
+                f"Queue is full ({outcome[1]} jobs waiting, limit {queue.queue_max_depth}); retry later",
+                headers={"Retry-After": str(queue.queue_full_retry_after_s)},
+            )
         return jobs
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:

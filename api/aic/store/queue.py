@@ -1,9 +1,9 @@
 """The queue: one Redis stream per priority, read through the consumer group ``dispatchers``.
 
 ``QueueConsumer`` is a dispatcher's side (reads, lease renewal, reclaiming and handing back entries),
-``Admission`` the API's backpressure, ``QueueStats`` what operators see (depth, age, dead letters). An entry
-stays in the group's pending list until the job's result or failure is written: the job store acknowledges it
-in the same atomic step (``finish.lua``).
+``QueueStats`` what operators see (depth, age, dead letters); the API's backpressure is part of creating jobs
+(``JobStore.create``). An entry stays in the group's pending list until the job's result or failure is written:
+the job store acknowledges it in the same atomic step (``finish.lua``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from aic.core.enums import Priority
-from aic.core.errors import ServiceUnavailableError
 from aic.core.schemas import DeadLetter, QueueInfo
-from aic.core.settings import QueueSettings
 from aic.core.timeutil import iso
 from aic.store import keys
 
@@ -105,30 +103,6 @@ class QueueConsumer:
         at once instead of waiting for the lease to run out."""
         for stream, ids in _by_stream(entries).items():
             await self.redis.xclaim(stream, keys.QUEUE_GROUP, self.consumer, 0, ids, idle=idle_ms, justid=True)
-
-
-class Admission:
-    """Backpressure shared by every API replica: new work is refused while the queue is over its depth."""
-
-    def __init__(self, redis: Redis, settings: QueueSettings | None = None) -> None:
-        self.redis = redis
-        self.settings = settings or QueueSettings()
-
-    async def depth(self) -> int:
-        """Jobs queued or in flight over every priority (acknowledged entries are deleted from the streams)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in keys.QUEUES:
-                pipe.xlen(stream)
-            return sum(await pipe.execute())
-
-    async def admit(self, count: int = 1) -> None:
-        """ServiceUnavailableError (503 + Retry-After) when ``count`` more jobs would pass QUEUE_MAX_DEPTH."""
-        depth = await self.depth()
-        if depth + count > self.settings.queue_max_depth:
-            raise ServiceUnavailableError(
-                f"Queue is full ({depth} jobs waiting, limit {self.settings.queue_max_depth}); retry later",
-                headers={"Retry-After": str(self.settings.queue_full_retry_after_s)},
-            )
 
 
 def _entry_ms(entry_id: bytes | str) -> int:
