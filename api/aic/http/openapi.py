@@ -1,7 +1,7 @@
 """The OpenAPI document's shared parts: security schemes, error responses and the submit routes' request bodies.
 
-The submit routes parse their multipart body while it streams (``aic.http.uploads``), so they have no ``data``
-parameter for Litestar to describe; their bodies are described here, with the limits of the running settings.
+The submit routes parse their body while it streams (``aic.http.uploads``), so they have no ``data`` parameter for
+Litestar to describe; their bodies and query options are described here, with the limits of the running settings.
 """
 
 from __future__ import annotations
@@ -9,14 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Components, OpenAPIMediaType, Operation, RequestBody, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from aic.core.enums import Priority
 from aic.core.schemas import ErrorResponse
 from aic.core.settings import ApiSettings
-from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES
+from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES, RAW_IMAGE_TYPES
 
 API_KEY_SCHEME: Final = "ApiKey"
 BEARER_SCHEME: Final = "Bearer"
@@ -74,9 +83,23 @@ _OPTIONS: dict[str, Schema] = {
 assert set(_OPTIONS) == set(FORM_FIELDS)
 
 
-def _form(files: tuple[str, Schema]) -> RequestBody:
+def _form(files: tuple[str, Schema], *, raw: bool = False) -> RequestBody:
+    """The multipart form, and with ``raw`` the image itself as the body (its options in the query string)."""
     schema = Schema(type=OpenAPIType.OBJECT, properties={files[0]: files[1], **_OPTIONS}, required=[files[0]])
-    return RequestBody(content={"multipart/form-data": OpenAPIMediaType(schema=schema)}, required=True)
+    content = {"multipart/form-data": OpenAPIMediaType(schema=schema)}
+    if raw:
+        content.update({kind: OpenAPIMediaType(schema=_BINARY) for kind in RAW_IMAGE_TYPES})
+    description = "A multipart form; options may also be query parameters (not both for one option)."
+    if raw:
+        description = (
+            "A multipart form with the image as `file`, or the image itself as the body (`Content-Type: image/jpeg`, "
+            "`image/png` or `image/webp`, matching its bytes) with the options as query parameters."
+        )
+    return RequestBody(content=content, required=True, description=description)
+
+
+def _query_options() -> list[Parameter]:
+    return [Parameter(name=name, param_in=ParamType.QUERY, schema=schema) for name, schema in _OPTIONS.items()]
 
 
 def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
@@ -85,12 +108,14 @@ def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
     @dataclass
     class ClassifyOperation(Operation):
         def __post_init__(self) -> None:
-            self.request_body = _form(("file", _BINARY))
+            self.request_body = _form(("file", _BINARY), raw=True)
+            self.parameters = [*(self.parameters or []), *_query_options()]
 
     @dataclass
     class BatchOperation(Operation):
         def __post_init__(self) -> None:
             files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
             self.request_body = _form(("files", files))
+            self.parameters = [*(self.parameters or []), *_query_options()]
 
     return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}

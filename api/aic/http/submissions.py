@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,33 +120,65 @@ class Submission:
         return digest.hexdigest()
 
 
+RAW_IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
+"""Content types of a raw-body submit (the image itself as the body), with the format their bytes must have."""
+
+
+def options_of(query: Mapping[str, str], form: Mapping[str, str]) -> dict[str, str]:
+    """A submit's options from the form fields and the query string; one given in both is refused."""
+    both = [name for name in FORM_FIELDS if name in query and name in form]
+    if both:
+        raise field_error(both[0], "given both as a query parameter and as a form field; send it once")
+    return {**{k: v for k, v in query.items() if k in FORM_FIELDS}, **form}
+
+
 async def read_submission(
-    stream: AsyncIterator[bytes], content_type: str, settings: ApiSettings, *, batch: bool
+    stream: AsyncIterator[bytes],
+    content_type: str,
+    settings: ApiSettings,
+    *,
+    batch: bool,
+    query: Mapping[str, str] | None = None,
 ) -> Submission:
-    """Parse and validate a submit request; nothing is stored yet."""
+    """Parse and validate a submit request; nothing is stored yet.
+
+    The body is a multipart form (``file`` or, for a batch, ``files``, with the options as form fields) or, for
+    one image, the image itself (``Content-Type: image/jpeg|png|webp``, the options as query parameters).
+    """
     file_field = "files" if batch else "file"
-    form = await uploads.read_form(
-        stream,
-        content_type,
-        file_field=file_field,
-        max_files=settings.batch_max_files if batch else 1,
-        max_file_size=settings.max_file_size,
-    )
-    if not form.files:
+    declared = None if batch else RAW_IMAGE_TYPES.get(uploads.media_type(content_type))
+    if declared is not None:
+        files = [uploads.UploadedFile("upload", await uploads.read_raw(stream, settings.max_file_size))]
+        form_fields: dict[str, str] = {}
+    else:
+        form = await uploads.read_form(
+            stream,
+            content_type,
+            file_field=file_field,
+            max_files=settings.batch_max_files if batch else 1,
+            max_file_size=settings.max_file_size,
+        )
+        files, form_fields = form.files, form.fields
+    if not files:
         raise field_error(file_field, "at least one image file is required" if batch else "an image file is required")
-    fields = form.fields
+    fields = options_of(query or {}, form_fields)
     priority = parse_priority(fields.get("priority") or "normal")
     metadata = parse_metadata(fields.get("metadata"))
     callback_url = parse_callback_url(fields.get("callback_url"))
     webhook_events = parse_webhook_events(fields.get("webhook_events"))
     validated = []
-    for position, upload in enumerate(form.files, start=1):
+    for position, upload in enumerate(files, start=1):
         try:
             image_metadata = images.validate(upload.content, settings.max_file_size)
         except ImageValidationError as exc:
             if not batch:
                 raise
             raise ImageValidationError(f"File {position} ({upload.filename}): {exc.detail}") from None
+        if declared is not None and image_metadata["format"] != declared:
+            raise ImageValidationError(
+                f"Content-Type {uploads.media_type(content_type)} does not match the image, "
+                f"which is {image_metadata['format']}"
+            )
         validated.append(Image(upload.filename, upload.content, image_metadata))
     model_version = (fields.get("model_version") or "latest").strip()
     return Submission(validated, priority, model_version, callback_url, webhook_events, metadata, batch)
@@ -183,12 +215,13 @@ class Submitter:
         idempotency_key: str | None = None,
         prefer: str | None = None,
         traceparent: str | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> tuple[list[ClassificationResponse], dict[str, str]]:
         """Validate every file, create the jobs once (per Idempotency-Key), optionally wait for them to end.
 
         Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
         """
-        submission = await read_submission(stream, content_type, self.settings, batch=batch)
+        submission = await read_submission(stream, content_type, self.settings, batch=batch, query=query)
         fresh, job_ids, created = await self._create(submission, tenant, idempotency_key, traceparent)
         # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
         # would submit again and the jobs it was not told of would run twice. It gets what is known instead.

@@ -1,5 +1,6 @@
-"""Multipart uploads parsed while they stream: a file part is refused the moment it passes its limit, so no
-more than ``max_file_size + 1`` bytes of one file (and a few KB of form fields) are ever held.
+"""Uploads read while they stream, as multipart forms or as a raw image body: a file is refused the moment it
+passes its limit, so no more than about ``max_file_size`` bytes of one file (and a few KB of form fields) are ever
+held.
 
 Litestar's own form parsing would spool every part (to disk above 1 MB) and only bound the whole body.
 """
@@ -39,12 +40,30 @@ def _field_error(name: str, message: str) -> RequestValidationError:
     return RequestValidationError("Request validation failed", [{"field": name, "message": message}])
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type header, lower case and without parameters."""
+    return str(parse_options_header(content_type)[0]).lower()
+
+
 def boundary_of(content_type: str) -> str:
     kind, options = parse_options_header(content_type)
     boundary = options.get("boundary", "")
     if kind != "multipart/form-data" or not boundary:
-        raise BadRequestError("Expected a multipart/form-data body with a boundary")
+        raise BadRequestError(
+            "Expected a multipart/form-data body with a boundary (or, for one image, the image itself as the body "
+            "with Content-Type image/jpeg, image/png or image/webp)"
+        )
     return str(boundary)
+
+
+async def read_raw(stream: AsyncIterator[bytes], max_file_size: int) -> bytes:
+    """A body that is the image itself, refused the moment it passes ``max_file_size``."""
+    body = bytearray()
+    async for chunk in stream:
+        body += chunk
+        if len(body) > max_file_size:
+            raise ImageValidationError(f"File size exceeds limit of {max_file_size} bytes")
+    return bytes(body)
 
 
 class _Collector:

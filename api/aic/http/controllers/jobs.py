@@ -19,7 +19,7 @@ from aic.core.schemas import BatchResponse, ClassificationResponse, Classificati
 from aic.http.auth import WS_PROTOCOL, Principal
 from aic.http.middleware import websocket_errors
 from aic.http.openapi import SECURITY, error_responses
-from aic.http.submissions import Submitter
+from aic.http.submissions import FORM_FIELDS, Submitter
 from aic.live.follow import follow
 from aic.live.hub import EventHub
 from aic.store.jobs import JobStore
@@ -185,4 +185,5 @@ async def _submit(
         idempotency_key=idempotency_key,
         prefer=prefer,
         traceparent=request.headers.get("traceparent"),
+        query={name: request.query_params[name] for name in FORM_FIELDS if name in request.query_params},
     )
