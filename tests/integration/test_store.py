@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import msgspec
 import pytest
-from aic.core.enums import Priority
+from aic.core.enums import Priority, Stage
 from aic.core.errors import BadRequestError, ServiceUnavailableError
 from aic.core.modelspec import ModelSpec
 from aic.core.settings import QueueSettings, RedisSettings
@@ -205,6 +205,36 @@ async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_no
     assert len(await stored_keys(redis)) == 4  # the first request's statuses and images only
     await store.create([new_job()], settings)  # 2 + 1 fits
     assert await redis.xlen(keys.queue(Priority.HIGH)) == 3
+
+
+async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_first(redis: Redis) -> None:
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    store, transitions = JobStore(redis), JobTransitions(redis)
+    jobs = [new_job(), new_job()]
+    await store.create(jobs)
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
+    taken = [t for t in await transitions.take(entries) if t.job is not None]
+    held = [Completion(t.job, t.entry, b'{"predictions": []}') for t in taken if t.job is not None]
+    assert await transitions.start(held) == [True, True]
+    await store.cancel(await store.get(jobs[1].job_id))
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.job_events(jobs[0].job_id))
+    assert await transitions.advance(held, Stage.PREPROCESSING) == [True, False]  # the cancelled one is untouched
+    await transitions.complete(held[:1], through=Stage.INFERENCE)
+    seen = []
+    while len(seen) < 3:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        if message is not None:
+            seen.append(json.loads(message["data"]))
+    await pubsub.aclose()
+    assert [(e["status"], e["stage"]) for e in seen] == [
+        ("processing", "preprocessing"),
+        ("processing", "inference"),
+        ("completed", "completed"),
+    ]
+    assert (await store.get(jobs[1].job_id)).status == "cancelled"
 
 
 # -- the dead-letter index ------------------------------------------------------------------------------------

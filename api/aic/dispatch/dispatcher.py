@@ -191,10 +191,13 @@ class Dispatcher:
         ready = await self._preprocess(spec, work)
         if not ready:
             return
-        await self.jobs.advance(ready, Stage.PREPROCESSING)
+        # whether each job was still live comes back with its move to preprocessing: no second read for the first
+        # batch; a later one (a batch larger than the model takes) is checked again when its turn comes
+        flags = await self.jobs.advance(ready, Stage.PREPROCESSING)
         size = max(1, min(spec.max_batch_size, self.settings.batch_max_size))
         for start in range(0, len(ready), size):
-            live = await self._still_live(ready[start : start + size])
+            chunk = ready[start : start + size]
+            live = await self._live(chunk, flags[start : start + size] if start == 0 else None)
             if live:
                 await self._infer(spec, live)
 
@@ -218,9 +221,10 @@ class Dispatcher:
                 ready.append(item)
         return ready
 
-    async def _still_live(self, work: list[Work]) -> list[Work]:
-        """Drop jobs cancelled while they were being preprocessed: Triton time goes to live jobs only."""
-        flags = await self.jobs.still_live(work)
+    async def _live(self, work: list[Work], flags: list[bool] | None = None) -> list[Work]:
+        """Drop jobs cancelled while they were being preprocessed: Triton time goes to live jobs only. ``flags``:
+        their liveness as just read, else it is read now."""
+        flags = flags if flags is not None else await self.jobs.still_live(work)
         await self.jobs.drop([item.entry for item, live in zip(work, flags, strict=True) if not live])
         return [item for item, live in zip(work, flags, strict=True) if live]
 
@@ -259,7 +263,6 @@ class Dispatcher:
         logits = await self._call_triton(spec, work)
         if logits is None:
             return
-        await self.jobs.advance(work, Stage.INFERENCE)
         completions = []
         for item, predictions in zip(work, top_k(logits, spec), strict=True):
             result = ClassificationResult(
@@ -271,7 +274,7 @@ class Dispatcher:
                 created_at=now_iso(),
             )
             completions.append(Completion(item.job, item.entry, msgspec.json.encode(result)))
-        await self.jobs.complete(completions)
+        await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, in the same trip
         self.completed += len(work)
 
     async def _fail(self, work: list[Work], error: str, code: ErrorCode, *, dead_letter: bool = False) -> None:

@@ -70,29 +70,31 @@ class JobTransitions:
             taken.append(Taken(entry, job, image))
         return taken
 
-    async def start(self, held: Sequence[Held]) -> None:
-        """Count one more delivery of each job and move it to processing (``initializing``)."""
-        await self._advance_all(held, Stage.INITIALIZING, count_attempt=True)
+    async def start(self, held: Sequence[Held]) -> list[bool]:
+        """Count one more delivery of each job and move it to processing (``initializing``); whether each is live."""
+        return await self._advance_all(held, Stage.INITIALIZING, count_attempt=True)
 
-    async def advance(self, held: Sequence[Held], stage: Stage) -> None:
-        """Move live jobs to ``stage`` (a no-op for jobs cancelled meanwhile)."""
-        await self._advance_all(held, stage)
+    async def advance(self, held: Sequence[Held], stage: Stage) -> list[bool]:
+        """Move live jobs to ``stage`` (a no-op for jobs cancelled meanwhile); whether each was still live."""
+        return await self._advance_all(held, stage)
 
-    async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> None:
-        progress = STAGE_PROGRESS[stage]
+    async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
-                job = item.job
                 if count_attempt:
-                    pipe.hincrby(keys.job_status(job.job_id), "attempts", 1)
-                now = now_iso()
-                status = JobStatus.PROCESSING
-                event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
-                args: list[str | bytes] = [event, "status", str(status), "stage", str(stage)]
-                args += ["progress", str(progress), "updated_at", now]
-                job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
-                await self._advance(keys=job_keys, args=args, client=pipe)
-            await pipe.execute()
+                    pipe.hincrby(keys.job_status(item.job.job_id), "attempts", 1)
+                await self._advance_call(pipe, item.job, stage)
+            replies = await pipe.execute()
+        return [bool(reply) for reply in (replies[1::2] if count_attempt else replies)]
+
+    async def _advance_call(self, pipe: Any, job: Job, stage: Stage) -> None:
+        now = now_iso()
+        status, progress = JobStatus.PROCESSING, STAGE_PROGRESS[stage]
+        event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
+        args: list[str | bytes] = [event, "status", str(status), "stage", str(stage)]
+        args += ["progress", str(progress), "updated_at", now]
+        job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
+        await self._advance(keys=job_keys, args=args, client=pipe)
 
     async def still_live(self, held: Sequence[Held]) -> list[bool]:
         """Whether each job is still live (not cancelled meanwhile), in order."""
@@ -102,10 +104,13 @@ class JobTransitions:
             statuses = await pipe.execute()
         return [status is not None and JobStatus(status.decode()).live for status in statuses]
 
-    async def complete(self, completions: Sequence[Completion]) -> None:
-        """Atomically per job: result, status, upload removal, event, webhook and acknowledgement."""
+    async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> None:
+        """Atomically per job: result, status, upload removal, event, webhook and acknowledgement. With ``through``
+        each job first passes that stage (its event and progress), in the same round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for done in completions:
+                if through is not None:
+                    await self._advance_call(pipe, done.job, through)
                 now = now_iso()
                 fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
                 event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})

@@ -3,7 +3,7 @@
 -- The first move to processing queues a 'started' webhook when the job asked for one.
 local st = redis.call('HGET', KEYS[1], 'status')
 if not LIVE[st] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 if st == 'pending' and redis.call('HGET', KEYS[1], 'status') == 'processing' then
   queue_webhook(KEYS[1], KEYS[3], 'started')

@@ -7,7 +7,7 @@
 local live = LIVE[redis.call('HGET', KEYS[1], 'status')]
 if live then
   if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
-  for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', KEYS[1], unpack(ARGV, 8))
   redis.call('EXPIRE', KEYS[1], ARGV[4])
   redis.call('EXPIRE', KEYS[4], ARGV[4])
   if ARGV[6] ~= '' then
