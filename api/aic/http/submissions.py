@@ -236,14 +236,13 @@ class Submitter:
         if not fresh:
             answer["Idempotent-Replayed"] = "true"
         try:
-            jobs = [await self.jobs.get(job_id, tenant) for job_id in job_ids]
-            return [await self.accepted(job) for job in jobs], answer
+            return [accepted(job, result) for job, result in await self.jobs.with_results(job_ids, tenant)], answer
         except JobNotFoundError:
             raise replay_missing() from None
         except UNAVAILABLE:
             if not fresh:
                 raise  # nothing was accepted by this request: a 503 is the truth
-            return [await self.accepted(job, fetch_result=False) for job in created], answer
+            return [accepted(job) for job in created], answer
 
     async def _create(
         self, submission: Submission, tenant: str, idempotency_key: str | None, traceparent: str | None
@@ -266,19 +265,18 @@ class Submitter:
             raise
         return True, job_ids, created
 
-    async def accepted(self, job: Job, *, fetch_result: bool = True) -> ClassificationResponse:
-        """A submit's answer for one job (with its result inline once it completed)."""
-        result = None
-        if job.status is JobStatus.COMPLETED and fetch_result:
-            body = await self.jobs.result(job.job_id)
-            result = msgspec.json.decode(body, type=ClassificationResult) if body else None
-        return ClassificationResponse(
-            job_id=job.job_id,
-            status=job.status,
-            created_at=job.created_at,
-            estimated_completion=job.estimated_completion,
-            result=result,
-        )
+
+def accepted(job: Job, result: bytes | None = None) -> ClassificationResponse:
+    """A submit's answer for one job, with its result inline once it completed."""
+    return ClassificationResponse(
+        job_id=job.job_id,
+        status=job.status,
+        created_at=job.created_at,
+        estimated_completion=job.estimated_completion,
+        result=msgspec.json.decode(result, type=ClassificationResult)
+        if result and job.status is JobStatus.COMPLETED
+        else None,
+    )
 
 
 def new_jobs(submission: Submission, job_ids: list[str], tenant: str, traceparent: str | None) -> list[NewJob]:

@@ -123,7 +123,7 @@ class JobStore:
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        One round trip whatever the number of jobs (``lua/create.lua``).
+        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction.
         """
         queue = queue or QueueSettings()
         aliases = {new.model_version for new in new_jobs}
@@ -133,7 +133,7 @@ class JobStore:
         jobs: list[Job] = []
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
-        args += [keys.JOB_STATUS_TTL_S, keys.JOB_IMAGE_TTL_S, keys.JOB_METADATA_TTL_S]
+        args += [keys.JOB_STATUS_TTL_S, keys.JOB_METADATA_TTL_S]
         for new in new_jobs:
             now = now_iso()
             job = Job(
@@ -169,9 +169,13 @@ class JobStore:
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))
-            args += [msgspec.json.encode(record), new.image, json.dumps(new.metadata) if new.metadata else ""]
+            args += [msgspec.json.encode(record), json.dumps(new.metadata) if new.metadata else ""]
             jobs.append(job)
-        reply = await self._create(keys=job_keys, args=args)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for new in new_jobs:
+                pipe.set(keys.job_image(new.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
+            await self._create(keys=job_keys, args=args, client=pipe)
+            reply = (await pipe.execute())[-1]
         outcome = [_text(part) for part in reply]
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"
@@ -192,6 +196,22 @@ class JobStore:
         if tenant is not None and job.tenant != tenant:
             raise JobNotFoundError(job_id)
         return job
+
+    async def with_results(self, job_ids: Sequence[str], tenant: str | None = None) -> list[tuple[Job, bytes | None]]:
+        """Each job with its stored result (None until it completed), in one round trip; JobNotFoundError as
+        ``get``."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(keys.job_status(job_id))
+                pipe.get(keys.job_result(job_id))
+            replies = await pipe.execute()
+        found = []
+        for job_id, raw, result in zip(job_ids, replies[::2], replies[1::2], strict=True):
+            job = Job.from_hash(raw) if raw else None
+            if job is None or (tenant is not None and job.tenant != tenant):
+                raise JobNotFoundError(job_id)
+            found.append((job, result))
+        return found
 
     async def metadata(self, job_id: str) -> dict[str, Any]:
         raw = await self.redis.get(keys.job_metadata(job_id))
