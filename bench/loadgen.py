@@ -63,8 +63,13 @@ class Target:
             f"X-API-Key: {self.key}\r\n{extra}\r\n"
         ).encode()
 
-    def upload(self, name: str, jpeg: bytes, wait: bool) -> bytes:
-        """The whole ``POST /classify`` request for one photo, ready to write."""
+    def upload(self, name: str, jpeg: bytes, wait: bool, body_form: str = "form") -> bytes:
+        """The whole ``POST /classify`` request for one photo, ready to write: a multipart form (``form``) or the
+        JPEG itself as the body (``raw``)."""
+        extra = f"Prefer: wait={WAIT_S}\r\n" if wait else ""
+        if body_form == "raw":
+            extra += f"Content-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+            return self.head("POST", "/classify", extra) + jpeg
         body = (
             (
                 f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
@@ -73,9 +78,7 @@ class Target:
             + jpeg
             + f"\r\n--{BOUNDARY}--\r\n".encode()
         )
-        extra = f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n"
-        if wait:
-            extra += f"Prefer: wait={WAIT_S}\r\n"
+        extra += f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n"
         return self.head("POST", "/classify", extra) + body
 
 
@@ -193,6 +196,7 @@ def summary(tally: Tally, duration_s: float, args: argparse.Namespace) -> dict[s
     return {
         "clients": args.clients,
         "prefer_wait": args.prefer_wait,
+        "body": args.body,
         "poll_ms": args.poll_ms,
         "warmup_s": args.warmup_s,
         "duration_s": duration_s,
@@ -221,7 +225,7 @@ def read_photos(folder: Path) -> list[tuple[str, bytes]]:
 
 async def run(args: argparse.Namespace, photos: list[tuple[str, bytes]]) -> dict[str, object]:
     target = Target.parse(args.url, args.key)
-    uploads = [(name, target.upload(name, jpeg, args.prefer_wait)) for name, jpeg in photos]
+    uploads = [(name, target.upload(name, jpeg, args.prefer_wait, args.body)) for name, jpeg in photos]
     begin = time.monotonic()
     tally = Tally(window=(begin + args.warmup_s, begin + args.warmup_s + args.duration_s))
     await asyncio.gather(*(client(i, uploads, args, tally) for i in range(args.clients)))
@@ -240,6 +244,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="submit with 'Prefer: wait=60' (poll only if the API does not honour it)",
+    )
+    cli.add_argument(
+        "--body", choices=("form", "raw"), default="form", help="multipart form, or the JPEG itself as the body"
     )
     cli.add_argument("--warmup-s", type=float, default=10.0)
     cli.add_argument("--duration-s", type=float, default=60.0)

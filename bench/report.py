@@ -43,6 +43,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {last['cpu_ms_per_inference_a']:.0f} / {last['cpu_ms_per_job_b']:.0f} ms |",
         f"| **CPU-normalised (b) / (a)** (about what a machine of our own would show; a lower bound) "
         f"| **{r['cpu_ratio']:.2f}** |",
+        f"| (b) with the image itself as the body (`Content-Type: image/jpeg`) | {r['b_raw_jobs_per_s']:.1f} jobs/s, "
+        f"{last['raw_body']['cpu_ms_per_job_b']:.0f} ms CPU per job (last round) |",
+        f"| **CPU-normalised (b) / (a), raw-body uploads** | **{r['cpu_ratio_raw']:.2f}** |",
         "",
         "## Rounds",
         "",
@@ -61,15 +64,29 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Where the CPU goes in (b), last round",
         "",
-        "| component | CPU s | CPU ms per job |",
-        "|---|---|---|",
+        "| component | CPU ms per inference in (a) | CPU ms per job, form uploads | CPU ms per job, raw-body uploads |",
+        "|---|---|---|---|",
     ]
-    per_job = last["cpu_ms_per_job_b_by_component"]
-    lines += [f"| {name} | {cpu} | {per_job[name]} |" for name, cpu in last["cpu_b"]["cpu_s_by_component"].items()]
+    per_job, per_raw = last["cpu_ms_per_job_b_by_component"], last["raw_body"]["cpu_ms_per_job_b_by_component"]
+    per_a = last["cpu_ms_per_inference_a_by_component"]
+    lines += [f"| {name} | {per_a.get(name, 0)} | {per_job[name]} | {per_raw[name]} |" for name in per_job]
     cores = r["machine"]["cpus"]
     lines += [
-        f"| (wall clock {last['cpu_b']['wall_s']} s: {cores * last['cpu_b']['wall_s']:.0f} CPU s on {cores} cores) |||"
+        f"| (wall clock of the form run {last['cpu_b']['wall_s']} s: {cores * last['cpu_b']['wall_s']:.0f} CPU s on "
+        f"{cores} cores) ||||",
+        "",
+        "## Sizing the service in front of a GPU Triton (last round)",
+        "",
+        "Jobs per second one core carries, from the CPU per job above: of dispatcher work (decoding included), and",
+        "of all the service's work outside Triton (API + dispatcher + redis). On a GPU node the model's CPU share",
+        "vanishes and these decide how many cores keep one GPU fed.",
+        "",
+        "| uploads | dispatcher: jobs/s per core | API + dispatcher + redis: jobs/s per core |",
+        "|---|---|---|",
     ]
+    for label, part in (("form", last), ("raw body", last["raw_body"])):
+        size = part["sizing"]
+        lines.append(f"| {label} | {size['dispatcher_jobs_per_core_s']} | {size['service_jobs_per_core_s']} |")
     lines += ["", "## (a) sweep: perf_analyzer inferences/s", ""]
     batches = sorted({m["batch"] for m in r["sweep"]})
     conc = sorted({m["concurrency"] for m in r["sweep"]})

@@ -102,7 +102,9 @@ def preprocessed_input(spec: modelspec.ModelSpec, folder: Path, chelsea: bytes) 
     return folder
 
 
-def load(args: argparse.Namespace, url: str, key: str, photo_dir: Path, duration_s: float) -> dict[str, Any]:
+def load(
+    args: argparse.Namespace, url: str, key: str, photo_dir: Path, duration_s: float, body: str = "form"
+) -> dict[str, Any]:
     argv = [
         sys.executable,
         str(BENCH / "loadgen.py"),
@@ -113,6 +115,7 @@ def load(args: argparse.Namespace, url: str, key: str, photo_dir: Path, duration
         f"--poll-ms={args.poll_ms}",
         f"--warmup-s={args.warmup_s}",
         f"--duration-s={duration_s}",
+        f"--body={body}",
     ]
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration_s + 300)
     return dict(json.loads(done.stdout))
@@ -156,26 +159,63 @@ def start_service(
     return base, sessions
 
 
-def one_round(
-    raw: perf.Measurement, service: dict[str, Any], cpu_a: procs.CpuMeter, cpu_b: procs.CpuMeter
-) -> dict[str, Any]:
-    """One alternation, with what each inference and each job cost in CPU (all our processes, clients included)."""
-    a, b = cpu_a.as_dict(), cpu_b.as_dict()
-    inferences = raw.inferences_per_s * cpu_a.wall_s
+def service_cpu(service: dict[str, Any], cpu_b: procs.CpuMeter, a_ms: float) -> dict[str, Any]:
+    """What each job of a (b) run cost in CPU, all our processes (clients included) and per component."""
+    b = cpu_b.as_dict()
     jobs = float(service["jobs_per_s"]) * (float(service["warmup_s"]) + float(service["duration_s"]))
-    a_ms = 1000 * float(a["ours_cpu_s"]) / max(inferences, 1e-9)
     b_ms = 1000 * float(b["ours_cpu_s"]) / max(jobs, 1e-9)
-    per_job = {k: round(1000 * v / max(jobs, 1e-9), 1) for k, v in cpu_b.components.items()}
+    per_job = {k: round(1000 * v / max(jobs, 1e-9), 2) for k, v in cpu_b.components.items()}
     return {
-        "a": raw.as_dict(),
         "b": service,
-        "cpu_a": a,
         "cpu_b": b,
-        "cpu_ms_per_inference_a": round(a_ms, 1),
-        "cpu_ms_per_job_b": round(b_ms, 1),
+        "cpu_ms_per_job_b": round(b_ms, 2),
         "cpu_ms_per_job_b_by_component": per_job,
         "cpu_ratio": round(a_ms / b_ms, 3) if b_ms else None,
+        "sizing": sizing(per_job),
     }
+
+
+def sizing(per_job: dict[str, float]) -> dict[str, float | None]:
+    """Jobs per second one core carries: of dispatcher work, and of all service work outside Triton (API,
+    dispatcher, redis) - the numbers that size the pods in front of a GPU Triton."""
+
+    def per_core(ms: float) -> float | None:
+        return round(1000 / ms, 1) if ms > 0 else None
+
+    outside = sum(per_job.get(k, 0.0) for k in ("api", "dispatcher", "redis"))
+    return {
+        "dispatcher_jobs_per_core_s": per_core(per_job.get("dispatcher", 0.0)),
+        "service_jobs_per_core_s": per_core(outside),
+    }
+
+
+def one_round(
+    raw: perf.Measurement,
+    cpu_a: procs.CpuMeter,
+    form: tuple[dict[str, Any], procs.CpuMeter],
+    raw_body: tuple[dict[str, Any], procs.CpuMeter],
+) -> dict[str, Any]:
+    """One alternation, with what each inference and each job cost in CPU (all our processes, clients included):
+    (b) with multipart uploads, and (b) with the image itself as the body."""
+    a = cpu_a.as_dict()
+    inferences = raw.inferences_per_s * cpu_a.wall_s
+    a_ms = 1000 * float(a["ours_cpu_s"]) / max(inferences, 1e-9)
+    return {
+        "a": raw.as_dict(),
+        "cpu_a": a,
+        "cpu_ms_per_inference_a": round(a_ms, 2),
+        "cpu_ms_per_inference_a_by_component": {
+            k: round(1000 * v / max(inferences, 1e-9), 2) for k, v in cpu_a.components.items()
+        },
+        **service_cpu(*form, a_ms),
+        "raw_body": service_cpu(*raw_body, a_ms),
+    }
+
+
+def cpu_ratio(rounds: list[dict[str, Any]], of: Any) -> float:
+    """Mean CPU per inference in (a) over mean CPU per job in (b), over the rounds."""
+    a_ms = float(np.mean([r["cpu_ms_per_inference_a"] for r in rounds]))
+    return round(a_ms / float(np.mean([of(r)["cpu_ms_per_job_b"] for r in rounds])), 3)
 
 
 def main() -> int:
@@ -214,11 +254,13 @@ def main() -> int:
                 raw = analyzer.measure(best.batch, best.concurrency)
             with procs.CpuMeter(sessions) as cpu_b:
                 service = load(args, url, key, args.work / "photos", args.duration_s)
-            rounds.append(one_round(raw, service, cpu_a, cpu_b))
+            with procs.CpuMeter(sessions) as cpu_raw:
+                service_raw = load(args, url, key, args.work / "photos", args.duration_s, body="raw")
+            rounds.append(one_round(raw, cpu_a, (service, cpu_b), (service_raw, cpu_raw)))
             print(
                 f"bench: round {index + 1}: (a) {raw.inferences_per_s:.1f} inf/s, (b) {service['jobs_per_s']} jobs/s "
-                f"p50 {service['latency_ms']['p50']} ms; others used {cpu_b.as_dict()['other_processes_pct']}% "
-                "of the CPU",
+                f"p50 {service['latency_ms']['p50']} ms (raw body: {service_raw['jobs_per_s']} jobs/s); others used "
+                f"{cpu_b.as_dict()['other_processes_pct']}% of the CPU",
                 flush=True,
             )
         profiled: dict[str, str] = {}
@@ -251,11 +293,9 @@ def main() -> int:
         "b_jobs_per_s": round(b_mean, 2),
         "ratio_b_over_a": round(b_mean / a_mean, 3) if a_mean else None,
         "ratio_per_round": [round(r["b"]["jobs_per_s"] / r["a"]["inferences_per_s"], 3) for r in rounds],
-        "cpu_ratio": round(
-            float(np.mean([r["cpu_ms_per_inference_a"] for r in rounds]))
-            / float(np.mean([r["cpu_ms_per_job_b"] for r in rounds])),
-            3,
-        ),
+        "cpu_ratio": cpu_ratio(rounds, lambda r: r),
+        "b_raw_jobs_per_s": round(float(np.mean([r["raw_body"]["b"]["jobs_per_s"] for r in rounds])), 2),
+        "cpu_ratio_raw": cpu_ratio(rounds, lambda r: r["raw_body"]),
         "profiles": profiled,
     }
     report.write(result, args.out, "latest" if args.triton_cpus <= 0 else f"latest-triton-cpus-{args.triton_cpus}")
