@@ -237,6 +237,24 @@ async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_
     assert (await store.get(jobs[1].job_id)).status == "cancelled"
 
 
+async def test_scripts_lost_by_a_restarted_redis_are_loaded_again_and_run_once(redis: Redis) -> None:
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    store, transitions = JobStore(redis), JobTransitions(redis)
+    await redis.script_flush()  # as after a restart: Redis knows none of the scripts
+    [job] = await store.create([new_job()])
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
+    held = [Completion(t.job, t.entry, b"{}") for t in await transitions.take(entries) if t.job is not None]
+    await redis.script_flush()
+    assert await transitions.start(held) == [True]
+    await redis.script_flush()
+    await transitions.complete(held, through=Stage.INFERENCE)
+    done = await store.get(job.job_id)
+    assert (done.status, done.attempts) == ("completed", 1)  # each call made once: one delivery counted
+    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+
+
 # -- the dead-letter index ------------------------------------------------------------------------------------
 
 

@@ -175,7 +175,7 @@ class JobStore:
             for new in new_jobs:
                 pipe.set(keys.job_image(new.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
             await self._create(keys=job_keys, args=args, client=pipe)
-            reply = (await pipe.execute())[-1]
+            reply = (await scripts.execute(self.redis, pipe))[-1]
         outcome = [_text(part) for part in reply]
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"

@@ -84,7 +84,7 @@ class JobTransitions:
                 if count_attempt:
                     pipe.hincrby(keys.job_status(item.job.job_id), "attempts", 1)
                 await self._advance_call(pipe, item.job, stage)
-            replies = await pipe.execute()
+            replies = await scripts.execute(self.redis, pipe)
         return [bool(reply) for reply in (replies[1::2] if count_attempt else replies)]
 
     async def _advance_call(self, pipe: Any, job: Job, stage: Stage) -> None:
@@ -115,7 +115,7 @@ class JobTransitions:
                 fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
                 event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})
                 await self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
-            await pipe.execute()
+            await scripts.execute(self.redis, pipe)
 
     async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> None:
         """Atomically per job: failed status, event, webhook and acknowledgement; with ``dead_letter`` the job
@@ -131,7 +131,7 @@ class JobTransitions:
                     body = {"job_id": job.job_id, "stream": entry.stream, "error": error, "code": code}
                     letter = msgspec.json.encode(body)
                 await self._finish_call(pipe, job, entry, b"", event, letter, fields)
-            await pipe.execute()
+            await scripts.execute(self.redis, pipe)
 
     async def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]
