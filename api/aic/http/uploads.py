@@ -58,12 +58,13 @@ def boundary_of(content_type: str) -> str:
 
 async def read_raw(stream: AsyncIterator[bytes], max_file_size: int) -> bytes:
     """A body that is the image itself, refused the moment it passes ``max_file_size``."""
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in stream:
-        body += chunk
-        if len(body) > max_file_size:
+        size += len(chunk)
+        if size > max_file_size:
             raise ImageValidationError(f"File size exceeds limit of {max_file_size} bytes")
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)  # one copy (a growing bytearray copied each chunk again as it grew)
 
 
 class _Collector:
