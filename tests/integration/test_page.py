@@ -7,10 +7,13 @@ keyboard test tabs to the file input and types the path into it (``send_keys``),
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,6 +28,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+from skimage import data as skdata
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +43,7 @@ def browser() -> Iterator[WebDriver]:
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,760"):
         options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -84,6 +88,18 @@ def classify(browser: WebDriver, key: str, photo: Path) -> None:
     browser.find_element(By.ID, "submit").click()
 
 
+def requested_urls(browser: WebDriver) -> list[str]:
+    """Every URL the page asked for since the last call (HTTP requests and WebSocket handshakes)."""
+    urls = []
+    for entry in browser.get_log("performance"):
+        event = json.loads(entry["message"])["message"]
+        if event["method"] == "Network.requestWillBeSent":
+            urls.append(event["params"]["request"]["url"])
+        elif event["method"] == "Network.webSocketCreated":
+            urls.append(event["params"]["url"])
+    return urls
+
+
 def csp_violations(browser: WebDriver) -> list[str]:
     return [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
 
@@ -92,6 +108,7 @@ def test_the_page_classifies_chelsea_over_the_websocket_and_shows_egyptian_cat_f
     stack: Stack, browser: WebDriver, photos: dict[str, Path]
 ) -> None:
     page = fresh_page(browser, root_of(stack))
+    requested_urls(page)  # what loading the page asked for is not the point here
     assert len(page.find_elements(By.CSS_SELECTOR, "input[type=file]")) == 1
     classify(page, API_KEY, photos["cat"])
     rows = wait_for(page, "#jobs li.job [data-testid=prediction]")
@@ -102,9 +119,39 @@ def test_the_page_classifies_chelsea_over_the_websocket_and_shows_egyptian_cat_f
     assert job.get_attribute("data-live") == "websocket"  # followed live, not polled
     assert page.execute_script("return sessionStorage.getItem('aic.api_key')") == API_KEY
     assert page.execute_script("return localStorage.length") == 0
+    urls = requested_urls(page)
+    assert any(url.startswith("ws://") and url.endswith("/ws") for url in urls), urls
+    assert not [url for url in urls if API_KEY in url or urlsplit(url).query]  # no credential (nor query) in a URL
     assert csp_violations(page) == []
     if screenshot := os.environ.get("AIC_SCREENSHOT"):
         page.save_screenshot(screenshot)
+
+
+def test_dropped_images_go_as_one_batch_and_each_gets_its_top_5(stack: Stack, browser: WebDriver) -> None:
+    page = fresh_page(browser, root_of(stack))
+    page.find_element(By.NAME, "api_key").send_keys(API_KEY)
+    photos = {"chelsea.jpg": jpeg(), "coffee.jpg": jpeg(skdata.coffee())}
+    page.execute_script(
+        """
+        const transfer = new DataTransfer();
+        for (const [name, data] of Object.entries(arguments[0])) {
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+        }
+        const zone = document.getElementById("drop");
+        zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        """,
+        {name: base64.b64encode(data).decode() for name, data in photos.items()},
+    )
+    WebDriverWait(page, WAIT_S).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "[data-state=completed]")) == 2)
+    tops = {
+        job.find_element(By.CSS_SELECTOR, ".name").text: job.find_element(By.CSS_SELECTOR, "[data-testid=prediction]")
+        for job in page.find_elements(By.CSS_SELECTOR, "#jobs li.job")
+    }
+    assert tops["chelsea.jpg"].text.startswith("Egyptian cat")
+    assert tops["coffee.jpg"].text.startswith("espresso")
+    assert any(url.endswith("/api/v1/classify/batch") for url in requested_urls(page))
 
 
 def test_an_11_mb_file_shows_the_size_error_and_is_not_uploaded(
