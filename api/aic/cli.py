@@ -159,24 +159,16 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from aic.console.commands import ClassifyOptions, classify, make_view, target_or_exit
+    from aic.console.commands import ClassifyOptions, classify_command
 
-    view = make_view(args.json, args.top)
-    target = target_or_exit(args.url, args.key, view)
-    if isinstance(target, int):
-        return target
     options = ClassifyOptions(wait=args.wait, priority=args.priority, model=args.model, top_k=args.top)
-    return classify(args.photos, options, target, view)
+    return classify_command(args.photos, options, url=args.url, key=args.key, as_json=args.json)
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from aic.console.commands import jobs, make_view, target_or_exit
+    from aic.console.commands import jobs_command
 
-    view = make_view(args.json, args.top)
-    target = target_or_exit(args.url, args.key, view)
-    if isinstance(target, int):
-        return target
-    return jobs(args.action, args.job_id, target, view)
+    return jobs_command(args.action, args.job_id, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
 
 
 def _top_k(raw: str) -> int:
@@ -211,7 +203,6 @@ def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aic", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
-    _client_parsers(sub)
     sub.add_parser("up", help="run the whole product on this machine").set_defaults(func=cmd_up)
     sub.add_parser("api", help="run the HTTP API").set_defaults(func=cmd_api)
     sub.add_parser("dispatcher", help="run one dispatcher").set_defaults(func=cmd_dispatcher)
@@ -243,6 +234,7 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
     test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
     test.set_defaults(func=cmd_selftest)
+    _client_parsers(sub)
     return top
 
 

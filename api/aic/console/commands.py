@@ -97,6 +97,22 @@ def make_view(as_json: bool, top_k: int) -> View:
     return JsonView(top_k) if as_json or not sys.stdout.isatty() else TerminalView(top_k)
 
 
+def classify_command(
+    paths: Sequence[str], options: ClassifyOptions, *, url: str | None, key: str | None, as_json: bool
+) -> ExitCode:
+    """``aic classify``: the photos classified at the service that ``url``/``key`` (or their fallbacks) name."""
+    view = make_view(as_json, options.top_k)
+    target = target_or_exit(url, key, view)
+    return target if isinstance(target, ExitCode) else classify(paths, options, target, view)
+
+
+def jobs_command(action: str, job_id: str, *, url: str | None, key: str | None, as_json: bool, top_k: int) -> ExitCode:
+    """``aic jobs status|result|cancel ID``."""
+    view = make_view(as_json, top_k)
+    target = target_or_exit(url, key, view)
+    return target if isinstance(target, ExitCode) else jobs(action, job_id, target, view)
+
+
 def target_or_exit(url: str | None, key: str | None, view: View) -> Target | ExitCode:
     try:
         target = resolve(url, key)
@@ -155,7 +171,6 @@ async def _track(client: AsyncClient, outcome: Outcome, view: View) -> None:
 
 
 def jobs(action: str, job_id: str, target: Target, view: View) -> ExitCode:
-    """``aic jobs status|result|cancel ID``."""
     try:
         with Client(target.url, target.api_key) as client:
             if action == "result":
