@@ -137,6 +137,9 @@ def classify(paths: Sequence[str], options: ClassifyOptions, target: Target, vie
         view.close()
         view.error(describe(exc))
         return exit_code_of(exc)
+    except KeyboardInterrupt:
+        view.close()  # the terminal gets its cursor back; the jobs go on at the service
+        raise
     view.finished(outcomes, waited=options.wait)
     if not options.wait:
         return ExitCode.OK
