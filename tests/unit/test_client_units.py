@@ -4,7 +4,6 @@ fall back to polling, over httpx.MockTransport (no server)."""
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 
 import httpx
@@ -21,7 +20,7 @@ from aic.client import (
     ServiceUnavailable,
     ServiceUnreachable,
 )
-from aic.client._wire import SseParser, retry_after_s
+from aic.client._wire import SseParser
 
 BASE = "http://svc.test/api/v1"
 
@@ -65,7 +64,7 @@ def test_429_is_retried_after_its_retry_after_seconds() -> None:
 def test_503_without_retry_after_backs_off_exponentially_then_raises_with_the_error_response() -> None:
     transport, seen = sequence(*[error(503, "SERVICE_UNAVAILABLE", "queue full") for _ in range(4)])
     slept: list[float] = []
-    policy = RetryPolicy(max_retries=3, default_delay_s=0.5)
+    policy = RetryPolicy(max_attempts=4, base_delay_s=0.5, factor=2, max_delay_s=30, jitter=0)
     with sync_client(transport, slept, retry=policy) as client, pytest.raises(ServiceUnavailable) as caught:
         client.status("j1")
     assert slept == [0.5, 1.0, 2.0]
@@ -77,7 +76,7 @@ def test_503_without_retry_after_backs_off_exponentially_then_raises_with_the_er
 def test_a_long_retry_after_is_capped_and_an_exhausted_429_raises_rate_limited() -> None:
     transport, _ = sequence(*[error(429, "RATE_LIMITED", "no", **{"Retry-After": "3600"}) for _ in range(2)])
     slept: list[float] = []
-    policy = RetryPolicy(max_retries=1, max_delay_s=5)
+    policy = RetryPolicy(max_attempts=2, base_delay_s=1, factor=2, max_delay_s=5, jitter=0)
     with sync_client(transport, slept, retry=policy) as client, pytest.raises(RateLimited) as caught:
         client.submit(b"\xff\xd8\xff-bytes")
     assert slept == [5.0]
@@ -123,10 +122,13 @@ def test_a_connection_failure_is_service_unreachable() -> None:
         client.status("j1")
 
 
-def test_retry_after_reads_an_http_date() -> None:
-    then = email.utils.parsedate_to_datetime("Tue, 01 Dec 2026 00:00:30 GMT").timestamp()
-    assert retry_after_s({"retry-after": "Tue, 01 Dec 2026 00:00:30 GMT"}, now=then - 30) == 30.0
-    assert retry_after_s({"retry-after": "soon"}) is None
+def test_the_default_policy_jitters_only_downwards_and_retries_three_times() -> None:
+    transport, seen = sequence(*[error(503, "SERVICE_UNAVAILABLE", "busy") for _ in range(4)])
+    slept: list[float] = []
+    with sync_client(transport, slept) as client, pytest.raises(ServiceUnavailable):
+        client.status("j1")
+    assert len(seen) == 4 and len(slept) == 3
+    assert all(0.8 * nominal <= got <= nominal for got, nominal in zip(slept, [1.0, 2.0, 4.0], strict=True))
 
 
 def test_sse_parser_yields_status_events_and_skips_keep_alives() -> None:

@@ -1,8 +1,8 @@
 """``aic.client``: a typed Python client of the job API (sync ``Client``, asyncio ``AsyncClient``).
 
 It speaks HTTP only (httpx): it never imports the server's packages, Litestar, Redis or Triton, only the wire
-types of ``aic.core``. 429 and 503 are retried after their ``Retry-After``; every other error raises an
-``ApiError`` subclass carrying the service's ErrorResponse::
+types and the retry policy of ``aic.core``. 429 and 503 are retried after their ``Retry-After``
+(``DEFAULT_RETRY``); every other error raises an ``ApiError`` subclass carrying the service's ErrorResponse::
 
     from aic.client import Client
 
@@ -14,7 +14,7 @@ types of ``aic.core``. 429 and 503 are retried after their ``Retry-After``; ever
 
 from aic.client._async import AsyncClient
 from aic.client._sync import Client
-from aic.client._wire import RetryPolicy
+from aic.client._wire import DEFAULT_RETRY
 from aic.client.errors import (
     ApiError,
     AuthenticationError,
@@ -28,8 +28,10 @@ from aic.client.errors import (
     ServiceUnreachable,
 )
 from aic.client.models import Image, Job, JobStatus, Prediction, Result, Status, Token, Upload
+from aic.core.retry import RetryPolicy
 
 __all__ = [
+    "DEFAULT_RETRY",
     "ApiError",
     "AsyncClient",
     "AuthenticationError",

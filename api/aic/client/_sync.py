@@ -12,6 +12,7 @@ import httpx
 from aic.client import _wire
 from aic.client.errors import ApiError, AuthenticationError, JobTimeout, NotFound, ServiceUnreachable
 from aic.client.models import Image, Job, Models, Result, Status, Token
+from aic.core.retry import RetryPolicy
 from aic.core.schemas import BatchResponse
 
 
@@ -27,12 +28,12 @@ class Client:
         *,
         token: str | None = None,
         timeout_s: float = 30.0,
-        retry: _wire.RetryPolicy | None = None,
+        retry: RetryPolicy = _wire.DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.retry = retry or _wire.RetryPolicy()
+        self.retry = retry
         self._sleep = sleep
         headers = {"User-Agent": _wire.USER_AGENT, **_wire.credential_headers(api_key, token)}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
@@ -47,14 +48,14 @@ class Client:
         self.close()
 
     def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
-        attempt = 0
+        attempt = 1
         while True:
             request = self._http.build_request(method, path, **kwargs)
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 raise ServiceUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
-            delay = self.retry.delay_s(response, attempt)
+            delay = _wire.retry_delay_s(self.retry, response, attempt)
             if delay is None:
                 return response
             response.close()

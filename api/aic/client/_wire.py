@@ -3,9 +3,7 @@ Server-Sent Events parser. Each client only sends and sleeps its own way."""
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -15,6 +13,7 @@ import msgspec
 
 from aic.client.errors import ApiError, error_for
 from aic.client.models import ErrorResponse, Image, Status, Upload
+from aic.core.retry import RetryPolicy, parse_retry_after
 
 T = TypeVar("T")
 
@@ -26,36 +25,16 @@ SSE_READ_TIMEOUT_S = 45.0
 """The events stream sends a keep-alive every 15 s; three missed mean the stream is gone."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How 429 and 503 answers are retried: after their ``Retry-After`` (seconds or an HTTP date), else after
-    ``default_delay_s`` doubled per attempt, never longer than ``max_delay_s``; at most ``max_retries`` times."""
-
-    max_retries: int = 3
-    default_delay_s: float = 1.0
-    max_delay_s: float = 30.0
-
-    def delay_s(self, response: httpx.Response, attempt: int) -> float | None:
-        """Seconds to wait before attempt ``attempt + 1``, or None when ``response`` is final."""
-        if response.status_code not in RETRIED_STATUSES or attempt >= self.max_retries:
-            return None
-        after = retry_after_s(response.headers)
-        nominal = self.default_delay_s * 2**attempt if after is None else after
-        return max(0.0, min(nominal, self.max_delay_s))
+DEFAULT_RETRY = RetryPolicy(max_attempts=4, base_delay_s=1.0, factor=2.0, max_delay_s=30.0, jitter=0.2)
+"""429 and 503 are tried 4 times in all: after their ``Retry-After`` (seconds or an HTTP date), else after 1, 2,
+4 s (less up to a fifth, so clients refused together do not return together); never more than 30 s apart."""
 
 
-def retry_after_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    raw = headers.get("retry-after", "").strip()
-    if not raw:
+def retry_delay_s(policy: RetryPolicy, response: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), or None when ``response`` is final."""
+    if response.status_code not in RETRIED_STATUSES or not policy.retries_left(attempt):
         return None
-    if raw.isdigit():
-        return float(raw)
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return policy.delay_s(attempt, parse_retry_after(response.headers.get("retry-after")))
 
 
 def credential_headers(api_key: str | None, token: str | None) -> dict[str, str]:
@@ -71,7 +50,7 @@ def error_of(response: httpx.Response) -> ApiError:
         error = msgspec.json.decode(response.content, type=ErrorResponse)
     except msgspec.DecodeError:
         error = ErrorResponse(error="HTTP_ERROR", detail=response.text[:300] or response.reason_phrase, timestamp="")
-    return error_for(response.status_code, error, retry_after_s(response.headers))
+    return error_for(response.status_code, error, parse_retry_after(response.headers.get("retry-after")))
 
 
 def decode(response: httpx.Response, kind: type[T]) -> T:
