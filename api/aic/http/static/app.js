@@ -91,7 +91,8 @@
     if (error.status === 429) return `Rate limited: try again in ${error.retryAfter || "a few"} s.`;
     if (error.status === 503) return `The service is busy or unavailable: try again in ${error.retryAfter || "a few"} s.`;
     if (error.status === 0) return "The service cannot be reached.";
-    if (error.status === 413) return `Too big: ${detail}`;
+    // the service itself answers 400 with its limit in the detail; a proxy in front may answer a bare 413
+    if (error.status === 413) return `Too big: ${error.body && error.body.detail ? detail : "the server refused the upload (413)"}`;
     return detail;
   }
 
