@@ -64,9 +64,11 @@ def fresh_page(browser: WebDriver, root: str) -> WebDriver:
 
 @pytest.fixture
 def photos(tmp_path: Path) -> dict[str, Path]:
-    files = {"cat": tmp_path / "chelsea.jpg", "text": tmp_path / "notes.jpg", "big": tmp_path / "big.jpg"}
+    names = {"cat": "chelsea.jpg", "text": "notes.jpg", "plain": "notes.txt", "big": "big.jpg"}
+    files = {what: tmp_path / name for what, name in names.items()}
     files["cat"].write_bytes(jpeg())
     files["text"].write_text("a text file with a photo's name\n")
+    files["plain"].write_text("a text file that says so\n")
     with files["big"].open("wb") as out:  # 11 MB starting like a JPEG: only its size is wrong
         out.write(b"\xff\xd8\xff\xe0")
         out.truncate(11 * 1000 * 1000)
@@ -162,6 +164,16 @@ def test_an_11_mb_file_shows_the_size_error_and_is_not_uploaded(
     (error,) = wait_for(page, "#jobs li.job .error")
     assert error.text == "Too big: big.jpg is 10.5 MB; the limit is 10.0 MB."
     assert first_job(page).get_attribute("data-job-id") is None  # refused before any upload
+
+
+def test_a_file_that_is_not_an_image_type_is_refused_before_uploading(
+    stack: Stack, browser: WebDriver, photos: dict[str, Path]
+) -> None:
+    page = fresh_page(browser, root_of(stack))
+    classify(page, API_KEY, photos["plain"])
+    (error,) = wait_for(page, "#jobs li.job .error")
+    assert error.text == "Unsupported type: notes.txt is text/plain; send JPEG, PNG or WebP."
+    assert first_job(page).get_attribute("data-job-id") is None
 
 
 def test_the_service_refusing_a_file_shows_its_own_detail(
