@@ -8,12 +8,18 @@ STAMP := $(VENV)/.installed
 
 setup: system-deps $(STAMP) ## idempotent: a venv with the service, the local stack, the build and test tools
 
-# redis-server for the test fixtures (the embedded valkey serves `make run`); installed only where missing
+# Debian packages the tests use, installed only where missing: redis-server for the fixtures (the embedded valkey
+# serves `make run`), chromium and chromium-driver for the web page's browser tests (Selenium drives them; no
+# browser is ever downloaded)
+SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
+
 system-deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-	  echo "installing redis-server (Debian package)"; \
+	@missing=; for pair in $(SYSTEM_DEPS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed"'

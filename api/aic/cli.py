@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aic.core import settings as settings_mod
+from aic.core.enums import Priority
 from aic.core.settings import ApiSettings, DispatcherSettings, RedisSettings, TritonSettings, WebhookSettings
 
 
@@ -157,6 +158,48 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return selftest(args.url, key, args.expect)
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    from aic.console.commands import ClassifyOptions, classify_command
+
+    options = ClassifyOptions(wait=args.wait, priority=args.priority, model=args.model, top_k=args.top)
+    return classify_command(args.photos, options, url=args.url, key=args.key, as_json=args.json)
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from aic.console.commands import jobs_command
+
+    return jobs_command(args.action, args.job_id, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
+
+
+def _top_k(raw: str) -> int:
+    value = int(raw) if raw.isdigit() else 0
+    if not 1 <= value <= 5:
+        raise argparse.ArgumentTypeError("must be 1 to 5 (the service returns the top 5)")
+    return value
+
+
+def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--url", help="the API prefix (else AIC_URL, else the config file, else the local one)")
+    common.add_argument("--key", help="the API key (else AIC_API_KEY, else api_key in ~/.config/aic/config.toml)")
+    common.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
+    common.add_argument("--top", type=_top_k, default=5, metavar="K", help="predictions shown per job (1-5)")
+    classify = sub.add_parser(
+        "classify", parents=[common], help="classify photos: live progress, then the top-k of each"
+    )
+    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="JPEG, PNG or WebP files (several: a batch)")
+    classify.add_argument(
+        "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow the jobs to the end (default)"
+    )
+    classify.add_argument("--priority", choices=[p.value for p in Priority], help="queue priority (normal)")
+    classify.add_argument("--model", help="a model_version alias listed by GET /models (latest)")
+    classify.set_defaults(func=cmd_classify, client_command=True)
+    jobs = sub.add_parser("jobs", parents=[common], help="one job: status, result or cancel")
+    jobs.add_argument("action", choices=["status", "result", "cancel"])
+    jobs.add_argument("job_id", metavar="ID")
+    jobs.set_defaults(func=cmd_jobs, client_command=True)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="aic", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
@@ -191,12 +234,14 @@ def parser() -> argparse.ArgumentParser:
     test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
     test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
     test.set_defaults(func=cmd_selftest)
+    _client_parsers(sub)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _logging()
+    if not getattr(args, "client_command", False):
+        _logging()  # the client commands speak for themselves; httpx's request log would only clutter them
     try:
         return int(args.func(args))
     except settings_mod.SettingsError as exc:

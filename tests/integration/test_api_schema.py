@@ -23,7 +23,8 @@ OPEN = {"/api/v1/health", "/livez", "/readyz"}
 
 
 def app_routes() -> tuple[dict[str, set[str]], list[str]]:
-    """The app's own HTTP routes (path -> methods, the schema's own left out) and WebSocket paths."""
+    """The API's HTTP routes (path -> methods; the schema's own and the web page's, which the schema leaves out,
+    are test_page.py's) and WebSocket paths."""
     app = create_app(ApiSettings(api_keys="acme:" + "k" * 20), RedisSettings(redis_url="redis://127.0.0.1:1"))
     http: dict[str, set[str]] = {}
     sockets: list[str] = []
@@ -31,7 +32,7 @@ def app_routes() -> tuple[dict[str, set[str]], list[str]]:
         path = route.path.replace(":str}", "}")
         if isinstance(route, WebSocketRoute):
             sockets.append(path)
-        elif isinstance(route, HTTPRoute) and not path.startswith("/schema"):
+        elif isinstance(route, HTTPRoute) and any(h.resolve_include_in_schema() for h in route.route_handlers):
             http.setdefault(path, set()).update(m.lower() for m in route.methods if m not in ("OPTIONS", "HEAD"))
     return http, sockets
 

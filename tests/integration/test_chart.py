@@ -532,4 +532,5 @@ def test_notes_print_commands_that_work() -> None:
     assert f"kubectl -n {NAMESPACE} get secret {PREFIX}-secrets -o jsonpath='{{.data.api-keys}}'" in notes
     assert f"port-forward svc/{PREFIX}-api 8000:8000" in notes
     assert f"helm test {RELEASE} -n {NAMESPACE}" in notes
+    assert "export AIC_URL=http://127.0.0.1:8000/api/v1 AIC_API_KEY=$KEY\n  aic classify cat.jpg" in notes
     assert "kubectl apply --server-side -f" in notes

@@ -142,6 +142,11 @@ def test_the_install_recipe_gives_a_venv_whose_aic_serves_the_api(tmp_path: Path
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert response.json() == {"status": "ok"}
+        # the web page's files are package data: the installed package serves them
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+        script = httpx.get(f"http://127.0.0.1:{port}/static/app.js", timeout=5)
+        assert page.status_code == 200 and 'src="/static/app.js"' in page.text
+        assert script.status_code == 200 and "WebSocket" in script.text
         assert not str(next(iter(target.glob("lib/python*/site-packages/aic")))).startswith(str(ROOT))
     finally:
         api.terminate()

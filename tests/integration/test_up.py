@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -86,6 +88,19 @@ def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_pa
             result = client.get(f"/result/{job_id}")
             assert result.status_code == 200, result.text
             assert result.json()["predictions"][0]["class_id"] == 285
+        # the line `aic up` prints for the CLI works as printed
+        line = re.search(r"client: (export .+)", output)
+        assert line, output
+        words = shlex.split(line[1])
+        cli_env = {**env, **dict(word.split("=", 1) for word in words[1:])}
+        assert cli_env["AIC_API_KEY"] == key[1]
+        cat = tmp_path / "cat.jpg"
+        cat.write_bytes(photo.getvalue())
+        classified = subprocess.run(
+            [sys.executable, "-m", "aic.cli", "classify", "--json", str(cat)], env=cli_env, capture_output=True
+        )
+        assert classified.returncode == 0, classified.stderr
+        assert json.loads(classified.stdout)["predictions"][0]["class_name"] == "Egyptian cat"
         children = descendants(up.pid)
         assert len(children) >= 4  # valkey, tritonserver (+ its python stub), api, dispatcher
     finally:

@@ -75,11 +75,15 @@ def app_and_schema(**settings: Any) -> tuple[Any, dict[str, Any]]:
     return app, app.openapi_schema.to_schema()
 
 
+def documented(route: HTTPRoute) -> bool:
+    return any(handler.resolve_include_in_schema() for handler in route.route_handlers)  # OPTIONS never is
+
+
 def http_routes(app: Any) -> dict[str, set[str]]:
-    """Every HTTP route of the app and its methods (the schema's own routes left out)."""
+    """Every HTTP route of the API and its methods (the schema's own routes and the web page's left out)."""
     found: dict[str, set[str]] = {}
     for route in app.routes:
-        if isinstance(route, HTTPRoute) and not route.path.startswith("/schema"):
+        if isinstance(route, HTTPRoute) and documented(route):
             path = route.path.replace(":str}", "}")
             found.setdefault(path, set()).update(m.lower() for m in route.methods if m not in ("OPTIONS", "HEAD"))
     return found
@@ -100,6 +104,13 @@ def test_every_route_of_the_app_is_documented_with_declared_security_and_error_r
             assert schemes == {"ApiKey", "Bearer"} and schemes <= declared, (path, method, schemes)
             for code in ("401", "429"):
                 assert "ErrorResponse" in json.dumps(operation["responses"][code]), (path, method, code)
+
+
+def test_only_the_schema_and_the_web_page_are_left_out_of_the_schema() -> None:
+    app, _ = app_and_schema()
+    hidden = {route.path for route in app.routes if isinstance(route, HTTPRoute) and not documented(route)}
+    assert {"/", "/static/{file_path:path}"} <= hidden
+    assert all(path in ("/", "/static/{file_path:path}") or path.startswith("/schema") for path in hidden), hidden
 
 
 def test_the_app_has_exactly_one_websocket_route_and_it_is_authenticated() -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from aic.core import webhooks as vocabulary
-from aic.core.retry import RetryPolicy
+from aic.core.retry import RetryPolicy, parse_retry_after
 from aic.store.webhooks import TenantSecret
 from aic.webhooks import message as webhooks
 from aic.webhooks.sender import WebhookRefused, parse_callback, refusal_reason
@@ -113,12 +113,12 @@ def test_retry_after_wins_over_backoff_but_stays_capped() -> None:
 
 def test_retry_after_parses_seconds_and_http_dates() -> None:
     now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert webhooks.parse_retry_after("120") == 120
-    assert webhooks.parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30
-    assert webhooks.parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now) == 0
-    assert webhooks.parse_retry_after("soon") is None
-    assert webhooks.parse_retry_after(None) is None
-    assert webhooks.parse_retry_after("-5") is None
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30
+    assert parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now) == 0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("-5") is None
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,16 @@
 """Retry policies as data: how many tries, how long between them, how much jitter.
 
-One shape serves the dispatcher's Triton calls and the webhook deliveries; each builds its policy from its
-own settings. Pure: the caller sleeps.
+One shape serves the dispatcher's Triton calls, the webhook deliveries and ``aic.client``'s retries of 429 and
+503; each builds its policy from its own settings. Pure: the caller sleeps.
 """
 
 from __future__ import annotations
 
+import email.utils
+import math
 import random
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -44,3 +47,20 @@ class RetryPolicy:
     def retries_left(self, attempt: int) -> bool:
         """Whether another try may follow failed attempt number ``attempt``."""
         return attempt < self.max_attempts
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` when absent or invalid."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -28,6 +28,8 @@ from aic.http.controllers.jobs import JobController
 from aic.http.controllers.webhooks import WebhookController
 from aic.http.middleware import RequestIdMiddleware, WebSocketErrorMiddleware
 from aic.http.openapi import security_schemes, submit_operations
+from aic.http.page import PATHS as PAGE_PATHS
+from aic.http.page import page_routes
 from aic.http.ratelimit import RateLimitMiddleware
 from aic.http.submissions import Submitter
 from aic.http.tokens import signing_secret
@@ -95,7 +97,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         return Provide(provide, sync_to_thread=False)
 
     prefix = api_settings.api_prefix
-    open_paths = [f"^{prefix}/health$", "^/schema", "^/livez$", "^/readyz$"]
+    open_paths = [f"^{prefix}/health$", "^/schema", "^/livez$", "^/readyz$", *PAGE_PATHS]
     state = {
         "key_ring": key_ring,
         "api_key_header": api_settings.api_key_header,
@@ -104,7 +106,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     }
     api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
     app = Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz],
+        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, *page_routes(api_settings)],
         lifespan=[lifespan],
         state=State(state),
         dependencies={

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from aic.console.config import export_line
 from aic.core import settings as settings_mod
 from aic.core.settings import ApiSettings, RedisSettings, TritonSettings
 from aic.modelrepo import layout
@@ -113,6 +114,13 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
             child.wait()
 
 
+def client_setup_line(base_url: str, dev_key: str | None) -> str:
+    """The shell line that points ``aic classify`` (and ``aic jobs``) at this stack."""
+    if dev_key is not None:
+        return f"client: {export_line(base_url, dev_key)}"
+    return f"client: {export_line(base_url, '<one of your API_KEYS>')}"
+
+
 def run_up() -> int:
     env = settings_mod.environment()
     child_env = dict(os.environ)
@@ -142,10 +150,11 @@ def run_up() -> int:
                 # one key for the API and the dispatcher, kept across runs: tokens and sealed webhook secrets
                 # in the (persistent) valkey stay usable after a restart of `aic up`
                 child_env["SECRET_KEY"] = local_secret_key()
+            dev_key = None
             if not env.get("API_KEYS"):
-                key = secrets.token_urlsafe(24)
-                child_env["API_KEYS"] = f"dev:{key}"
-                print(f"dev API key (this run only): {key}", flush=True)
+                dev_key = secrets.token_urlsafe(24)
+                child_env["API_KEYS"] = f"dev:{dev_key}"
+                print(f"dev API key (this run only): {dev_key}", flush=True)
             for role in ("api", "dispatcher"):
                 children.append(
                     subprocess.Popen([sys.executable, "-m", "aic.cli", role], env=child_env, start_new_session=True)
@@ -153,7 +162,9 @@ def run_up() -> int:
             api = settings_mod.load(ApiSettings, {**env, **child_env})
             base = f"http://{api.api_host}:{api.api_port}{api.api_prefix}"
             wait_http(f"{base}/health", 60, children)
-            print(f"ready:  {base}  (Ctrl-C stops everything)", flush=True)
+            print(client_setup_line(base, dev_key), flush=True)
+            page = base.removesuffix(api.api_prefix)
+            print(f"ready:  {base}  (the web page: {page}/; Ctrl-C stops everything)", flush=True)
             while not stop.is_set():
                 exited = [c for c in children if c.poll() is not None]
                 if exited:

@@ -8,10 +8,8 @@ loop in ``worker``; event names, ids and new secrets in ``aic.core.webhooks``.
 from __future__ import annotations
 
 import base64
-import email.utils
 import hashlib
 import hmac
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,23 +67,6 @@ def entry_time(entry_id: str) -> datetime:
     """When the outbox entry was written: a stream id starts with its milliseconds since the epoch."""
     millis = int(entry_id.split("-", 1)[0])
     return datetime.fromtimestamp(millis / 1000, tz=UTC)
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); ``None`` when absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def retry_policy(settings: WebhookSettings) -> RetryPolicy:

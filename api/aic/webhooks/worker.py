@@ -17,13 +17,14 @@ import time
 import uuid
 from typing import Any
 
+from aic.core.retry import parse_retry_after
 from aic.core.settings import WebhookSettings
 from aic.core.timeutil import now_iso
 from aic.core.webhooks import EVENT_TYPES
 from aic.store.connection import STORE_ERRORS
 from aic.store.sealing import SealedSecretError
 from aic.store.webhooks import Delivery, WebhookStore, now_ms
-from aic.webhooks.message import entry_time, parse_retry_after, payload, retry_policy, signature_header
+from aic.webhooks.message import entry_time, payload, retry_policy, signature_header
 from aic.webhooks.sender import Outcome, WebhookRefused, make_client, send
 
 log = logging.getLogger("aic.webhooks")

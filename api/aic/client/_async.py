@@ -1,0 +1,181 @@
+"""The asyncio client: the same calls as ``Client``, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from aic.client import _wire
+from aic.client.errors import ApiError, AuthenticationError, JobTimeout, NotFound, ServiceUnreachable
+from aic.client.models import Image, Job, Models, Result, Status, Token
+from aic.core.retry import RetryPolicy
+from aic.core.schemas import BatchResponse
+
+
+class AsyncClient:
+    """See ``Client``; one per event loop, closed with ``aclose()`` or ``async with``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = _wire.DEFAULT_RETRY,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry
+        self._sleep = sleep
+        headers = {"User-Agent": _wire.USER_AGENT, **_wire.credential_headers(api_key, token)}
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.aclose()
+
+    async def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        attempt = 1
+        while True:
+            request = self._http.build_request(method, path, **kwargs)
+            try:
+                response = await self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                raise ServiceUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+            delay = _wire.retry_delay_s(self.retry, response, attempt)
+            if delay is None:
+                return response
+            await response.aclose()
+            await self._sleep(delay)
+            attempt += 1
+
+    async def submit(
+        self,
+        image: Image,
+        *,
+        priority: str | None = None,
+        model_version: str | None = None,
+        callback_url: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        wait_s: int | None = None,
+    ) -> Job:
+        parts = _wire.submit_parts(
+            [image],
+            batch=False,
+            priority=priority,
+            model_version=model_version,
+            callback_url=callback_url,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            wait_s=wait_s,
+        )
+        return _wire.decode(await self._submit(parts, wait_s), Job)
+
+    async def submit_batch(
+        self,
+        images: Sequence[Image],
+        *,
+        priority: str | None = None,
+        model_version: str | None = None,
+        idempotency_key: str | None = None,
+        wait_s: int | None = None,
+    ) -> list[Job]:
+        parts = _wire.submit_parts(
+            images,
+            batch=True,
+            priority=priority,
+            model_version=model_version,
+            idempotency_key=idempotency_key,
+            wait_s=wait_s,
+        )
+        return _wire.decode(await self._submit(parts, wait_s), BatchResponse).jobs
+
+    async def _submit(self, parts: _wire.SubmitParts, wait_s: int | None) -> httpx.Response:
+        timeout = self._http.timeout.read or 30.0
+        return await self._send(
+            "POST",
+            parts.path,
+            files=parts.files,
+            data=parts.data,
+            headers=parts.headers,
+            timeout=timeout + (wait_s or 0),
+        )
+
+    async def status(self, job_id: str) -> Status:
+        return _wire.decode(await self._send("GET", f"/status/{job_id}"), Status)
+
+    async def result(self, job_id: str) -> Result:
+        return _wire.decode(await self._send("GET", f"/result/{job_id}"), Result)
+
+    async def cancel(self, job_id: str) -> Status:
+        return _wire.decode(await self._send("DELETE", f"/jobs/{job_id}"), Status)
+
+    async def token(self) -> Token:
+        return _wire.decode(await self._send("POST", "/auth/token"), Token)
+
+    async def models(self) -> Models:
+        return _wire.decode(await self._send("GET", "/models"), Models)
+
+    async def follow(self, job_id: str, *, timeout_s: float | None = None) -> AsyncIterator[Status]:
+        """Every change of the job's status until it ends (Server-Sent Events, else polling)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last: Status | None = None
+        try:
+            async for status in self._events(job_id, deadline):
+                last = status
+                yield status
+        except (AuthenticationError, NotFound):
+            raise
+        except (ApiError, ServiceUnreachable, httpx.HTTPError):
+            pass  # the stream is unavailable or broke off: polling carries on from the last status seen
+        while last is None or last.status.live:
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(job_id, timeout_s or 0)
+            current = await self.status(job_id)
+            if _wire.changed(last, current):
+                last = current
+                yield current
+            if current.status.live:
+                await self._sleep(_wire.POLL_INTERVAL_S)
+
+    async def _events(self, job_id: str, deadline: float | None) -> AsyncIterator[Status]:
+        read_s = _wire.SSE_READ_TIMEOUT_S
+        if deadline is not None:
+            read_s = max(0.1, min(read_s, deadline - time.monotonic()))
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_s)
+        response = await self._send("GET", f"/status/{job_id}/events", stream=True, timeout=timeout)
+        try:
+            if not _wire.is_event_stream(response):
+                await response.aread()
+                raise _wire.error_of(response)
+            parser = _wire.SseParser()
+            async for line in response.aiter_lines():
+                status = parser.line(line)
+                if status is not None:
+                    yield status
+                    if status.status.terminal:
+                        return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise JobTimeout(job_id, 0)
+        finally:
+            await response.aclose()
+
+    async def wait(self, job_id: str, *, timeout_s: float | None = None) -> Status:
+        last: Status | None = None
+        async for last in self.follow(job_id, timeout_s=timeout_s):  # noqa: B007
+            pass
+        assert last is not None
+        return last

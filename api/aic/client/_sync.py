@@ -1,0 +1,190 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from aic.client import _wire
+from aic.client.errors import ApiError, AuthenticationError, JobTimeout, NotFound, ServiceUnreachable
+from aic.client.models import Image, Job, Models, Result, Status, Token
+from aic.core.retry import RetryPolicy
+from aic.core.schemas import BatchResponse
+
+
+class Client:
+    """The job API at ``base_url`` (the API prefix, e.g. ``http://127.0.0.1:8000/api/v1``), authenticated with
+    ``api_key`` (sent as ``X-API-Key``) or ``token`` (a Bearer token from ``token()``). Use as a context manager,
+    or call ``close()``. 429 and 503 answers are retried per ``retry``; every other error raises."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = _wire.DEFAULT_RETRY,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry
+        self._sleep = sleep
+        headers = {"User-Agent": _wire.USER_AGENT, **_wire.credential_headers(api_key, token)}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        attempt = 1
+        while True:
+            request = self._http.build_request(method, path, **kwargs)
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                raise ServiceUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+            delay = _wire.retry_delay_s(self.retry, response, attempt)
+            if delay is None:
+                return response
+            response.close()
+            self._sleep(delay)
+            attempt += 1
+
+    def submit(
+        self,
+        image: Image,
+        *,
+        priority: str | None = None,
+        model_version: str | None = None,
+        callback_url: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        wait_s: int | None = None,
+    ) -> Job:
+        """Submit one image (bytes, a path or an ``Upload``); with ``wait_s`` the answer waits up to that long
+        for the job to end (``Prefer: wait``) and carries the result when it completed."""
+        parts = _wire.submit_parts(
+            [image],
+            batch=False,
+            priority=priority,
+            model_version=model_version,
+            callback_url=callback_url,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            wait_s=wait_s,
+        )
+        return _wire.decode(self._submit(parts, wait_s), Job)
+
+    def submit_batch(
+        self,
+        images: Sequence[Image],
+        *,
+        priority: str | None = None,
+        model_version: str | None = None,
+        idempotency_key: str | None = None,
+        wait_s: int | None = None,
+    ) -> list[Job]:
+        """Submit several images in one request: all are checked before any job is created; jobs in order."""
+        parts = _wire.submit_parts(
+            images,
+            batch=True,
+            priority=priority,
+            model_version=model_version,
+            idempotency_key=idempotency_key,
+            wait_s=wait_s,
+        )
+        return _wire.decode(self._submit(parts, wait_s), BatchResponse).jobs
+
+    def _submit(self, parts: _wire.SubmitParts, wait_s: int | None) -> httpx.Response:
+        timeout = self._http.timeout.read or 30.0
+        return self._send(
+            "POST",
+            parts.path,
+            files=parts.files,
+            data=parts.data,
+            headers=parts.headers,
+            timeout=timeout + (wait_s or 0),
+        )
+
+    def status(self, job_id: str) -> Status:
+        return _wire.decode(self._send("GET", f"/status/{job_id}"), Status)
+
+    def result(self, job_id: str) -> Result:
+        """The predictions of a completed job; ``Conflict`` while it is not (or when it failed)."""
+        return _wire.decode(self._send("GET", f"/result/{job_id}"), Result)
+
+    def cancel(self, job_id: str) -> Status:
+        """Cancel a pending or processing job; ``Conflict`` once it has ended."""
+        return _wire.decode(self._send("DELETE", f"/jobs/{job_id}"), Status)
+
+    def token(self) -> Token:
+        """Exchange the API key for a short-lived Bearer token (for a WebSocket, or to hand to a browser)."""
+        return _wire.decode(self._send("POST", "/auth/token"), Token)
+
+    def models(self) -> Models:
+        return _wire.decode(self._send("GET", "/models"), Models)
+
+    def follow(self, job_id: str, *, timeout_s: float | None = None) -> Iterator[Status]:
+        """Every change of the job's status until it ends, from the Server-Sent Events stream; where that is not
+        available or breaks off, by polling ``GET /status``. Raises ``JobTimeout`` after ``timeout_s``."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last: Status | None = None
+        try:
+            for status in self._events(job_id, deadline):
+                last = status
+                yield status
+        except (AuthenticationError, NotFound):
+            raise
+        except (ApiError, ServiceUnreachable, httpx.HTTPError):
+            pass  # the stream is unavailable or broke off: polling carries on from the last status seen
+        while last is None or last.status.live:
+            if deadline is not None and time.monotonic() > deadline:
+                raise JobTimeout(job_id, timeout_s or 0)
+            current = self.status(job_id)
+            if _wire.changed(last, current):
+                last = current
+                yield current
+            if current.status.live:
+                self._sleep(_wire.POLL_INTERVAL_S)
+
+    def _events(self, job_id: str, deadline: float | None) -> Iterator[Status]:
+        read_s = _wire.SSE_READ_TIMEOUT_S
+        if deadline is not None:
+            read_s = max(0.1, min(read_s, deadline - time.monotonic()))
+        timeout = httpx.Timeout(self._http.timeout.connect, read=read_s)
+        response = self._send("GET", f"/status/{job_id}/events", stream=True, timeout=timeout)
+        try:
+            if not _wire.is_event_stream(response):
+                response.read()
+                raise _wire.error_of(response)
+            parser = _wire.SseParser()
+            for line in response.iter_lines():
+                status = parser.line(line)
+                if status is not None:
+                    yield status
+                    if status.status.terminal:
+                        return
+                if deadline is not None and time.monotonic() > deadline:
+                    raise JobTimeout(job_id, 0)
+        finally:
+            response.close()
+
+    def wait(self, job_id: str, *, timeout_s: float | None = None) -> Status:
+        """The job's final status (completed, failed or cancelled)."""
+        last: Status | None = None
+        for last in self.follow(job_id, timeout_s=timeout_s):  # noqa: B007 - the last one is the final one
+            pass
+        assert last is not None
+        return last

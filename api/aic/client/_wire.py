@@ -1,0 +1,132 @@
+"""What the sync and async clients share, with no I/O: the retry policy, request parts, answer decoding and the
+Server-Sent Events parser. Each client only sends and sleeps its own way."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+import msgspec
+
+from aic.client.errors import ApiError, error_for
+from aic.client.models import ErrorResponse, Image, Status, Upload
+from aic.core.retry import RetryPolicy, parse_retry_after
+
+T = TypeVar("T")
+
+RETRIED_STATUSES = frozenset({429, 503})
+"""Answers that say "not now": the request was refused before it did anything, so sending it again is safe."""
+USER_AGENT = "aic-client/1"
+POLL_INTERVAL_S = 0.5
+SSE_READ_TIMEOUT_S = 45.0
+"""The events stream sends a keep-alive every 15 s; three missed mean the stream is gone."""
+
+
+DEFAULT_RETRY = RetryPolicy(max_attempts=4, base_delay_s=1.0, factor=2.0, max_delay_s=30.0, jitter=0.2)
+"""429 and 503 are tried 4 times in all: after their ``Retry-After`` (seconds or an HTTP date), else after 1, 2,
+4 s (less up to a fifth, so clients refused together do not return together); never more than 30 s apart."""
+
+
+def retry_delay_s(policy: RetryPolicy, response: httpx.Response, attempt: int) -> float | None:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based), or None when ``response`` is final."""
+    if response.status_code not in RETRIED_STATUSES or not policy.retries_left(attempt):
+        return None
+    return policy.delay_s(attempt, parse_retry_after(response.headers.get("retry-after")))
+
+
+def credential_headers(api_key: str | None, token: str | None) -> dict[str, str]:
+    if token:
+        return {"Authorization": f"Bearer {token}"}
+    return {"X-API-Key": api_key} if api_key else {}
+
+
+def error_of(response: httpx.Response) -> ApiError:
+    """The typed exception for an error answer; a body that is not an ErrorResponse (a proxy's page) is kept as
+    the detail, cut short."""
+    try:
+        error = msgspec.json.decode(response.content, type=ErrorResponse)
+    except msgspec.DecodeError:
+        error = ErrorResponse(error="HTTP_ERROR", detail=response.text[:300] or response.reason_phrase, timestamp="")
+    return error_for(response.status_code, error, parse_retry_after(response.headers.get("retry-after")))
+
+
+def decode(response: httpx.Response, kind: type[T]) -> T:
+    if response.is_error:
+        raise error_of(response)
+    return msgspec.json.decode(response.content, type=kind)
+
+
+@dataclass(frozen=True)
+class SubmitParts:
+    """The multipart body and headers of one submit."""
+
+    path: str
+    files: list[tuple[str, tuple[str, bytes, str]]]
+    data: dict[str, str]
+    headers: dict[str, str]
+
+
+def submit_parts(
+    images: Sequence[Image],
+    *,
+    batch: bool,
+    priority: str | None = None,
+    model_version: str | None = None,
+    callback_url: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    wait_s: int | None = None,
+) -> SubmitParts:
+    uploads = [Upload.of(image) for image in images]
+    field = "files" if batch else "file"
+    files = [(field, (u.filename, u.content, "application/octet-stream")) for u in uploads]
+    data = {
+        name: value
+        for name, value in (("priority", priority), ("model_version", model_version), ("callback_url", callback_url))
+        if value is not None
+    }
+    if metadata is not None:
+        data["metadata"] = json.dumps(dict(metadata))
+    headers = {}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    if wait_s is not None:
+        headers["Prefer"] = f"wait={int(wait_s)}"
+    return SubmitParts("/classify/batch" if batch else "/classify", files, data, headers)
+
+
+class SseParser:
+    """Reads ``text/event-stream`` line by line; ``line()`` returns the status of each complete ``status``
+    event, else None (comments are the keep-alives)."""
+
+    def __init__(self) -> None:
+        self._event = "message"
+        self._data: list[str] = []
+
+    def line(self, line: str) -> Status | None:
+        if line == "":
+            event, data = self._event, self._data
+            self._event, self._data = "message", []
+            if event == "status" and data:
+                return msgspec.json.decode("\n".join(data), type=Status)
+            return None
+        if line.startswith(":"):
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        return None
+
+
+def is_event_stream(response: httpx.Response) -> bool:
+    return response.status_code == 200 and response.headers.get("content-type", "").startswith("text/event-stream")
+
+
+def changed(last: Status | None, current: Status) -> bool:
+    return last is None or (current.status, current.progress, current.stage) != (last.status, last.progress, last.stage)

@@ -1,0 +1,189 @@
+"""``aic classify`` and ``aic jobs``: validate the input, call the service through ``aic.client``, show what
+happens, and end with an exit code scripts can rely on (``ExitCode``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from aic.client import (
+    ApiError,
+    AsyncClient,
+    AuthenticationError,
+    BadRequest,
+    Client,
+    ClientError,
+    Conflict,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    ServiceUnreachable,
+    Upload,
+)
+from aic.console.config import KEY_ENV, ConfigError, Target, config_path, resolve
+from aic.console.view import JsonView, Outcome, TerminalView, View
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    """Every job completed (or, for ``jobs``, the request succeeded)."""
+    JOB_FAILED = 1
+    """A job failed or was cancelled (or a result was asked of a job that has none)."""
+    BAD_INPUT = 2
+    """Usage, or input refused: a missing or non-image file, a field the service refused, an unknown job."""
+    AUTH = 3
+    """No key, or a key (or token) the service refused."""
+    UNREACHABLE = 4
+    """No answer from the service, or it stayed unavailable (503) or rate limited (429) through the retries."""
+
+
+BATCH_FILES = 10
+"""Files per batch request (the service's default ``BATCH_MAX_FILES``); more are sent in several batches."""
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    wait: bool = True
+    priority: str | None = None
+    model: str | None = None
+    top_k: int = 5
+
+
+class InputError(Exception):
+    """A file given on the command line cannot be sent."""
+
+
+def read_image(path: Path) -> Upload:
+    """The file's bytes, if it looks like a JPEG, PNG or WebP (the service checks properly; this catches typos
+    and text files before anything is uploaded)."""
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from None
+    webp = content[:4] == b"RIFF" and content[8:12] == b"WEBP"
+    if not (webp or content.startswith(IMAGE_SIGNATURES)):
+        raise InputError(f"{path}: not a JPEG, PNG or WebP image")
+    return Upload(path.name, content)
+
+
+def exit_code_of(exc: ClientError) -> ExitCode:
+    if isinstance(exc, AuthenticationError):
+        return ExitCode.AUTH
+    if isinstance(exc, ServiceUnreachable | ServiceUnavailable | RateLimited):
+        return ExitCode.UNREACHABLE
+    if isinstance(exc, BadRequest | NotFound):
+        return ExitCode.BAD_INPUT
+    return ExitCode.JOB_FAILED
+
+
+def describe(exc: ClientError) -> str:
+    if isinstance(exc, ApiError):
+        hint = f" (request {exc.error.request_id})" if exc.error.request_id else ""
+        return f"{exc.status_code} {exc.error.error}: {exc.detail}{hint}"
+    return str(exc)
+
+
+def make_view(as_json: bool, top_k: int) -> View:
+    return JsonView(top_k) if as_json or not sys.stdout.isatty() else TerminalView(top_k)
+
+
+def classify_command(
+    paths: Sequence[str], options: ClassifyOptions, *, url: str | None, key: str | None, as_json: bool
+) -> ExitCode:
+    """``aic classify``: the photos classified at the service that ``url``/``key`` (or their fallbacks) name."""
+    view = make_view(as_json, options.top_k)
+    target = target_or_exit(url, key, view)
+    return target if isinstance(target, ExitCode) else classify(paths, options, target, view)
+
+
+def jobs_command(action: str, job_id: str, *, url: str | None, key: str | None, as_json: bool, top_k: int) -> ExitCode:
+    """``aic jobs status|result|cancel ID``."""
+    view = make_view(as_json, top_k)
+    target = target_or_exit(url, key, view)
+    return target if isinstance(target, ExitCode) else jobs(action, job_id, target, view)
+
+
+def target_or_exit(url: str | None, key: str | None, view: View) -> Target | ExitCode:
+    try:
+        target = resolve(url, key)
+    except ConfigError as exc:
+        view.error(str(exc))
+        return ExitCode.BAD_INPUT
+    if not target.api_key:
+        view.error(f"no API key: pass --key, set {KEY_ENV}, or put api_key in {config_path(os.environ)}")
+        return ExitCode.AUTH
+    return target
+
+
+def classify(paths: Sequence[str], options: ClassifyOptions, target: Target, view: View) -> ExitCode:
+    try:
+        uploads = [read_image(Path(p)) for p in paths]
+    except InputError as exc:
+        view.error(str(exc))
+        return ExitCode.BAD_INPUT
+    try:
+        outcomes = asyncio.run(_classify(uploads, options, target, view))
+    except ClientError as exc:
+        view.close()
+        view.error(describe(exc))
+        return exit_code_of(exc)
+    except KeyboardInterrupt:
+        view.close()  # the terminal gets its cursor back; the jobs go on at the service
+        raise
+    view.finished(outcomes, waited=options.wait)
+    if not options.wait:
+        return ExitCode.OK
+    completed = all(o.status is not None and o.status.status == "completed" for o in outcomes)
+    return ExitCode.OK if completed else ExitCode.JOB_FAILED
+
+
+async def _classify(uploads: list[Upload], options: ClassifyOptions, target: Target, view: View) -> list[Outcome]:
+    async with AsyncClient(target.url, target.api_key) as client:
+        outcomes: list[Outcome] = []
+        for start in range(0, len(uploads), BATCH_FILES):
+            chunk = uploads[start : start + BATCH_FILES]
+            if len(chunk) == 1:
+                jobs = [await client.submit(chunk[0], priority=options.priority, model_version=options.model)]
+            else:
+                jobs = await client.submit_batch(chunk, priority=options.priority, model_version=options.model)
+            for upload, job in zip(chunk, jobs, strict=True):
+                outcome = Outcome(upload.filename, job.job_id, submitted_status=str(job.status))
+                outcomes.append(outcome)
+                view.submitted(outcome)
+        if options.wait:
+            await asyncio.gather(*(_track(client, outcome, view) for outcome in outcomes))
+        return outcomes
+
+
+async def _track(client: AsyncClient, outcome: Outcome, view: View) -> None:
+    async for status in client.follow(outcome.job_id):
+        outcome.status = status
+        view.progress(outcome, status)
+    if outcome.status is not None and outcome.status.status == "completed":
+        outcome.result = await client.result(outcome.job_id)
+
+
+def jobs(action: str, job_id: str, target: Target, view: View) -> ExitCode:
+    try:
+        with Client(target.url, target.api_key) as client:
+            if action == "result":
+                view.show_result(client.result(job_id))
+            else:
+                view.show_status(client.cancel(job_id) if action == "cancel" else client.status(job_id))
+    except Conflict as exc:
+        view.error(describe(exc))
+        return ExitCode.JOB_FAILED
+    except ClientError as exc:
+        view.error(describe(exc))
+        return exit_code_of(exc)
+    return ExitCode.OK
