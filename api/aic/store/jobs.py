@@ -169,7 +169,8 @@ class JobStore:
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))
-            args += [msgspec.json.encode(record), json.dumps(new.metadata) if new.metadata else ""]
+            args += [job_id, json.dumps(new.metadata) if new.metadata else "", len(record)]
+            args += [part for pair in record.items() for part in pair]
             jobs.append(job)
         async with self.redis.pipeline(transaction=True) as pipe:
             for new in new_jobs:
