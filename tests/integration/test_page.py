@@ -257,7 +257,7 @@ def test_the_page_and_its_assets_carry_a_strict_policy_and_need_no_key(stack: St
         assert response.headers["content-security-policy"] == EXPECTED_CSP
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "no-referrer"
-    assert html.headers["content-type"].startswith("text/html")
+    assert html.headers["content-type"] == "text/html; charset=utf-8"  # one charset, not two
     assert assets[0].headers["content-type"].startswith(("text/javascript", "application/javascript"))
     # nothing inline for the policy to refuse, nothing fetched from elsewhere
     assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=|\son[a-z]+=", html.text)

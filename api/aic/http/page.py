@@ -12,7 +12,7 @@ import html
 from importlib import resources
 from pathlib import Path
 
-from litestar import Response, get
+from litestar import MediaType, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.middleware import ASGIMiddleware
 from litestar.static_files import create_static_files_router
@@ -78,7 +78,7 @@ def page_routes(settings: ApiSettings) -> list[ControllerRouterHandler]:
 
     @get("/", include_in_schema=False, sync_to_thread=False, middleware=[PageHeadersMiddleware()])
     def index() -> Response[bytes]:
-        return Response(body, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})
+        return Response(body, media_type=MediaType.HTML, headers={"Cache-Control": "no-cache"})
 
     assets = create_static_files_router(
         path=STATIC_PATH,
