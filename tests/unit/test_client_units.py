@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,6 +16,7 @@ from aic.client import (
     BadRequest,
     Client,
     Conflict,
+    JobTimeout,
     NotFound,
     RateLimited,
     RetryPolicy,
@@ -192,3 +195,18 @@ def test_async_client_retries_with_its_own_sleep() -> None:
 
     assert asyncio.run(run()) == "t"
     assert slept == [2.0]
+
+
+def test_a_stream_that_outlives_the_timeout_raises_job_timeout_with_that_timeout() -> None:
+    def lines() -> Iterator[bytes]:
+        yield f"event: status\ndata: {json.dumps(status_body('processing', 40, 'preprocessing'))}\n\n".encode()
+        for _ in range(100):
+            time.sleep(0.01)
+            yield b": keep-alive\n\n"
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=lines(), headers={"content-type": "text/event-stream"})
+
+    with sync_client(httpx.MockTransport(handle), []) as client, pytest.raises(JobTimeout) as ended:
+        list(client.follow("j1", timeout_s=0.2))
+    assert "0.2" in str(ended.value)  # the caller's timeout, not 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import httpx
 
 from aic.client import _wire
-from aic.client.errors import ApiError, AuthenticationError, JobTimeout, NotFound, ServiceUnreachable
+from aic.client.errors import JobTimeout
 from aic.client.models import Image, Job, Models, Result, Status, Token
 from aic.core.retry import RetryPolicy
 from aic.core.schemas import BatchResponse
@@ -53,7 +52,7 @@ class AsyncClient:
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                raise ServiceUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+                raise _wire.unreachable(self.base_url, exc) from exc
             delay = _wire.retry_delay_s(self.retry, response, attempt)
             if delay is None:
                 return response
@@ -131,18 +130,18 @@ class AsyncClient:
 
     async def follow(self, job_id: str, *, timeout_s: float | None = None) -> AsyncIterator[Status]:
         """Every change of the job's status until it ends (Server-Sent Events, else polling)."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = _wire.deadline_of(timeout_s)
         last: Status | None = None
         try:
             async for status in self._events(job_id, deadline):
                 last = status
                 yield status
-        except (AuthenticationError, NotFound):
+        except _wire.STREAM_FINAL:
             raise
-        except (ApiError, ServiceUnreachable, httpx.HTTPError):
+        except _wire.STREAM_BROKEN:
             pass  # the stream is unavailable or broke off: polling carries on from the last status seen
         while last is None or last.status.live:
-            if deadline is not None and time.monotonic() > deadline:
+            if _wire.expired(deadline):
                 raise JobTimeout(job_id, timeout_s or 0)
             current = await self.status(job_id)
             if _wire.changed(last, current):
@@ -152,10 +151,7 @@ class AsyncClient:
                 await self._sleep(_wire.POLL_INTERVAL_S)
 
     async def _events(self, job_id: str, deadline: float | None) -> AsyncIterator[Status]:
-        read_s = _wire.SSE_READ_TIMEOUT_S
-        if deadline is not None:
-            read_s = max(0.1, min(read_s, deadline - time.monotonic()))
-        timeout = httpx.Timeout(self._http.timeout.connect, read=read_s)
+        timeout = _wire.events_timeout(self._http.timeout, deadline)
         response = await self._send("GET", f"/status/{job_id}/events", stream=True, timeout=timeout)
         try:
             if not _wire.is_event_stream(response):
@@ -168,8 +164,8 @@ class AsyncClient:
                     yield status
                     if status.status.terminal:
                         return
-                if deadline is not None and time.monotonic() > deadline:
-                    raise JobTimeout(job_id, 0)
+                if _wire.expired(deadline):
+                    return  # follow() raises JobTimeout with the caller's timeout
         finally:
             await response.aclose()
 

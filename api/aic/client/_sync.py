@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from aic.client import _wire
-from aic.client.errors import ApiError, AuthenticationError, JobTimeout, NotFound, ServiceUnreachable
+from aic.client.errors import JobTimeout
 from aic.client.models import Image, Job, Models, Result, Status, Token
 from aic.core.retry import RetryPolicy
 from aic.core.schemas import BatchResponse
@@ -54,7 +54,7 @@ class Client:
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                raise ServiceUnreachable(f"{self.base_url}: {type(exc).__name__}: {exc}") from exc
+                raise _wire.unreachable(self.base_url, exc) from exc
             delay = _wire.retry_delay_s(self.retry, response, attempt)
             if delay is None:
                 return response
@@ -139,18 +139,18 @@ class Client:
     def follow(self, job_id: str, *, timeout_s: float | None = None) -> Iterator[Status]:
         """Every change of the job's status until it ends, from the Server-Sent Events stream; where that is not
         available or breaks off, by polling ``GET /status``. Raises ``JobTimeout`` after ``timeout_s``."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        deadline = _wire.deadline_of(timeout_s)
         last: Status | None = None
         try:
             for status in self._events(job_id, deadline):
                 last = status
                 yield status
-        except (AuthenticationError, NotFound):
+        except _wire.STREAM_FINAL:
             raise
-        except (ApiError, ServiceUnreachable, httpx.HTTPError):
+        except _wire.STREAM_BROKEN:
             pass  # the stream is unavailable or broke off: polling carries on from the last status seen
         while last is None or last.status.live:
-            if deadline is not None and time.monotonic() > deadline:
+            if _wire.expired(deadline):
                 raise JobTimeout(job_id, timeout_s or 0)
             current = self.status(job_id)
             if _wire.changed(last, current):
@@ -160,10 +160,7 @@ class Client:
                 self._sleep(_wire.POLL_INTERVAL_S)
 
     def _events(self, job_id: str, deadline: float | None) -> Iterator[Status]:
-        read_s = _wire.SSE_READ_TIMEOUT_S
-        if deadline is not None:
-            read_s = max(0.1, min(read_s, deadline - time.monotonic()))
-        timeout = httpx.Timeout(self._http.timeout.connect, read=read_s)
+        timeout = _wire.events_timeout(self._http.timeout, deadline)
         response = self._send("GET", f"/status/{job_id}/events", stream=True, timeout=timeout)
         try:
             if not _wire.is_event_stream(response):
@@ -176,8 +173,8 @@ class Client:
                     yield status
                     if status.status.terminal:
                         return
-                if deadline is not None and time.monotonic() > deadline:
-                    raise JobTimeout(job_id, 0)
+                if _wire.expired(deadline):
+                    return  # follow() raises JobTimeout with the caller's timeout
         finally:
             response.close()
 

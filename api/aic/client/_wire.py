@@ -4,6 +4,7 @@ Server-Sent Events parser. Each client only sends and sleeps its own way."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from aic.client.errors import ApiError, error_for
+from aic.client.errors import ApiError, AuthenticationError, NotFound, ServiceUnreachable, error_for
 from aic.client.models import ErrorResponse, Image, Status, Upload
 from aic.core.retry import RetryPolicy, parse_retry_after
 
@@ -35,6 +36,32 @@ def retry_delay_s(policy: RetryPolicy, response: httpx.Response, attempt: int) -
     if response.status_code not in RETRIED_STATUSES or not policy.retries_left(attempt):
         return None
     return policy.delay_s(attempt, parse_retry_after(response.headers.get("retry-after")))
+
+
+def deadline_of(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else time.monotonic() + timeout_s
+
+
+def expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() > deadline
+
+
+def events_timeout(http_timeout: httpx.Timeout, deadline: float | None) -> httpx.Timeout:
+    """The events stream's timeouts: a read may wait for keep-alives, but not past the caller's deadline."""
+    read_s = SSE_READ_TIMEOUT_S
+    if deadline is not None:
+        read_s = max(0.1, min(read_s, deadline - time.monotonic()))
+    return httpx.Timeout(http_timeout.connect, read=read_s)
+
+
+def unreachable(base_url: str, exc: httpx.TransportError) -> ServiceUnreachable:
+    return ServiceUnreachable(f"{base_url}: {type(exc).__name__}: {exc}")
+
+
+STREAM_FINAL: tuple[type[Exception], ...] = (AuthenticationError, NotFound)
+"""Errors of the events stream that polling would meet too: raised as they are."""
+STREAM_BROKEN: tuple[type[Exception], ...] = (ApiError, ServiceUnreachable, httpx.HTTPError)
+"""Errors after which following goes on by polling from the last status seen."""
 
 
 def credential_headers(api_key: str | None, token: str | None) -> dict[str, str]:

@@ -18,7 +18,6 @@ from aic.client import (
     BadRequest,
     Client,
     ClientError,
-    Conflict,
     NotFound,
     RateLimited,
     ServiceUnavailable,
@@ -27,6 +26,7 @@ from aic.client import (
 )
 from aic.console.config import KEY_ENV, ConfigError, Target, config_path, resolve
 from aic.console.view import JsonView, Outcome, TerminalView, View
+from aic.core import images
 
 
 class ExitCode(IntEnum):
@@ -44,7 +44,6 @@ class ExitCode(IntEnum):
 
 BATCH_FILES = 10
 """Files per batch request (the service's default ``BATCH_MAX_FILES``); more are sent in several batches."""
-IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
 
 
 @dataclass(frozen=True)
@@ -70,8 +69,7 @@ def read_image(path: Path) -> Upload:
         raise InputError(f"{path}: is a directory") from None
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from None
-    webp = content[:4] == b"RIFF" and content[8:12] == b"WEBP"
-    if not (webp or content.startswith(IMAGE_SIGNATURES)):
+    if images.sniff(content) is None:
         raise InputError(f"{path}: not a JPEG, PNG or WebP image")
     return Upload(path.name, content)
 
@@ -180,9 +178,6 @@ def jobs(action: str, job_id: str, target: Target, view: View) -> ExitCode:
                 view.show_result(client.result(job_id))
             else:
                 view.show_status(client.cancel(job_id) if action == "cancel" else client.status(job_id))
-    except Conflict as exc:
-        view.error(describe(exc))
-        return ExitCode.JOB_FAILED
     except ClientError as exc:
         view.error(describe(exc))
         return exit_code_of(exc)
