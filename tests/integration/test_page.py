@@ -208,6 +208,19 @@ def test_rate_limiting_is_shown_with_its_retry_time(stack: Stack, browser: WebDr
         service.stop()
 
 
+def test_the_page_sends_the_key_in_the_header_the_service_is_configured_for(
+    stack: Stack, browser: WebDriver, photos: dict[str, Path]
+) -> None:
+    service, root = stack.extra_api(API_KEY_HEADER="X-Tenant-Key")
+    try:
+        page = fresh_page(browser, root)
+        classify(page, API_KEY, photos["cat"])
+        rows = wait_for(page, "#jobs li.job [data-testid=prediction]")
+        assert rows[0].text.startswith("Egyptian cat"), [r.text for r in rows]
+    finally:
+        service.stop()
+
+
 def test_the_whole_flow_works_with_the_keyboard_alone(
     stack: Stack, browser: WebDriver, photos: dict[str, Path]
 ) -> None:

@@ -45,16 +45,16 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 
+_ENCODED_HEADERS = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
+
 
 class PageHeadersMiddleware(ASGIMiddleware):
     """Puts the security headers on every answer of the page's routes (static files included)."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        extra = [(name.lower().encode(), value.encode()) for name, value in SECURITY_HEADERS.items()]
-
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = [*message.get("headers", []), *_ENCODED_HEADERS]
             await send(message)
 
         await next_app(scope, receive, send_with_headers)
@@ -65,6 +65,7 @@ def render_index(settings: ApiSettings) -> bytes:
     template = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     values = {
         "api_prefix": settings.api_prefix,
+        "api_key_header": settings.api_key_header,
         "max_file_size": str(settings.max_file_size),
         "batch_max_files": str(settings.batch_max_files),
     }

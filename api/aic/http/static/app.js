@@ -6,7 +6,8 @@
   const config = document.body.dataset;
   const PREFIX = config.apiPrefix;
   const MAX_FILE_SIZE = Number(config.maxFileSize);
-  const BATCH_MAX_FILES = Number(config.batchMaxFiles) || 10;
+  const BATCH_MAX_FILES = Number(config.batchMaxFiles);
+  const KEY_HEADER = config.apiKeyHeader;
   const TYPES = { "image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WebP" };
   const EXTENSIONS = /\.(jpe?g|png|webp)$/i;
   const KEY_STORE = "aic.api_key";
@@ -75,7 +76,7 @@
     const key = keyField.value.trim();
     let response;
     try {
-      response = await fetch(PREFIX + path, { method, body, headers: { "X-API-Key": key }, credentials: "omit" });
+      response = await fetch(PREFIX + path, { method, body, headers: { [KEY_HEADER]: key }, credentials: "omit" });
     } catch (error) {
       throw new ApiError(0, { error: "UNREACHABLE", detail: "the service cannot be reached" });
     }
