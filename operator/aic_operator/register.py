@@ -8,13 +8,13 @@ ModelVersion whose source is the built artifact, by its checksum, at ``SOURCE_RO
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any
 
 from aic.core.modelspec import ModelSpec
 from aic.modelrepo import layout
+from aic.modelrepo.writer import sha256_file
 
 from aic_operator.config import GROUP, KIND, PLURAL, VERSION
 
@@ -55,8 +55,7 @@ def manifest(spec: ModelSpec, model_dir: Path, source_root: str) -> dict[str, An
     }
     labels = model_dir / layout.LABELS_FILE
     if labels.is_file():
-        digest = hashlib.sha256(labels.read_bytes()).hexdigest()
-        body["labels"] = {"uri": f"{root}/{spec.name}/{layout.LABELS_FILE}", "sha256": digest}
+        body["labels"] = {"uri": f"{root}/{spec.name}/{layout.LABELS_FILE}", "sha256": sha256_file(labels)}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,

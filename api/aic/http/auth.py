@@ -19,6 +19,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from aic.core.errors import RateLimitedError, UnauthorizedError
 from aic.core.settings import SettingsError
 from aic.http import tokens
+from aic.http.ratelimit import identity
 from aic.store.connection import STORE_ERRORS
 from aic.store.ratelimit import RateLimiter
 
@@ -173,7 +174,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
         state = connection.app.state
         throttle: FailureThrottle = state.auth_throttle
-        ip = connection.client.host if connection.client else "unknown"
+        ip, _ = identity(connection.scope)  # the same client IP as the rate limits
         throttle.check(ip)
         header_name: str = state.api_key_header
         credential = presented_key(dict(connection.headers), header_name)

@@ -116,9 +116,7 @@ def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
 
 def client_setup_line(base_url: str, dev_key: str | None) -> str:
     """The shell line that points ``aic classify`` (and ``aic jobs``) at this stack."""
-    if dev_key is not None:
-        return f"client: {export_line(base_url, dev_key)}"
-    return f"client: {export_line(base_url, '<one of your API_KEYS>')}"
+    return f"client: {export_line(base_url, dev_key or '<one of your API_KEYS>')}"
 
 
 def run_up() -> int:
