@@ -156,24 +156,22 @@ def test_dropped_images_go_as_one_batch_and_each_gets_its_top_5(stack: Stack, br
     assert any(url.endswith("/api/v1/classify/batch") for url in requested_urls(page))
 
 
-def test_an_11_mb_file_shows_the_size_error_and_is_not_uploaded(
-    stack: Stack, browser: WebDriver, photos: dict[str, Path]
+@pytest.mark.parametrize(
+    ("photo", "message"),
+    [
+        ("big", "Too big: big.jpg is 10.5 MB; the limit is 10.0 MB."),  # the 11 MB file
+        ("plain", "Unsupported type: notes.txt is text/plain; send JPEG, PNG or WebP."),
+    ],
+    ids=["too-big", "not-an-image-type"],
+)
+def test_a_file_the_page_refuses_shows_why_and_is_not_uploaded(
+    stack: Stack, browser: WebDriver, photos: dict[str, Path], photo: str, message: str
 ) -> None:
     page = fresh_page(browser, root_of(stack))
-    classify(page, API_KEY, photos["big"])
+    classify(page, API_KEY, photos[photo])
     (error,) = wait_for(page, "#jobs li.job .error")
-    assert error.text == "Too big: big.jpg is 10.5 MB; the limit is 10.0 MB."
+    assert error.text == message
     assert first_job(page).get_attribute("data-job-id") is None  # refused before any upload
-
-
-def test_a_file_that_is_not_an_image_type_is_refused_before_uploading(
-    stack: Stack, browser: WebDriver, photos: dict[str, Path]
-) -> None:
-    page = fresh_page(browser, root_of(stack))
-    classify(page, API_KEY, photos["plain"])
-    (error,) = wait_for(page, "#jobs li.job .error")
-    assert error.text == "Unsupported type: notes.txt is text/plain; send JPEG, PNG or WebP."
-    assert first_job(page).get_attribute("data-job-id") is None
 
 
 def test_the_service_refusing_a_file_shows_its_own_detail(
