@@ -8,7 +8,7 @@ import asyncio
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -57,7 +57,6 @@ class Stack:
     api: Service
     dispatcher: Service | None
     env: dict[str, str]
-    extra: list[Service] = field(default_factory=list)
 
     def client(self, key: str | None = API_KEY) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
@@ -66,14 +65,18 @@ class Stack:
     def redis_client(self) -> redis_sync.Redis:
         return redis_sync.Redis.from_url(self.redis.url)
 
-    def extra_api(self, **env: str) -> tuple[Service, str]:
-        """An `aic api` of the caller's own on this stack's Redis, with ``env`` on top, once it answers; the
-        caller stops it. Returns the service and its root URL (no prefix)."""
+    @contextmanager
+    def extra_api(self, **env: str) -> Iterator[tuple[Service, str]]:
+        """An `aic api` of the caller's own on this stack's Redis, with ``env`` on top, once it answers, and its
+        root URL (no prefix); stopped when the block ends."""
         port = free_port()
         service = Service("api", {**self.env, "API_PORT": str(port), **env}).start()
-        root = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{root}/livez", 60, service)
-        return service, root
+        try:
+            root = f"http://127.0.0.1:{port}"
+            wait_for_http(f"{root}/livez", 60, service)
+            yield service, root
+        finally:
+            service.stop()
 
     @contextmanager
     def own_dispatcher(self) -> Iterator[Service]:

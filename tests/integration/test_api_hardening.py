@@ -23,11 +23,8 @@ WS_HEADERS = (
 
 @pytest.fixture(scope="module")
 def api(stack: Stack) -> Iterator[tuple[Service, int]]:
-    service, root = stack.extra_api()
-    try:
+    with stack.extra_api() as (service, root):
         yield service, int(root.rsplit(":", 1)[1])
-    finally:
-        service.stop()
 
 
 def exchange(port: int, request: bytes) -> tuple[bytes, float, bool]:
@@ -106,23 +103,17 @@ def as_client(root: str, key: str, peer: str, forwarded_for: str | None = None) 
 
 def test_a_forged_x_forwarded_for_does_not_escape_the_per_ip_limit(stack: Stack) -> None:
     keys, api_keys = own_keys(6)  # a fresh key per request: only the IP bucket can refuse
-    service, root = stack.extra_api(API_KEYS=api_keys, **LIMITED)
-    try:
+    with stack.extra_api(API_KEYS=api_keys, **LIMITED) as (_, root):
         codes = [as_client(root, keys[i], "127.0.0.21", f"198.51.100.{i}").status_code for i in range(6)]
-    finally:
-        service.stop()
     assert codes == [200, 200, 200, 429, 429, 429], codes
 
 
 def test_behind_a_trusted_proxy_the_limit_counts_the_real_client(stack: Stack) -> None:
     keys, api_keys = own_keys(20)
-    service, root = stack.extra_api(FORWARDED_ALLOW_IPS="127.0.0.22", API_KEYS=api_keys, **LIMITED)
-    try:
+    with stack.extra_api(FORWARDED_ALLOW_IPS="127.0.0.22", API_KEYS=api_keys, **LIMITED) as (_, root):
         clients = [as_client(root, keys[i], "127.0.0.22", f"203.0.113.{i}").status_code for i in range(6)]
         one_client = [as_client(root, keys[6 + i], "127.0.0.22", "203.0.113.77").status_code for i in range(4)]
         untrusted = [as_client(root, keys[10 + i], "127.0.0.23", f"203.0.113.{90 + i}").status_code for i in range(4)]
-    finally:
-        service.stop()
     assert clients == [200] * 6, "six real clients behind one proxy, each within its own bucket"
     assert one_client == [200, 200, 200, 429], "one real client is limited whatever key it rotates through"
     assert untrusted == [200, 200, 200, 429], "a peer that is not the proxy is counted as itself"
@@ -132,13 +123,10 @@ def test_behind_a_trusted_proxy_the_limit_counts_the_real_client(stack: Stack) -
 
 
 def test_failed_authentication_is_throttled_per_ip(stack: Stack) -> None:
-    service, root = stack.extra_api(RATE_LIMIT_PER_MINUTE="0", AUTH_FAILURE_BURST="3", AUTH_FAILURE_PER_MINUTE="1")
-    try:
+    with stack.extra_api(RATE_LIMIT_PER_MINUTE="0", AUTH_FAILURE_BURST="3", AUTH_FAILURE_PER_MINUTE="1") as (_, root):
         guesses = [as_client(root, f"guess-{i:016d}", "127.0.0.31") for i in range(4)]
         right_key_now = as_client(root, API_KEY, "127.0.0.31")
         elsewhere = as_client(root, API_KEY, "127.0.0.32")
-    finally:
-        service.stop()
     assert [r.status_code for r in guesses] == [401, 401, 401, 429]
     assert guesses[-1].json()["error"] == "RATE_LIMITED" and int(guesses[-1].headers["retry-after"]) >= 1
     assert right_key_now.status_code == 429, "a locked-out address is answered 429 whatever it sends"

@@ -9,7 +9,6 @@ import pytest
 from aic.local.ports import free_port
 from conftest import ADMIN_KEY, API_KEY, OTHER_TENANT_KEY, Stack
 from helpers import jpeg
-from stack import stop_all
 
 pytestmark = pytest.mark.integration
 
@@ -21,12 +20,8 @@ ORIGIN = "https://app.example.com"
 def limited(stack: Stack) -> Iterator[tuple[str, str]]:
     """Two API replicas with a low limit (burst 3, 1 per minute) over the stack's Redis."""
     limits = {"RATE_LIMIT_PER_MINUTE": "1", "RATE_LIMIT_BURST": str(BURST), "ALLOWED_HOSTS": ORIGIN}
-    first, root_a = stack.extra_api(**limits)
-    second, root_b = stack.extra_api(**limits)
-    try:
+    with stack.extra_api(**limits) as (_, root_a), stack.extra_api(**limits) as (_, root_b):
         yield root_a, root_b
-    finally:
-        stop_all([first, second])
 
 
 def client(root: str, key: str, source_ip: str) -> httpx.Client:
@@ -76,12 +71,9 @@ def test_cors_allows_the_configured_origin_only(limited: tuple[str, str]) -> Non
 
 
 def test_readyz_fails_without_redis_while_livez_holds(stack: Stack) -> None:
-    service, root = stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}")
-    try:
+    with stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}") as (_, root):
         live = httpx.get(f"{root}/livez")
         ready = httpx.get(f"{root}/readyz", timeout=30)
-    finally:
-        service.stop()
     assert live.status_code == 200
     assert ready.status_code == 503
     assert ready.json()["error"] == "SERVICE_UNAVAILABLE"
@@ -94,24 +86,22 @@ def test_readyz_with_redis(stack: Stack) -> None:
 
 
 def test_a_full_queue_answers_503_with_retry_after(stack: Stack) -> None:
-    service, root = stack.extra_api(QUEUE_MAX_DEPTH="0", QUEUE_FULL_RETRY_AFTER_S="7")
-    try:
-        with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
-            response = client.post("/classify", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
-    finally:
-        service.stop()
+    with (
+        stack.extra_api(QUEUE_MAX_DEPTH="0", QUEUE_FULL_RETRY_AFTER_S="7") as (_, root),
+        httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client,
+    ):
+        response = client.post("/classify", files={"file": ("a.jpg", jpeg(), "image/jpeg")})
     assert response.status_code == 503
     assert response.json()["error"] == "SERVICE_UNAVAILABLE"
     assert response.headers["retry-after"] == "7"
 
 
 def test_a_route_that_needs_redis_answers_503_while_it_is_away(stack: Stack) -> None:
-    service, root = stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}")
-    try:
-        with httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client:
-            response = client.get("/status/0b6ec30e-1cd5-4f6a-9c0e-9d1b1d7e5f10")
-    finally:
-        service.stop()
+    with (
+        stack.extra_api(REDIS_URL=f"redis://127.0.0.1:{free_port()}") as (_, root),
+        httpx.Client(base_url=f"{root}/api/v1", headers={"X-API-Key": API_KEY}, timeout=30) as client,
+    ):
+        response = client.get("/status/0b6ec30e-1cd5-4f6a-9c0e-9d1b1d7e5f10")
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "SERVICE_UNAVAILABLE" and response.headers["retry-after"]
     assert response.json()["request_id"] == response.headers["x-request-id"]

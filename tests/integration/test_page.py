@@ -196,27 +196,21 @@ def test_a_wrong_key_is_shown_as_unauthorised(stack: Stack, browser: WebDriver, 
 
 
 def test_rate_limiting_is_shown_with_its_retry_time(stack: Stack, browser: WebDriver, photos: dict[str, Path]) -> None:
-    service, root = stack.extra_api(RATE_LIMIT_PER_MINUTE="1", RATE_LIMIT_BURST="1")
-    try:
+    with stack.extra_api(RATE_LIMIT_PER_MINUTE="1", RATE_LIMIT_BURST="1") as (_, root):
         page = fresh_page(browser, root)
         classify(page, OTHER_TENANT_KEY, photos["cat"])  # the upload takes the one token; what follows is refused
         (error,) = wait_for(page, "#jobs li.job .error")
         assert re.fullmatch(r"Rate limited: try again in \d+ s\.", error.text), error.text
-    finally:
-        service.stop()
 
 
 def test_the_page_sends_the_key_in_the_header_the_service_is_configured_for(
     stack: Stack, browser: WebDriver, photos: dict[str, Path]
 ) -> None:
-    service, root = stack.extra_api(API_KEY_HEADER="X-Tenant-Key")
-    try:
+    with stack.extra_api(API_KEY_HEADER="X-Tenant-Key") as (_, root):
         page = fresh_page(browser, root)
         classify(page, API_KEY, photos["cat"])
         rows = wait_for(page, "#jobs li.job [data-testid=prediction]")
         assert rows[0].text.startswith("Egyptian cat"), [r.text for r in rows]
-    finally:
-        service.stop()
 
 
 def test_the_whole_flow_works_with_the_keyboard_alone(
@@ -277,8 +271,7 @@ def test_the_page_and_its_assets_carry_a_strict_policy_and_need_no_key(stack: St
 
 
 def test_the_page_is_not_rate_limited_and_not_in_the_schema_while_unknown_paths_stay_404(stack: Stack) -> None:
-    service, root = stack.extra_api(RATE_LIMIT_PER_MINUTE="1", RATE_LIMIT_BURST="1")
-    try:
+    with stack.extra_api(RATE_LIMIT_PER_MINUTE="1", RATE_LIMIT_BURST="1") as (_, root):
         answers = [httpx.get(f"{root}/") for _ in range(3)] + [httpx.get(f"{root}/static/app.js") for _ in range(3)]
         assert [a.status_code for a in answers] == [200] * 6
         assert not any("ratelimit-limit" in a.headers for a in answers)
@@ -288,5 +281,3 @@ def test_the_page_is_not_rate_limited_and_not_in_the_schema_while_unknown_paths_
         assert httpx.post(f"{root}/").json()["error"] == "HTTP_ERROR"
         paths = httpx.get(f"{root}/schema/openapi.json").json()["paths"]
         assert "/" not in paths and not [p for p in paths if p.startswith("/static")]
-    finally:
-        service.stop()
