@@ -7,6 +7,7 @@ It lives beside the operator rather than in ``aic.core.settings`` because only t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 from aic.core import settings as settings_mod
@@ -60,9 +61,9 @@ class Config:
     def static_replicas(self) -> tuple[str, ...]:
         return tuple(url.strip() for url in self.triton.triton_url.split(",") if url.strip())
 
-    @property
+    @functools.cached_property
     def claims(self) -> dict[str, Path]:
-        """``PVC_CLAIMS`` as claim -> folder."""
+        """``PVC_CLAIMS`` as claim -> folder (parsed once: every reconcile reads it)."""
         pairs = (item.split("=", 1) for item in self.operator.pvc_claims.split(",") if "=" in item)
         return {claim.strip(): Path(folder.strip()).expanduser() for claim, folder in pairs}
 
