@@ -84,7 +84,8 @@ class ApiSettings:
     """Comma-separated ``tenant:key`` pairs. Empty means no key is valid: every guarded route answers 401."""
     api_key_header: str = "X-API-Key"
     log_level: str = "INFO"
-    log_format: str = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+    log_format: str = ""
+    """``json`` (one object per line) or ``console`` (readable lines); empty: console on a terminal, else JSON."""
     secret_key: str = ""
     """Signs the Bearer JWTs of ``POST /auth/token`` (HS256). Empty: a random per-process secret is generated
     and a warning logged; every API replica must share one value in production."""
@@ -109,6 +110,15 @@ class ApiSettings:
     """Failed authentications allowed per client IP and minute after the burst; 0 turns the throttle off."""
     auth_failure_burst: int = 10
     """Failed authentications an IP may make at once before it is answered 429 (any credential) for a while."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus ``/metrics`` of a dispatcher or of the operator (the API serves ``/metrics`` on its own port)."""
+
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - scraped from other Pods
+    metrics_port: int = 9090
+    """Port of this process's ``/metrics``; 0: none."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,10 +20,12 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any
 
+from aic.core import telemetry
 from aic.core.settings import TritonSettings
 from aic.local.ports import free_port
 from aic.modelrepo import layout
@@ -109,6 +111,7 @@ def server_command(
         f"--backend-config=python,shm-default-byte-size={PYTHON_SHM_BYTES}",
         f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--log-verbose=0",
+        *trace_flags(os.environ),
     ]
     env = dict(os.environ)
     # The stub embeds libpython: this interpreter's, not whichever one the loader would find first.
@@ -119,6 +122,25 @@ def server_command(
     # interpreter's bin directory goes first, as PyTriton does. A virtualenv's pyvenv.cfg then applies.
     env["PATH"] = _join_paths(str(Path(sys.executable).parent), env.get("PATH", ""))
     return argv, env
+
+
+def trace_flags(env: Mapping[str, str]) -> list[str]:
+    """Triton's OpenTelemetry tracing while the ``OTEL_*`` variables ask for traces: every request sampled
+    (rate 1; the caller's sampling already chose), spans exported over OTLP/HTTP as service ``triton``. Triton
+    continues the ``traceparent`` the dispatcher sends in the gRPC metadata. None otherwise."""
+    if not telemetry.configured(env):
+        return []
+    url = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    flags = [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=rate=1",
+        "--trace-config=level=TIMESTAMPS",
+        f"--trace-config=opentelemetry,url={url}",
+        "--trace-config=opentelemetry,resource=service.name=triton",
+    ]
+    if env.get("OTEL_BSP_SCHEDULE_DELAY"):
+        flags.append(f"--trace-config=opentelemetry,bsp_schedule_delay={env['OTEL_BSP_SCHEDULE_DELAY']}")
+    return flags
 
 
 def _join_paths(*parts: str) -> str:
