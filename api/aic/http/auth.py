@@ -16,6 +16,7 @@ from enum import StrEnum
 from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from aic.core import logs
 from aic.core.errors import RateLimitedError, UnauthorizedError
 from aic.core.settings import SettingsError
 from aic.http import tokens
@@ -187,4 +188,6 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         except UnauthorizedError:
             await throttle.failed(ip)
             raise
+        # the rest of the request runs in this context: RequestIdMiddleware's block around it ends the binding
+        logs.bind(tenant=principal.tenant)
         return AuthenticationResult(user=principal, auth=None)

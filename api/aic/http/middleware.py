@@ -11,17 +11,19 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from aic.core import logs
 from aic.http import errors
 
 
 class RequestIdMiddleware(ASGIMiddleware):
     """Takes a well-formed ``X-Request-ID`` or makes one; echoes it on the response (and the WebSocket
-    handshake)."""
+    handshake), and binds it (with the tenant, once authenticated) to every log line of the request."""
 
     scopes = ("http", "websocket")  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        header = (b"x-request-id", errors.request_id(scope).encode())
+        request_id = errors.request_id(scope)
+        header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.accept", "websocket.http.response.start"):
@@ -31,7 +33,8 @@ class RequestIdMiddleware(ASGIMiddleware):
                 message["headers"] = headers
             await send(message)
 
-        await next_app(scope, receive, send_with_id)
+        with logs.bound(request_id=request_id):  # on exit also undoes the tenant ApiKeyMiddleware binds
+            await next_app(scope, receive, send_with_id)
 
 
 class WebSocketErrorMiddleware(ASGIMiddleware):

@@ -108,6 +108,7 @@ def serve(app: Any, settings: ApiSettings) -> None:
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # no handlers of uvicorn's own: its lines go through aic.core.logs's (format, redaction)
         access_log=False,
         timeout_graceful_shutdown=10,
         loop="auto",  # uvloop: about a third less CPU per request than asyncio's loop (bench/)
