@@ -14,18 +14,35 @@ from pathlib import Path
 
 from aic.core import settings as settings_mod
 from aic.core.enums import Priority
-from aic.core.settings import ApiSettings, DispatcherSettings, RedisSettings, TritonSettings, WebhookSettings
+from aic.core.settings import (
+    ApiSettings,
+    DispatcherSettings,
+    MetricsSettings,
+    RedisSettings,
+    TritonSettings,
+    WebhookSettings,
+)
 
 
 def _logging() -> None:
-    api = settings_mod.load(ApiSettings)
-    logging.basicConfig(level=api.log_level.upper(), format=api.log_format, stream=sys.stderr)
+    from aic.core import logs
+
+    try:
+        api = settings_mod.load(ApiSettings)
+        secrets = logs.settings_secrets(api, settings_mod.load(RedisSettings), settings_mod.load(WebhookSettings))
+        logs.configure(api.log_level, api.log_format, stream=sys.stderr, secrets=secrets)
+        logging.captureWarnings(True)  # warnings too become lines of the chosen format, redacted
+    except settings_mod.SettingsError as exc:  # main() catches these only around the command itself
+        print(f"aic: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def cmd_api(_: argparse.Namespace) -> int:
+    from aic.core import telemetry
     from aic.http.app import create_app
     from aic.http.server import serve
 
+    telemetry.setup("aic-api")  # before the app: its tracing plugin is added only while spans are exported
     api = settings_mod.load(ApiSettings)
     serve(create_app(api, settings_mod.load(RedisSettings)), api)
     return 0
@@ -33,6 +50,7 @@ def cmd_api(_: argparse.Namespace) -> int:
 
 async def _dispatch() -> None:
     """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
+    from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
     from aic.store.connection import connect
     from aic.store.queue import QueueConsumer
@@ -44,6 +62,8 @@ async def _dispatch() -> None:
     from aic.triton.client import TritonRunner
     from aic.webhooks.worker import WebhookWorker
 
+    telemetry.setup("aic-dispatcher")  # before connecting: redis-py is instrumented while spans are exported
+    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher")
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)

@@ -143,6 +143,7 @@ def running_stack(
             "SECRET_KEY": "test-secret-key-for-jwt-signing-0123456789",
             "RATE_LIMIT_PER_MINUTE": "0",  # limits are tested on their own API process (test_api_limits.py)
             "LOG_LEVEL": "INFO",
+            "METRICS_PORT": "0",  # dispatchers side by side would share one port; test_observability sets its own
             **webhook_ca.env,
             **extra_env,
         }

@@ -106,11 +106,13 @@ def test_every_route_of_the_app_is_documented_with_declared_security_and_error_r
                 assert "ErrorResponse" in json.dumps(operation["responses"][code]), (path, method, code)
 
 
-def test_only_the_schema_and_the_web_page_are_left_out_of_the_schema() -> None:
+def test_only_the_schema_the_web_page_and_the_metrics_are_left_out_of_the_schema() -> None:
     app, _ = app_and_schema()
     hidden = {route.path for route in app.routes if isinstance(route, HTTPRoute) and not documented(route)}
     assert {"/", "/static/{file_path:path}"} <= hidden
-    assert all(path in ("/", "/static/{file_path:path}") or path.startswith("/schema") for path in hidden), hidden
+    allowed = ("/", "/static/{file_path:path}", "/metrics")
+    assert all(path in allowed or path.startswith("/schema") for path in hidden), hidden
+    assert "/metrics" in hidden
 
 
 def test_the_app_has_exactly_one_websocket_route_and_it_is_authenticated() -> None:

@@ -14,27 +14,32 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import msgspec
 import numpy as np
 from numpy.typing import NDArray
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
-from aic.core.enums import ErrorCode, Stage
+from aic.core import telemetry
+from aic.core.enums import ErrorCode, Priority, Stage
 from aic.core.errors import ImageValidationError
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
 from aic.core.settings import DispatcherSettings
 from aic.core.timeutil import now_iso
-from aic.dispatch import preprocess
+from aic.dispatch import metrics, preprocess
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
 from aic.store.connection import UNAVAILABLE
 from aic.store.jobs import Job
-from aic.store.queue import Entry, QueueConsumer
+from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
 from aic.store.transitions import Completion, JobTransitions
 from aic.store.workers import Heartbeats
@@ -42,6 +47,9 @@ from aic.triton.client import InferenceError, TritonRunner
 from aic.triton.topk import top_k
 
 log = logging.getLogger("aic.dispatcher")
+_tracer = telemetry.tracer("aic.dispatch")
+QUEUE_METRICS_INTERVAL_S = 5.0
+"""How often the queue gauges (depth, in flight, oldest age per priority) are read from Redis."""
 
 
 def new_worker_id() -> str:
@@ -58,16 +66,57 @@ class Work:
     image: bytes
     started: float = field(default_factory=time.monotonic)
     tensor: NDArray[Any] | None = None
+    span: Span | None = None
+    """The job's processing span (CONSUMER) while the process exports traces, ended with the job's outcome."""
+
+    def end_span(self, error: str | None = None) -> None:
+        if self.span is None:
+            return
+        if error is not None:
+            self.span.set_status(StatusCode.ERROR, error)
+        self.span.end()
+        self.span = None
 
 
-def _preprocess_all(blobs: list[bytes], spec: ModelSpec) -> list[NDArray[Any] | Exception]:
-    """Preprocess several uploads in one worker thread; a failure is returned in its place, not raised."""
-    outcomes: list[NDArray[Any] | Exception] = []
+def _start_span(item: Work) -> None:
+    """The job's processing span, a child of the context its enqueue span stored in the job."""
+    job, destination = item.job, f"queue:{item.job.priority}"
+    item.span = _tracer.start_span(
+        f"process {destination}",
+        context=telemetry.context_of(job.traceparent, job.tracestate),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "redis",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": destination,
+            "messaging.consumer.group.name": "dispatchers",
+            "messaging.message.id": item.entry.entry_id,
+            "aic.job_id": job.job_id,
+            "aic.model_version": job.model_version,
+            "aic.attempt": job.attempts,
+        },
+    )
+
+
+def _queued_s(job: Job) -> float | None:
+    try:
+        return max(0.0, time.time() - datetime.fromisoformat(job.created_at).timestamp())
+    except ValueError:
+        return None
+
+
+def _preprocess_all(blobs: list[bytes], spec: ModelSpec) -> list[tuple[NDArray[Any] | Exception, int, int]]:
+    """Preprocess several uploads in one worker thread; a failure is returned in its place, not raised. Each
+    outcome comes with its start and end (``time.time_ns()``)."""
+    outcomes: list[tuple[NDArray[Any] | Exception, int, int]] = []
     for blob in blobs:
+        began = time.time_ns()
         try:
-            outcomes.append(preprocess.preprocess(blob, spec.preprocessing))
+            outcome: NDArray[Any] | Exception = preprocess.preprocess(blob, spec.preprocessing)
         except Exception as exc:  # each image's own failure decides that job alone
-            outcomes.append(exc)
+            outcome = exc
+        outcomes.append((outcome, began, time.time_ns()))
     return outcomes
 
 
@@ -94,6 +143,7 @@ class Dispatcher:
         self.intake = Intake(queue, settings)
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
+        self.stats = QueueStats(queue.redis)
         self.completed = 0
         self.failed = 0
         self._stopping = asyncio.Event()
@@ -111,8 +161,13 @@ class Dispatcher:
                 log.warning("waiting for redis: %s", exc)
                 await asyncio.sleep(1.0)
         log.info("dispatcher %s reading every priority queue", self.worker_id)
-        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._renew_leases())]
-        loops = [asyncio.create_task(self._loop()) for _ in range(max(1, self.settings.dispatcher_concurrency))]
+        # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
+        # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
+        with telemetry.untraced():
+            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics())
+            helpers = [asyncio.create_task(helper) for helper in background]
+            concurrency = max(1, self.settings.dispatcher_concurrency)
+            loops = [asyncio.create_task(self._loop()) for _ in range(concurrency)]
         stopping = asyncio.create_task(self._stopping.wait())
         try:
             await asyncio.wait([*loops, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -156,6 +211,11 @@ class Dispatcher:
                 gone.append(taken.entry)  # expired, never existed, cancelled or already finished
                 continue
             item = Work(taken.entry, job, taken.image or b"")
+            if telemetry.enabled():
+                _start_span(item)
+            queued = _queued_s(job)
+            if queued is not None:
+                metrics.STAGE_DURATION.labels("queued").observe(queued)
             if job.attempts >= self.settings.max_deliveries:
                 # delivered again and again without finishing: it kills or stalls dispatchers
                 reason = f"Gave up after {job.attempts} deliveries"
@@ -182,6 +242,7 @@ class Dispatcher:
         finally:
             for item in work:
                 self.intake.let_go(item.entry)
+                item.end_span()  # dropped (cancelled meanwhile) or released at shutdown: no outcome of its own
 
     async def _run_model(self, spec: ModelSpec | None, work: list[Work]) -> None:
         if spec is None:
@@ -210,7 +271,15 @@ class Dispatcher:
         )
         outcomes = [parts[k % len(chunks)][k // len(chunks)] for k in range(len(work))]  # chunk i holds i, i+n, ...
         ready: list[Work] = []
-        for item, outcome in zip(work, outcomes, strict=True):
+        for item, (outcome, began_ns, ended_ns) in zip(work, outcomes, strict=True):
+            metrics.STAGE_DURATION.labels("preprocessing").observe((ended_ns - began_ns) / 1e9)
+            if item.span is not None:
+                _tracer.start_span(
+                    "preprocess",
+                    context=trace.set_span_in_context(item.span),
+                    start_time=began_ns,
+                    attributes={"aic.model": spec.name, "aic.image_bytes": len(item.image)},
+                ).end(end_time=ended_ns)
             if isinstance(outcome, ImageValidationError):
                 await self._fail([item], outcome.detail, ErrorCode.INVALID_IMAGE)
             elif isinstance(outcome, BaseException):
@@ -233,10 +302,16 @@ class Dispatcher:
         batch = np.stack([w.tensor for w in work if w.tensor is not None])
         outage_deadline = time.monotonic() + self.settings.triton_outage_timeout_s
         attempt = 0
+        metrics.BATCH_SIZE.labels(spec.name).observe(len(work))
         while True:
+            began = time.perf_counter()
             try:
-                return await self.runner.infer(spec, batch)
+                logits = await self.runner.infer(spec, batch)
+                metrics.TRITON_DURATION.labels(spec.name).observe(time.perf_counter() - began, telemetry.exemplar())
+                return logits
             except InferenceError as exc:
+                kind = "outage" if exc.outage else "transient" if exc.retryable else "permanent"
+                metrics.TRITON_ERRORS.labels(spec.name, kind).inc()
                 attempt += 1
                 if not exc.retryable:
                     await self._fail(work, str(exc), ErrorCode.MODEL_ERROR, dead_letter=True)
@@ -260,27 +335,97 @@ class Dispatcher:
             await asyncio.wait_for(self._stopping.wait(), timeout=delay_s)
 
     async def _infer(self, spec: ModelSpec, work: list[Work]) -> None:
-        logits = await self._call_triton(spec, work)
-        if logits is None:
-            return
-        completions = []
-        for item, predictions in zip(work, top_k(logits, spec), strict=True):
-            result = ClassificationResult(
-                job_id=item.job.job_id,
-                predictions=predictions,
-                processing_time=round(time.monotonic() - item.started, 6),
-                model_version=item.job.model_version,
-                image_metadata=item.job.image_metadata,
-                created_at=now_iso(),
-            )
-            completions.append(Completion(item.job, item.entry, msgspec.json.encode(result)))
-        await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, in the same trip
+        with self._batch_span(spec, work):
+            began = time.perf_counter()
+            logits = await self._call_triton(spec, work)
+            if logits is None:
+                return
+            inferred = time.perf_counter()
+            completions = []
+            for item, predictions in zip(work, top_k(logits, spec), strict=True):
+                result = ClassificationResult(
+                    job_id=item.job.job_id,
+                    predictions=predictions,
+                    processing_time=round(time.monotonic() - item.started, 6),
+                    model_version=item.job.model_version,
+                    image_metadata=item.job.image_metadata,
+                    created_at=now_iso(),
+                )
+                completions.append(Completion(item.job, item.entry, msgspec.json.encode(result)))
+            with _tracer.start_as_current_span("store results", attributes={"aic.jobs": len(work)}):
+                await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, same trip
+            stored = time.perf_counter()
         self.completed += len(work)
+        for item in work:
+            self._completed(item, inferred - began, stored - inferred)
+
+    def _completed(self, item: Work, inference_s: float, storing_s: float) -> None:
+        job = item.job
+        exemplar = {"trace_id": format(item.span.get_span_context().trace_id, "032x")} if item.span else None
+        metrics.JOBS_COMPLETED.labels(job.model_version, str(job.priority)).inc()
+        metrics.STAGE_DURATION.labels("inference").observe(inference_s, exemplar)
+        metrics.STAGE_DURATION.labels("storing").observe(storing_s, exemplar)
+        total = _queued_s(job)
+        if total is not None:
+            metrics.JOB_DURATION.labels(job.model_version, str(job.priority)).observe(total, exemplar)
+        if log.isEnabledFor(logging.DEBUG):
+            with telemetry.active(item.span) if item.span else contextlib.nullcontext():
+                log.debug("job %s completed", job.job_id, extra={"job_id": job.job_id, "tenant": job.tenant})
+        item.end_span()
+
+    @contextlib.contextmanager
+    def _batch_span(self, spec: ModelSpec, work: list[Work]) -> Iterator[None]:
+        """One span per Triton batch, in the trace of its first job and linked to every job's processing span: the
+        Triton call and the store of the results are its children."""
+        first = work[0].span
+        if first is None:
+            yield
+            return
+        span = _tracer.start_span(
+            f"infer {spec.name}",
+            context=trace.set_span_in_context(first),
+            links=[Link(item.span.get_span_context()) for item in work if item.span is not None],
+            attributes={
+                "aic.model": spec.name,
+                "aic.batch_size": len(work),
+                "messaging.batch.message_count": len(work),
+            },
+        )
+        try:
+            with telemetry.active(span):
+                yield
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+        finally:
+            span.end()
 
     async def _fail(self, work: list[Work], error: str, code: ErrorCode, *, dead_letter: bool = False) -> None:
         await self.jobs.fail(work, error, str(code), dead_letter=dead_letter)
         self.failed += len(work)
-        log.info("failed %d job(s) with %s: %s", len(work), code, error)
+        for item in work:
+            job = item.job
+            metrics.JOBS_FAILED.labels(job.model_version, str(job.priority), str(code)).inc()
+            with telemetry.active(item.span) if item.span else contextlib.nullcontext():
+                log.info(
+                    "job %s failed with %s: %s",
+                    job.job_id,
+                    code,
+                    error,
+                    extra={"job_id": job.job_id, "tenant": job.tenant},
+                )
+            item.end_span(f"{code}: {error}")
+
+    async def _queue_metrics(self) -> None:
+        """Queue depth, in flight and oldest age per priority, for the gauges every dispatcher serves."""
+        while True:
+            try:
+                for priority in Priority:
+                    metrics.record_queue(await self.stats.info(priority))
+            except UNAVAILABLE as exc:
+                log.debug("queue metrics: redis unavailable: %s", exc)
+            await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
 
     # -- background --------------------------------------------------------------------------------------
 
@@ -301,6 +446,8 @@ class Dispatcher:
                     "problems": problems,
                 }
                 await self.heartbeats.beat(self.worker_id, body)
+                metrics.READY.set(0 if problems else 1)
+                metrics.IN_FLIGHT.set(self.intake.count())
             except UNAVAILABLE as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the heartbeat must outlive any one bad round: without it the dispatcher looks gone

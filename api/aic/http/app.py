@@ -27,6 +27,7 @@ from aic.http.controllers.health import health, livez, readyz
 from aic.http.controllers.jobs import JobController
 from aic.http.controllers.webhooks import WebhookController
 from aic.http.middleware import RequestIdMiddleware, WebSocketErrorMiddleware
+from aic.http.observe import METRICS_PATH, metrics, prometheus, tracing_plugins
 from aic.http.openapi import security_schemes, submit_operations
 from aic.http.page import PATHS as PAGE_PATHS
 from aic.http.page import page_routes
@@ -97,7 +98,8 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         return Provide(provide, sync_to_thread=False)
 
     prefix = api_settings.api_prefix
-    open_paths = [f"^{prefix}/health$", "^/schema", "^/livez$", "^/readyz$", *PAGE_PATHS]
+    # /metrics needs no key, as the probes: the chart's Ingress does not route it, only in-cluster scrapers reach it
+    open_paths = [f"^{prefix}/health$", "^/schema", "^/livez$", "^/readyz$", f"^{METRICS_PATH}$", *PAGE_PATHS]
     state = {
         "key_ring": key_ring,
         "api_key_header": api_settings.api_key_header,
@@ -106,7 +108,8 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     }
     api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
     app = Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, *page_routes(api_settings)],
+        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],
+        plugins=tracing_plugins(),
         lifespan=[lifespan],
         state=State(state),
         dependencies={
@@ -115,6 +118,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
             "webhook_settings": Provide(lambda: webhook_settings, sync_to_thread=False),
         },
         middleware=[
+            prometheus(api_settings.app_name).middleware,
             RequestIdMiddleware(),
             WebSocketErrorMiddleware(api_settings.max_file_size),
             DefineMiddleware(ApiKeyMiddleware, exclude=open_paths),
@@ -143,6 +147,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
             components=security_schemes(api_settings.api_key_header),
         ),
         debug=False,
+        logging_config=None,  # aic.core.logs configured the process's logging (LOG_FORMAT): Litestar keeps off it
     )
     _describe_submit_bodies(app, api_settings)
     return app

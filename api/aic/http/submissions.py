@@ -7,23 +7,29 @@ transaction, so a bad file enqueues nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 
+from aic.core import telemetry
 from aic.core.enums import JobStatus, Priority
 from aic.core.errors import BadRequestError, ImageValidationError, JobNotFoundError, RequestValidationError
 from aic.core.schemas import ClassificationResponse, ClassificationResult
 from aic.core.settings import ApiSettings, QueueSettings
 from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
 from aic.http import images, uploads
+from aic.http.observe import JOBS_SUBMITTED
 from aic.live.follow import wait_until_done
 from aic.live.hub import EventHub
 from aic.store.connection import UNAVAILABLE
@@ -257,13 +263,66 @@ class Submitter:
             if not claim.fresh:
                 return False, claim.job_ids, []
             job_ids = claim.job_ids
+        jobs = new_jobs(submission, job_ids, tenant, traceparent)
         try:  # refused when the alias routes nowhere, or with 503 + Retry-After above QUEUE_MAX_DEPTH
-            created = await self.jobs.create(new_jobs(submission, job_ids, tenant, traceparent), self.queue)
+            with enqueue_spans(jobs) as traced:
+                created = await self.jobs.create(traced, self.queue)
         except BaseException:
             if idempotency_key is not None:
                 await self.idempotency.release(tenant, idempotency_key)
             raise
+        JOBS_SUBMITTED.labels(submission.model_version, str(submission.priority)).inc(len(created))
         return True, job_ids, created
+
+
+_tracer = telemetry.tracer("aic.http")
+
+
+@contextmanager
+def enqueue_spans(jobs: list[NewJob]) -> Iterator[list[NewJob]]:
+    """One PRODUCER span per job around the step that enqueues them, each job carrying its span's context (the
+    dispatcher's processing span continues from it). Without tracing the jobs keep the client's ``traceparent``."""
+    if not telemetry.enabled():
+        yield jobs
+        return
+    spans = []
+    for job in jobs:
+        destination = f"queue:{job.priority}"
+        span = _tracer.start_span(
+            f"send {destination}",
+            kind=telemetry.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": destination,
+                "messaging.message.id": job.job_id,
+                "aic.job_id": job.job_id,
+                "aic.model_version": job.model_version,
+            },
+        )
+        spans.append(span)
+    try:
+        traced = []
+        for job, span in zip(jobs, spans, strict=True):
+            context = telemetry.carrier(span)
+            traced.append(
+                dataclasses.replace(
+                    job, traceparent=context.get(telemetry.TRACEPARENT), tracestate=context.get(telemetry.TRACESTATE)
+                )
+            )
+        with trace.use_span(
+            spans[0], record_exception=False, set_status_on_exception=False
+        ):  # the enqueue's Redis calls: under the (first) job's
+            yield traced
+    except BaseException as exc:
+        for span in spans:
+            span.record_exception(exc)
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+        raise
+    finally:
+        for span in spans:
+            span.end()
 
 
 def accepted(job: Job, result: bytes | None = None) -> ClassificationResponse:

@@ -23,7 +23,8 @@ from types import FrameType
 
 from aic.console.config import export_line
 from aic.core import settings as settings_mod
-from aic.core.settings import ApiSettings, RedisSettings, TritonSettings
+from aic.core import telemetry
+from aic.core.settings import ApiSettings, MetricsSettings, RedisSettings, TritonSettings
 from aic.modelrepo import layout
 from aic.store.connection import connect
 from aic.store.routes import RouteStore
@@ -119,6 +120,17 @@ def client_setup_line(base_url: str, dev_key: str | None) -> str:
     return f"client: {export_line(base_url, dev_key or '<one of your API_KEYS>')}"
 
 
+def observability(page: str, env: dict[str, str]) -> list[str]:
+    """Where the local stack's metrics are scraped and its traces go."""
+    metrics = settings_mod.load(MetricsSettings, env)
+    dispatcher = f"http://{metrics.metrics_host}:{metrics.metrics_port}/metrics" if metrics.metrics_port else "off"
+    lines = [f"metrics: {page}/metrics (API), {dispatcher} (dispatcher)"]
+    if telemetry.configured(env):
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        lines.append(f"traces:  OTLP/HTTP to {endpoint} (API, dispatcher, Triton)")
+    return lines
+
+
 def run_up() -> int:
     env = settings_mod.environment()
     child_env = dict(os.environ)
@@ -153,6 +165,7 @@ def run_up() -> int:
                 dev_key = secrets.token_urlsafe(24)
                 child_env["API_KEYS"] = f"dev:{dev_key}"
                 print(f"dev API key (this run only): {dev_key}", flush=True)
+            child_env.setdefault("METRICS_HOST", env.get("METRICS_HOST", "127.0.0.1"))  # this machine only
             for role in ("api", "dispatcher"):
                 children.append(
                     subprocess.Popen([sys.executable, "-m", "aic.cli", role], env=child_env, start_new_session=True)
@@ -162,6 +175,8 @@ def run_up() -> int:
             wait_http(f"{base}/health", 60, children)
             print(client_setup_line(base, dev_key), flush=True)
             page = base.removesuffix(api.api_prefix)
+            for line in observability(page, {**env, **child_env}):
+                print(line, flush=True)
             print(f"ready:  {base}  (the web page: {page}/; Ctrl-C stops everything)", flush=True)
             while not stop.is_set():
                 exited = [c for c in children if c.poll() is not None]

@@ -9,6 +9,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from aic.core import telemetry
 from aic.core.settings import RedisSettings
 
 POOL_WAIT_S = 10.0
@@ -23,7 +24,10 @@ STORE_ERRORS: Final[_Errors] = (RedisError, OSError)
 
 
 def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
-    """One client (and pool) per process; ``blocking_reads`` leaves room for XREADGROUP BLOCK."""
+    """One client (and pool) per process; ``blocking_reads`` leaves room for XREADGROUP BLOCK. While the process
+    exports traces, every command is a span (redis-py's instrumentation: statements without their arguments)."""
+    if telemetry.enabled():
+        instrument_redis()
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         timeout=POOL_WAIT_S,
@@ -36,6 +40,16 @@ def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
         retry_on_timeout=True,
     )
     return Redis.from_pool(pool)
+
+
+def instrument_redis() -> None:
+    """Trace redis-py's commands and pipelines, once per process. Statements are sanitised (the command name and
+    ``?`` for each argument: no keys, no uploads), and a pipeline is one span."""
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
 
 
 async def ping(redis: Redis) -> None:

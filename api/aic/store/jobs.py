@@ -48,6 +48,7 @@ class Job:
     error_code: str | None = None
     callback_url: str | None = None
     traceparent: str | None = None
+    tracestate: str | None = None
     attempts: int = 0
     image_metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -69,6 +70,7 @@ class Job:
             error_code=h.get("error_code") or None,
             callback_url=h.get("callback_url") or None,
             traceparent=h.get("traceparent") or None,
+            tracestate=h.get("tracestate") or None,
             attempts=int(h.get("attempts", 0)),
             image_metadata=json.loads(h.get("image_metadata") or "{}"),
         )
@@ -107,6 +109,8 @@ class NewJob:
     callback_url: str | None = None
     webhook_events: str = ""
     traceparent: str | None = None
+    """W3C trace context of the job's enqueue span: the dispatcher continues the trace from it."""
+    tracestate: str | None = None
 
 
 class JobStore:
@@ -147,6 +151,7 @@ class JobStore:
                 estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
                 callback_url=new.callback_url,
                 traceparent=new.traceparent,
+                tracestate=new.tracestate,
                 image_metadata=new.image_metadata,
             )
             record = {
@@ -163,6 +168,7 @@ class JobStore:
                 "callback_url": job.callback_url or "",
                 "webhook_events": new.webhook_events,
                 "traceparent": job.traceparent or "",
+                "tracestate": job.tracestate or "",
                 "image_metadata": json.dumps(job.image_metadata),
                 "attempts": "0",
             }

@@ -10,12 +10,15 @@ import tritonclient.grpc.aio as grpcclient
 from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
+from aic.core import telemetry
 from aic.core.modelspec import ModelSpec, TensorSpec
 
 # gRPC codes after which the same request may succeed later: the server is away (an outage: wait for it) or
 # was slow or overloaded this time (retry a bounded number of times).
 _OUTAGE = {"StatusCode.UNAVAILABLE"}
 _TRANSIENT = {"StatusCode.DEADLINE_EXCEEDED", "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.ABORTED"}
+_tracer = telemetry.tracer("aic.triton")
+_SERVICE = "inference.GRPCInferenceService"
 CHECK_TIMEOUT_S = 5.0
 """A model check waits no longer than this: a hung Triton must not stall the heartbeat that reports it."""
 
@@ -45,26 +48,53 @@ class TritonRunner:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.client = grpcclient.InferenceServerClient(url=url)
         self.timeout_s = timeout_s
+        host, _, port = url.rpartition(":")
+        self._server: dict[str, str | int] = {
+            "server.address": host or url,
+            **({"server.port": int(port)} if port.isdigit() else {}),
+        }
 
     async def infer(self, spec: ModelSpec, batch: NDArray[np.float32]) -> NDArray[np.float32]:
         """Logits for a batch (first axis) of input tensors."""
         tensor = grpcclient.InferInput(spec.input.name, list(batch.shape), spec.input.data_type)
         tensor.set_data_from_numpy(batch)
         wanted = grpcclient.InferRequestedOutput(spec.output.name)
+        if not telemetry.enabled():
+            response = await self._infer(spec, tensor, wanted, None)
+        else:  # an RPC client span; its traceparent goes in the gRPC metadata, so Triton's own spans join the trace
+            attributes: dict[str, str | int] = {
+                "rpc.system": "grpc",
+                "rpc.service": _SERVICE,
+                "rpc.method": "ModelInfer",
+                **self._server,
+            }
+            attributes.update({"aic.model": spec.name, "aic.batch_size": int(batch.shape[0])})
+            kind = telemetry.SpanKind.CLIENT
+            with _tracer.start_as_current_span(f"{_SERVICE}/ModelInfer", kind=kind, attributes=attributes):
+                response = await self._infer(spec, tensor, wanted, telemetry.carrier())
+        logits = response.as_numpy(spec.output.name)
+        if logits is None or logits.shape[0] != batch.shape[0]:
+            raise InferenceError(f"Triton returned no usable '{spec.output.name}' output", retryable=False)
+        return np.asarray(logits, dtype=np.float32)
+
+    async def _infer(
+        self,
+        spec: ModelSpec,
+        tensor: grpcclient.InferInput,
+        wanted: grpcclient.InferRequestedOutput,
+        headers: dict[str, str] | None,
+    ) -> grpcclient.InferResult:
         try:
-            response = await self.client.infer(
+            return await self.client.infer(
                 spec.name,
                 [tensor],
                 model_version=str(spec.version),
                 outputs=[wanted],
                 client_timeout=self.timeout_s,
+                headers=headers,
             )
         except Exception as exc:
             raise classify_error(exc) from exc
-        logits = response.as_numpy(spec.output.name)
-        if logits is None or logits.shape[0] != batch.shape[0]:
-            raise InferenceError(f"Triton returned no usable '{spec.output.name}' output", retryable=False)
-        return np.asarray(logits, dtype=np.float32)
 
     async def check(self, spec: ModelSpec) -> str | None:
         """Why Triton cannot serve ``spec`` as described (not loaded, or other input/output tensors), or None.

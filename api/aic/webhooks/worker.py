@@ -15,8 +15,13 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from aic.core import telemetry
 from aic.core.retry import parse_retry_after
 from aic.core.settings import WebhookSettings
 from aic.core.timeutil import now_iso
@@ -24,12 +29,14 @@ from aic.core.webhooks import EVENT_TYPES
 from aic.store.connection import STORE_ERRORS
 from aic.store.sealing import SealedSecretError
 from aic.store.webhooks import Delivery, WebhookStore, now_ms
+from aic.webhooks import metrics
 from aic.webhooks.message import entry_time, payload, retry_policy, signature_header
 from aic.webhooks.sender import Outcome, WebhookRefused, make_client, send
 
 log = logging.getLogger("aic.webhooks")
 
 USER_AGENT = "aic-webhooks/1"
+_tracer = telemetry.tracer("aic.webhooks")
 
 
 class WebhookWorker:
@@ -55,7 +62,8 @@ class WebhookWorker:
         """Deliver until ``stop()``; attempts in flight finish, then the HTTP client is closed."""
         try:
             await self._ensure_group()
-            await asyncio.gather(self._intake(), self._deliver())
+            with telemetry.untraced():  # polls are no job's; each attempt runs in its job's trace (_delivery_span)
+                await asyncio.gather(self._intake(), self._deliver())
         finally:
             if self._in_flight:
                 await asyncio.wait(self._in_flight, timeout=self.settings.webhook_timeout_s + 1)
@@ -138,9 +146,14 @@ class WebhookWorker:
             dropped = {"event": delivery.event, "webhook_id": delivery.webhook_id, "state": "failed"}
             await self.store.record(delivery, {"attempt": number, "at": now_iso(), "error": error}, dropped, None)
             return
+        with _delivery_span(delivery, job, number) as span:
+            await self._attempt_traced(delivery, job, number, span)
+
+    async def _attempt_traced(self, delivery: Delivery, job: dict[str, str], number: int, span: Span | None) -> None:
         result = await self.store.result(delivery.job_id) if delivery.event == "completed" else None
         body = payload(delivery.event, entry_time(delivery.entry_id), job, result)
         outcome, refused = await self._send(delivery, job, body)
+        metrics.DELIVERY_DURATION.observe(outcome.duration_ms / 1000, telemetry.exemplar())
         attempt: dict[str, Any] = {
             "attempt": number,
             "at": now_iso(),
@@ -166,9 +179,23 @@ class WebhookWorker:
             summary.update(state="retrying", next_attempt_at=now_iso(delay_s))
         else:
             summary["state"] = "failed"
+        metrics.DELIVERIES.labels(delivery.event, summary["state"]).inc()
+        if span is not None:
+            if outcome.status_code:
+                span.set_attribute("http.response.status_code", outcome.status_code)
+            span.set_attribute("aic.webhook.outcome", summary["state"])
+            if not outcome.delivered:
+                span.set_status(StatusCode.ERROR, str(outcome.error or outcome.status_code))
         await self._record_sent(delivery, attempt, summary, next_due)
         # the URL stays out of the log: it may carry the receiver's own token
-        log.info("webhook %s attempt %d: %s", delivery.webhook_id, number, outcome.status_code or outcome.error)
+        context = {"job_id": delivery.job_id, "tenant": job.get("tenant", "")}
+        log.info(
+            "webhook %s attempt %d: %s",
+            delivery.webhook_id,
+            number,
+            outcome.status_code or outcome.error,
+            extra=context,
+        )
 
     async def _record_sent(
         self, delivery: Delivery, attempt: dict[str, Any], summary: dict[str, Any], next_due: int | None
@@ -210,3 +237,33 @@ class WebhookWorker:
         except WebhookRefused as exc:
             return Outcome(None, f"refused: {exc}", 0), True
         return outcome, False
+
+
+@contextlib.contextmanager
+def _delivery_span(delivery: Delivery, job: dict[str, str], number: int) -> Iterator[Span | None]:
+    """A CLIENT span per attempt in the job's trace (its stored context), current for the attempt's calls. The
+    URL's path and query stay out of it: they may carry the receiver's own token."""
+    if not telemetry.enabled():
+        yield None
+        return
+    target = urlsplit(job.get("callback_url", ""))
+    span = _tracer.start_span(
+        "POST",
+        context=telemetry.context_of(job.get("traceparent"), job.get("tracestate")),
+        kind=SpanKind.CLIENT,
+        attributes={
+            "http.request.method": "POST",
+            "server.address": target.hostname or "",
+            "server.port": target.port or (443 if target.scheme == "https" else 80),
+            "url.scheme": target.scheme,
+            "aic.job_id": delivery.job_id,
+            "aic.webhook.id": delivery.webhook_id,
+            "aic.webhook.event": delivery.event,
+            "aic.webhook.attempt": number,
+        },
+    )
+    try:
+        with telemetry.active(span):
+            yield span
+    finally:
+        span.end()

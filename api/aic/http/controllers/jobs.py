@@ -18,6 +18,7 @@ from aic.core.errors import JobConflictError
 from aic.core.schemas import BatchResponse, ClassificationResponse, ClassificationResult, JobStatusResponse
 from aic.http.auth import WS_PROTOCOL, Principal
 from aic.http.middleware import websocket_errors
+from aic.http.observe import JOBS_CANCELLED
 from aic.http.openapi import SECURITY, error_responses
 from aic.http.submissions import FORM_FIELDS, Submitter
 from aic.live.follow import follow
@@ -146,7 +147,9 @@ class JobController(Controller):
         self, request: Request[Principal, Any, State], job_id: JobId, job_store: NamedDependency[JobStore]
     ) -> JobStatusResponse:
         tenant = request.user.tenant
-        await job_store.cancel(await job_store.get(job_id, tenant))
+        job = await job_store.get(job_id, tenant)
+        await job_store.cancel(job)
+        JOBS_CANCELLED.labels(job.model_version, str(job.priority)).inc()
         return (await job_store.get(job_id, tenant)).status_response()
 
     @get(
