@@ -59,6 +59,9 @@ def setup(default_service_name: str, env: Mapping[str, str] | None = None) -> bo
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+    # the stable HTTP and database conventions (http.request.method, http.response.status_code, db.system.name,
+    # db.query.text), not the instrumentations' older default names; read when they are first set up, after this
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http,database")
     named = env.get("OTEL_SERVICE_NAME") or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
     resource = Resource.create({} if named else {SERVICE_NAME: default_service_name})
     protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
