@@ -5,6 +5,8 @@ published models, and check what the chart promises: security, RBAC verbs, probe
 from __future__ import annotations
 
 import copy
+import json
+import re
 import subprocess
 from collections.abc import Iterator
 from functools import cache
@@ -26,7 +28,7 @@ from aic_operator.config import OperatorSettings
 from aic_operator.render import desired_state
 from aic_operator.spec import parse
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
-from kubernetes_validate import utils as kubernetes_validate
+from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 from tools import helm
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -38,7 +40,14 @@ CI = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE, NAMESPACE = "rel", "aic"
 PREFIX = f"{RELEASE}-async-image-classifier"
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "KopfPeering"}
+CUSTOM_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+    "KopfPeering",
+}
 Manifest = dict[str, Any]
 
 
@@ -98,13 +107,16 @@ def test_every_built_in_manifest_is_valid_for_kubernetes_1_30_and_the_newest(ren
 
 
 def strict_schema(model: Any) -> Manifest:
-    """The model's JSON schema with unknown fields refused wherever properties are declared."""
+    """The model's JSON schema with unknown fields refused wherever properties are declared, and Go's inline
+    flags (``^(?i)...``, the PrometheusRule's) moved to the front of a pattern, where Python's `re` wants them."""
     schema: Manifest = model.model_json_schema(by_alias=True)
 
     def close(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node:
                 node["additionalProperties"] = False
+            if isinstance(node.get("pattern"), str) and "(?i)" in node["pattern"]:
+                node["pattern"] = "(?i)" + node["pattern"].replace("(?i)", "")
             for value in node.values():
                 close(value)
         elif isinstance(node, list):
@@ -118,14 +130,16 @@ def strict_schema(model: Any) -> Manifest:
 def test_keda_and_prometheus_operator_kinds_are_valid_against_their_published_models(
     rendered: tuple[Manifest, ...],
 ) -> None:
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped,unused-ignore]
     from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
-    from cloudcoil.models.prometheus_operator.v1 import ServiceMonitor
+    from cloudcoil.models.prometheus_operator.v1 import PodMonitor, PrometheusRule, ServiceMonitor
 
-    models = {
+    models: dict[str, Any] = {
         "ScaledObject": ScaledObject,
         "TriggerAuthentication": TriggerAuthentication,
         "ServiceMonitor": ServiceMonitor,
+        "PodMonitor": PodMonitor,
+        "PrometheusRule": PrometheusRule,
     }
     for doc in rendered:
         if doc["kind"] in models:
@@ -140,7 +154,7 @@ def test_the_crds_are_valid_and_upgradeable_by_kubectl_apply() -> None:
             kubernetes_validate.validate(crd, version, strict=True)
     sample = yaml.safe_load((ROOT / "operator" / "samples" / "efficientnet-lite0.yaml").read_text())
     schema = yaml.safe_load((CHART / "crds" / "modelversion.yaml").read_text())["spec"]["versions"][0]
-    import jsonschema
+    import jsonschema  # type: ignore[import-untyped,unused-ignore]
 
     jsonschema.Draft4Validator(schema["schema"]["openAPIV3Schema"]).validate(sample)
 
@@ -397,7 +411,7 @@ def test_the_api_scales_on_cpu_and_spreads_over_nodes() -> None:
 def peers(rule: Manifest) -> set[str]:
     return {
         p["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
-        for p in rule.get("from", rule.get("to", []))
+        for p in rule.get("from") or rule.get("to") or []
         if "podSelector" in p and "app.kubernetes.io/component" in p["podSelector"].get("matchLabels", {})
     }
 
@@ -414,7 +428,9 @@ def test_network_policies_allow_only_the_data_path() -> None:
     assert policies["redis"]["egress"] == []
     inference = next(r for r in policies["triton"]["ingress"] if r["ports"] == [{"protocol": "TCP", "port": 8001}])
     assert peers(inference) == {"dispatcher", "operator"}
-    assert policies["dispatcher"]["ingress"] == [] and policies["operator"]["ingress"] == []
+    # metrics are on here: scrapers are the one peer of dispatchers and the operator
+    scrapers = [{"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 9090}]}]
+    assert policies["dispatcher"]["ingress"] == scrapers and policies["operator"]["ingress"] == scrapers
     assert {frozenset(peers(r)) for r in policies["dispatcher"]["egress"]} >= {
         frozenset({"redis"}),
         frozenset({"triton"}),
@@ -431,6 +447,392 @@ def test_network_policies_allow_only_the_data_path() -> None:
     triton = container(docs, "triton", "triton")
     assert "--trace-config=mode=opentelemetry" in triton["args"]
     assert "--trace-config=opentelemetry,url=http://otel-collector.observability:4318/v1/traces" in triton["args"]
+
+
+# -- metrics, traces and logs ------------------------------------------------------------------------------------
+
+OBSERVABILITY = str(CHART / "ci" / "observability-values.yaml")
+SMALL = str(CHART / "ci" / "small-values.yaml")
+METRICS_ON = ("metrics.enabled=true", "metrics.serviceMonitor.enabled=true")
+MONITORING_NAMESPACE = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+"""networkPolicy.metricsFrom of ci/observability-values.yaml."""
+HISTOGRAMS = {
+    "aic_http_request_duration_seconds",
+    "aic_job_duration_seconds",
+    "aic_job_stage_duration_seconds",
+    "aic_batch_size",
+    "aic_triton_request_duration_seconds",
+    "aic_webhook_delivery_duration_seconds",
+    "aic_operator_reconcile_duration_seconds",
+}
+CONTRACT_METRICS = {
+    *(f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")),
+    "aic_http_requests_total",
+    "aic_http_requests_in_progress",
+    "aic_http_requests_error_total",
+    "aic_jobs_submitted_total",
+    "aic_jobs_cancelled_total",
+    "aic_jobs_completed_total",
+    "aic_jobs_failed_total",
+    "aic_triton_errors_total",
+    "aic_queue_depth",
+    "aic_queue_in_flight",
+    "aic_queue_oldest_job_age_seconds",
+    "aic_dispatcher_in_flight",
+    "aic_dispatcher_ready",
+    "aic_webhook_deliveries_total",
+    "aic_operator_reconciles_total",
+    "aic_operator_reconcile_errors_total",
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_count",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "up",
+}
+"""The metric names the service and Triton emit (the contract of the issue): nothing else may be queried."""
+GRAFANA_INTERVALS = ("$__rate_interval", "$__interval", "$__range")
+
+
+def promql(expr: str) -> Any:
+    """The parsed expression (Grafana's interval variables read as 5m); ValueError when it is not PromQL."""
+    import promql_parser
+
+    for variable in GRAFANA_INTERVALS:
+        expr = expr.replace(variable, "5m")
+    return promql_parser.parse(expr)
+
+
+def metric_names(expr: str) -> set[str]:
+    import promql_parser
+
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            by_label = [m.value for m in node.matchers.matchers if m.name == "__name__"]
+            names.update([node.name] if node.name else by_label)
+
+    promql_parser.walk(promql(expr), visit)
+    return names
+
+
+def observed(*sets: str) -> tuple[Manifest, ...]:
+    return render(OBSERVABILITY, *sets)
+
+
+def dashboard(docs: tuple[Manifest, ...]) -> Manifest:
+    config_map = by_kind(docs, "ConfigMap")[f"{PREFIX}-dashboard"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    loaded: Manifest = json.loads(config_map["data"]["aic.json"])
+    return loaded
+
+
+def all_panels(board: Manifest) -> list[Manifest]:
+    return [p for top in board["panels"] for p in (top, *top.get("panels", []))]
+
+
+def alerts(docs: tuple[Manifest, ...]) -> dict[str, Manifest]:
+    [rule] = by_kind(docs, "PrometheusRule").values()
+    return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+
+
+def env_of(c: Manifest) -> dict[str, str | None]:
+    return {e["name"]: e.get("value") for e in c.get("env", [])}
+
+
+def aic_containers(docs: tuple[Manifest, ...]) -> dict[str, Manifest]:
+    """The api, dispatcher and operator containers by name, wherever the operator runs (its Deployment, or the
+    Triton Pod of a small install)."""
+    found = {}
+    for _, spec in pod_specs(docs):
+        for c in spec["containers"]:
+            if c["name"] in ("api", "dispatcher", "operator"):
+                found[c["name"]] = c
+    assert set(found) == {"api", "dispatcher", "operator"}
+    return found
+
+
+def matches(selector: Manifest, labels: Manifest) -> bool:
+    return bool(selector["matchLabels"]) and selector["matchLabels"].items() <= labels.items()
+
+
+def scraped_ports(docs: tuple[Manifest, ...]) -> dict[str, set[int]]:
+    """Every monitor resolved to what Prometheus scrapes: component of the selected Pods -> container ports. A
+    ServiceMonitor's port is a named Service port (its targetPort a named container port), a PodMonitor's a
+    named container port; every one must resolve, in the release's namespace, on /metrics."""
+    pods = [
+        (d["spec"]["template"]["metadata"]["labels"], d["spec"]["template"]["spec"])
+        for d in docs
+        if d["kind"] == "Deployment"
+    ]
+    scraped: dict[str, set[int]] = {}
+    for doc in docs:
+        if doc["kind"] not in ("ServiceMonitor", "PodMonitor"):
+            continue
+        spec = doc["spec"]
+        assert spec["namespaceSelector"] == {"matchNames": [NAMESPACE]}, doc["metadata"]["name"]
+        [endpoint] = spec.get("endpoints", spec.get("podMetricsEndpoints"))
+        assert endpoint["path"] == "/metrics", doc["metadata"]["name"]
+        port_name = endpoint["port"]
+        if doc["kind"] == "ServiceMonitor":
+            [service] = [
+                s for s in by_kind(docs, "Service").values() if matches(spec["selector"], s["metadata"]["labels"])
+            ]
+            [port] = [p for p in service["spec"]["ports"] if p["name"] == port_name]
+            port_name, selector = port["targetPort"], {"matchLabels": service["spec"]["selector"]}
+        else:
+            selector = spec["selector"]
+        selected = [(labels, pod) for labels, pod in pods if matches(selector, labels)]
+        assert selected, doc["metadata"]["name"]
+        for labels, pod in selected:
+            ports = [p for c in pod["containers"] for p in c.get("ports", [])]
+            [number] = [p["containerPort"] for p in ports if p["name"] == port_name]
+            assert len({p["name"] for p in ports}) == len(ports), "port names are unique in a Pod"
+            scraped.setdefault(labels["app.kubernetes.io/component"], set()).add(number)
+    return scraped
+
+
+@pytest.mark.parametrize(
+    ("values", "sets", "expected"),
+    [
+        (OBSERVABILITY, (), {"api": {8000}, "dispatcher": {9464}, "operator": {9464}, "triton": {8002}}),
+        # the operator beside Triton: its port and Triton's, both in the Triton Pod
+        (SMALL, METRICS_ON, {"api": {8000}, "dispatcher": {9464}, "triton": {8002, 9464}}),
+    ],
+    ids=["observability", "small"],
+)
+def test_metrics_port_container_port_and_monitors_agree(
+    values: str, sets: tuple[str, ...], expected: dict[str, set[int]]
+) -> None:
+    docs = render(values, *sets, "metrics.port=9464")
+    for name in ("dispatcher", "operator"):
+        c = aic_containers(docs)[name]
+        assert env_of(c)["METRICS_PORT"] == "9464", name
+        assert [p["containerPort"] for p in c["ports"] if p["name"].endswith("metrics")] == [9464], name
+    assert "METRICS_PORT" not in env_of(aic_containers(docs)["api"])  # the API serves /metrics on its own port
+    monitors = {
+        d["metadata"]["name"].removeprefix(f"{PREFIX}-"): d["kind"] for d in docs if d["kind"].endswith("Monitor")
+    }
+    assert monitors == {
+        "api": "ServiceMonitor",
+        "triton": "ServiceMonitor",
+        "dispatcher": "PodMonitor",
+        "operator": "PodMonitor",
+    }
+    assert scraped_ports(docs) == expected
+    selected_by = (
+        yaml.safe_load(Path(values).read_text()).get("metrics", {}).get("serviceMonitor", {}).get("labels", {})
+    )
+    for monitor in (d for d in docs if d["kind"].endswith("Monitor")):  # what the Prometheus instance selects by
+        assert selected_by.items() <= monitor["metadata"]["labels"].items(), monitor["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", [None, SMALL], ids=["default", "small"])
+def test_without_metrics_nothing_listens_and_nothing_is_scraped(values: str | None) -> None:
+    wanted = (
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.dashboards.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    )
+    docs = render(values, *wanted)
+    for name in ("dispatcher", "operator"):
+        c = aic_containers(docs)[name]
+        assert env_of(c)["METRICS_PORT"] == "0", name
+        assert not [p for p in c.get("ports", []) if p["name"].endswith("metrics")], name
+    assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]
+    assert f"{PREFIX}-dashboard" not in by_kind(docs, "ConfigMap")
+
+
+def test_network_policies_let_the_scrapers_reach_every_scraped_port() -> None:
+    small = (
+        *METRICS_ON,
+        "networkPolicy.enabled=true",
+        "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+    )
+    for docs in (observed(), render(SMALL, *small)):
+        policies = {
+            d["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: d["spec"]
+            for d in by_kind(docs, "NetworkPolicy").values()
+        }
+        for component, ports in scraped_ports(docs).items():
+            allowed = {
+                p["port"]
+                for rule in policies[component]["ingress"]
+                if rule["from"] == MONITORING_NAMESPACE
+                for p in rule["ports"]
+            }
+            assert ports <= allowed, (component, ports, allowed)
+    off = by_kind(
+        render(str(CHART / "ci" / "ingress-tls-netpol-values.yaml"), "metrics.enabled=false"), "NetworkPolicy"
+    )
+    assert off[f"{PREFIX}-dispatcher"]["spec"]["ingress"] == [] and off[f"{PREFIX}-operator"]["spec"]["ingress"] == []
+
+
+def test_every_alert_and_panel_expression_is_promql_over_the_contracts_metrics() -> None:
+    docs = observed()
+    expressions = {f"alert {name}": rule["expr"] for name, rule in alerts(docs).items()}
+    board = dashboard(docs)
+    for panel in all_panels(board):
+        for target in panel.get("targets", []):
+            expressions[f"panel {panel['title']} {target['refId']}"] = target["expr"]
+    assert len(expressions) > 30
+    used: set[str] = set()
+    for where, expr in expressions.items():
+        names = metric_names(expr)  # parses, or raises ValueError naming the fault
+        assert names, where
+        assert names <= CONTRACT_METRICS, (where, names - CONTRACT_METRICS)
+        used |= names
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            [metric] = re.findall(r"label_values\((\w+),", variable["definition"])
+            assert metric in CONTRACT_METRICS, variable["name"]
+    assert {"aic_job_duration_seconds_bucket", "aic_webhook_deliveries_total", "up"} <= used
+
+
+REQUIRED_PANELS = {
+    "Throughput": {"aic_jobs_submitted_total", "aic_jobs_completed_total", "aic_jobs_failed_total"},
+    "End-to-end latency": {"aic_job_duration_seconds_bucket"},
+    "Latency per stage (p95)": {"aic_job_stage_duration_seconds_bucket"},
+    "Queue depth": {"aic_queue_depth"},
+    "Oldest job age": {"aic_queue_oldest_job_age_seconds"},
+    "HTTP error rate (5xx)": {"aic_http_requests_total"},
+    "Job failure rate": {"aic_jobs_failed_total", "aic_jobs_completed_total"},
+    "Triton call latency (p99)": {"aic_triton_request_duration_seconds_bucket"},
+    "Triton errors": {"aic_triton_errors_total"},
+    "Batch size": {"aic_batch_size_sum", "aic_batch_size_count", "aic_batch_size_bucket"},
+    "Webhook outcomes": {"aic_webhook_deliveries_total"},
+}
+
+
+def test_the_dashboard_has_the_promised_panels_with_unique_ids_on_the_chosen_datasource() -> None:
+    board = dashboard(observed())
+    assert board == json.loads((CHART / "dashboards" / "aic.json").read_text())
+    panels = all_panels(board)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    by_title = {p["title"]: p for p in panels if p["type"] != "row"}
+    assert len(by_title) == len([p for p in panels if p["type"] != "row"]), "panel titles are unique"
+    for title, metrics in REQUIRED_PANELS.items():
+        exprs = [t["expr"] for t in by_title[title]["targets"]]
+        assert metrics <= set().union(*map(metric_names, exprs)), title
+    e2e = [promql(t["expr"]) for t in by_title["End-to-end latency"]["targets"]]
+    assert sorted(e.args[0].val for e in e2e) == [0.5, 0.95, 0.99]
+    assert any('status_code=~"5.."' in t["expr"] for t in by_title["HTTP error rate (5xx)"]["targets"])
+    [datasource] = [v for v in board["templating"]["list"] if v["type"] == "datasource"]
+    assert datasource["query"] == "prometheus"
+    chosen = f"${{{datasource['name']}}}"
+    for panel in panels:
+        if panel["type"] != "row":
+            refs = [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
+            assert all(ref["uid"] == chosen for ref in refs), panel["title"]
+    for variable in board["templating"]["list"]:
+        if variable["type"] == "query":
+            assert variable["datasource"]["uid"] == chosen, variable["name"]
+
+
+def test_the_alerts_carry_severity_summary_description_and_a_runbook_of_the_chart() -> None:
+    docs = observed("metrics.prometheusRule.oldestJobAgeSeconds=120", "metrics.prometheusRule.jobFailureRatio=0.1")
+    rules = alerts(docs)
+    assert set(rules) == {
+        "AicQueueOldestJobTooOld",
+        "AicJobFailureRateHigh",
+        "AicNoDispatchers",
+        "AicTritonDown",
+        "AicWebhookDeliveriesFailing",
+    }
+    readme = (CHART / "README.md").read_text()
+    for name, rule in rules.items():
+        assert rule["labels"]["severity"] in ("warning", "critical"), name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+        page, anchor = rule["annotations"]["runbook_url"].split("#")
+        assert page.endswith("/charts/async-image-classifier/README.md") and anchor == name.lower(), name
+        assert f"\n### {name}\n" in readme, name
+        assert f'namespace="{NAMESPACE}"' in rule["expr"], f"{name} watches this release's namespace only"
+    oldest = promql(rules["AicQueueOldestJobTooOld"]["expr"])
+    assert (str(oldest.op), oldest.rhs.val, rules["AicQueueOldestJobTooOld"]["for"]) == (">", 120, "5m")
+    failing = promql(rules["AicJobFailureRateHigh"]["expr"])
+    assert (str(failing.op), failing.rhs.val) == (">", 0.1)
+    assert "[10m]" in rules["AicJobFailureRateHigh"]["expr"]
+    assert "absent(aic_dispatcher_ready" in rules["AicNoDispatchers"]["expr"]
+    triton = rules["AicTritonDown"]["expr"]
+    scrape_job = f'up{{job="{PREFIX}-triton"'  # a ServiceMonitor's job label is its Service's name
+    assert scrape_job in triton and f"{PREFIX}-triton" in by_kind(docs, "Service")
+    assert 'aic_triton_errors_total{kind="outage"' in triton and "[5m]" in triton
+    assert 'outcome="failed"' in rules["AicWebhookDeliveriesFailing"]["expr"]
+    assert "[15m]" in rules["AicWebhookDeliveriesFailing"]["expr"]
+    [rule] = by_kind(docs, "PrometheusRule").values()
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_no_dispatchers_is_an_alert_only_while_jobs_come_when_keda_may_scale_to_zero() -> None:
+    always = alerts(observed())["AicNoDispatchers"]["expr"]
+    to_zero = alerts(observed("keda.enabled=true", "keda.minReplicaCount=0"))["AicNoDispatchers"]["expr"]
+    assert "aic_jobs_submitted_total" not in always
+    assert metric_names(to_zero) == {"aic_dispatcher_ready", "aic_jobs_submitted_total"}
+
+
+def test_traces_reach_every_component_and_triton_only_with_an_endpoint() -> None:
+    docs = observed()
+    config = by_kind(docs, "ConfigMap")[f"{PREFIX}-config"]["data"]
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    for name, c in aic_containers(docs).items():
+        assert c["envFrom"] == [{"configMapRef": {"name": f"{PREFIX}-config"}}], name
+        assert env_of(c)["OTEL_SERVICE_NAME"] == f"aic-{name}"
+    args = container(docs, "triton", "triton")["args"]
+    assert [a for a in args if a.startswith("--trace-config")] == [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=rate=10",
+        "--trace-config=level=TIMESTAMPS",
+        "--trace-config=opentelemetry,url=http://otel-collector.observability.svc:4318/v1/traces",
+        "--trace-config=opentelemetry,resource=service.name=triton",
+    ]
+    for policy in by_kind(docs, "NetworkPolicy").values():  # every Pod that exports may reach the collector
+        component = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        if component in ("api", "dispatcher", "operator", "triton"):
+            ports = [p["port"] for rule in policy["spec"]["egress"] for p in rule.get("ports", [])]
+            assert 4318 in ports, component
+    plain = render(None)
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in by_kind(plain, "ConfigMap")[f"{PREFIX}-config"]["data"]
+    assert not [a for a in container(plain, "triton", "triton")["args"] if "trace" in a]
+    assert env_of(aic_containers(plain)["dispatcher"])["OTEL_SERVICE_NAME"] == "aic-dispatcher"
+
+
+def test_logs_are_json_lines_unless_told_otherwise() -> None:
+    assert by_kind(render(None), "ConfigMap")[f"{PREFIX}-config"]["data"]["LOG_FORMAT"] == "json"
+    console = render(None, "config.LOG_FORMAT=console")
+    assert by_kind(console, "ConfigMap")[f"{PREFIX}-config"]["data"]["LOG_FORMAT"] == "console"
+
+
+def routes(path: str, rule_path: str, path_type: str) -> bool:
+    """Whether an Ingress path routes ``path`` (Kubernetes' Exact and element-wise Prefix matching)."""
+    if path_type == "Exact":
+        return path == rule_path
+    prefix = [p for p in rule_path.split("/") if p]
+    return [p for p in path.split("/") if p][: len(prefix)] == prefix
+
+
+@pytest.mark.parametrize("values", [None, str(CHART / "ci" / "ingress-tls-netpol-values.yaml")])
+def test_the_ingress_routes_the_api_and_the_page_but_never_metrics(values: str | None) -> None:
+    docs = render(values, "ingress.enabled=true", "metrics.enabled=true")
+    [ingress] = by_kind(docs, "Ingress").values()
+    paths = [(p["path"], p["pathType"]) for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    for public in ("/api/v1/jobs", "/api/v1/health", "/", "/static/app.js", "/schema/swagger"):
+        assert any(routes(public, *p) for p in paths), public
+    for private in ("/metrics", "/metrics/", "/livez", "/readyz"):
+        assert not any(routes(private, *p) for p in paths), private
+
+
+@pytest.mark.parametrize(
+    ("path", "path_type"),
+    [("/", "Prefix"), ("/metrics", "Exact"), ("/metrics", "Prefix"), ("/", "ImplementationSpecific")],
+)
+def test_an_ingress_path_that_would_publish_metrics_is_refused(path: str, path_type: str, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    paths = [{"path": "/api/v1", "pathType": "Prefix"}, {"path": path, "pathType": path_type}]
+    values.write_text(yaml.safe_dump({"ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": paths}]}}))
+    refused = run_helm("template", "r", str(CHART), "-f", str(values), check=False)
+    assert refused.returncode != 0 and "/metrics" in refused.stderr, refused.stderr
 
 
 # -- settings and secrets --------------------------------------------------------------------------------------

@@ -141,6 +141,20 @@ app.kubernetes.io/part-of: async-image-classifier
       fieldPath: metadata.namespace
 {{- end }}
 
+{{/* METRICS_PORT of a dispatcher or the operator: 0 (no listener) unless metrics.enabled. */}}
+{{- define "async-image-classifier.metricsPort" -}}
+{{- if .Values.metrics.enabled }}{{ .Values.metrics.port }}{{ else }}0{{ end }}
+{{- end }}
+
+{{/* The env that names a component's telemetry: OTEL_SERVICE_NAME (aic-<component>; the endpoint comes from the
+ConfigMap) and, for a process with a /metrics port of its own (.metrics), METRICS_PORT. */}}
+{{- define "async-image-classifier.telemetryEnv" -}}
+- {name: OTEL_SERVICE_NAME, value: {{ printf "aic-%s" .component }}}
+{{- if .metrics }}
+- {name: METRICS_PORT, value: {{ include "async-image-classifier.metricsPort" .root | quote }}}
+{{- end }}
+{{- end }}
+
 {{- define "async-image-classifier.envFrom" -}}
 - configMapRef:
     name: {{ include "async-image-classifier.componentName" (dict "root" . "component" "config") }}
@@ -199,6 +213,17 @@ spec:
 {{- if eq (default .Chart.AppVersion .Values.image.tag) "latest" }}
 {{- fail "image.tag latest is refused: pin a version" }}
 {{- end }}
+{{- if .Values.ingress.enabled }}
+{{- range .Values.ingress.hosts }}
+{{- range .paths }}
+{{- $path := trimSuffix "/" .path }}
+{{- /* a Prefix (or a controller's own prefix match) that /metrics starts with, or /metrics itself */}}
+{{- if or (and (eq .pathType "Exact") (eq $path "/metrics")) (and (ne .pathType "Exact") (hasPrefix $path "/metrics")) }}
+{{- fail (printf "ingress path %s (%s) would publish the API's unauthenticated /metrics: route the API prefix and the page paths instead (see ingress.hosts in values.yaml)" .path .pathType) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The claim name in the default model's pvc:// source (emptyDir installs mount their volume under "models"). */}}
@@ -214,6 +239,11 @@ PVC_MOUNT_ROOT/<claim>, where pvc://<claim>/... sources are read. */}}
 - {name: tmp, mountPath: /tmp}
 {{- end }}
 
+{{/* The operator's metrics port name: `metrics`, or `op-metrics` beside Triton, whose Pod has a `metrics` port. */}}
+{{- define "async-image-classifier.operatorMetricsPortName" -}}
+{{- if .Values.models.persistence.enabled }}metrics{{ else }}op-metrics{{ end }}
+{{- end }}
+
 {{- define "async-image-classifier.operatorContainer" -}}
 - name: operator
   image: {{ include "async-image-classifier.image" . }}
@@ -221,10 +251,14 @@ PVC_MOUNT_ROOT/<claim>, where pvc://<claim>/... sources are read. */}}
   {{- include "async-image-classifier.command" (dict "root" . "args" (list "operator")) | nindent 2 }}
   ports:
     - {name: health, containerPort: 8080, protocol: TCP}
+    {{- if .Values.metrics.enabled }}
+    - {name: {{ include "async-image-classifier.operatorMetricsPortName" . }}, containerPort: {{ .Values.metrics.port }}, protocol: TCP}
+    {{- end }}
   envFrom:
     {{- include "async-image-classifier.envFrom" . | nindent 4 }}
   env:
     {{- include "async-image-classifier.env" . | nindent 4 }}
+    {{- include "async-image-classifier.telemetryEnv" (dict "root" . "component" "operator" "metrics" true) | nindent 4 }}
     - name: WATCH_NAMESPACE
       valueFrom:
         fieldRef:
@@ -306,7 +340,7 @@ register it as a ModelVersion whose source is that build, by its checksum. */}}
     - --allow-gpu-metrics={{ .Values.triton.gpu.enabled }}
     {{- with .Values.tracing.otlpEndpoint }}
     - --trace-config=mode=opentelemetry
-    - --trace-config=rate=1
+    - --trace-config=rate={{ int ($.Values.tracing.tritonRate | default 1) }}
     - --trace-config=level=TIMESTAMPS
     - --trace-config=opentelemetry,url={{ trimSuffix "/" . }}/v1/traces
     - --trace-config=opentelemetry,resource=service.name=triton
@@ -352,6 +386,55 @@ register it as a ModelVersion whose source is that build, by its checksum. */}}
 - podSelector:
     matchLabels:
       {{- include "async-image-classifier.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{/* NetworkPolicy ingress: networkPolicy.metricsFrom may scrape .ports. */}}
+{{- define "async-image-classifier.metricsIngress" -}}
+- from:
+    {{- toYaml .root.Values.networkPolicy.metricsFrom | nindent 4 }}
+  ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress to the OTLP endpoint's port while tracing is on: the collector may run in the cluster (a
+Pod) or outside it. */}}
+{{- define "async-image-classifier.otlpEgress" -}}
+{{- with .Values.tracing.otlpEndpoint }}
+{{- $url := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $url.host | trimPrefix ":" | default (ternary "443" "80" (eq $url.scheme "https")) }}
+- to:
+    - namespaceSelector: {}
+    - ipBlock: {cidr: 0.0.0.0/0}
+  ports:
+    - {protocol: TCP, port: {{ atoi $port }}}
+{{- end }}
+{{- end }}
+
+{{/* A Prometheus Operator ServiceMonitor or PodMonitor (.kind) of one component, scraping /metrics on the port
+named .port of the Services or Pods of .selects (default: the component itself). */}}
+{{- define "async-image-classifier.monitor" -}}
+{{- $selected := dict "root" .root "component" (default .component .selects) }}
+apiVersion: monitoring.coreos.com/v1
+kind: {{ .kind }}
+metadata:
+  name: {{ include "async-image-classifier.componentName" . }}
+  labels:
+    {{- include "async-image-classifier.labels" . | nindent 4 }}
+    {{- with .root.Values.metrics.serviceMonitor.labels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  selector:
+    matchLabels:
+      {{- include "async-image-classifier.selectorLabels" $selected | nindent 6 }}
+  namespaceSelector:
+    matchNames: [{{ .root.Release.Namespace }}]
+  {{ if eq .kind "PodMonitor" }}podMetricsEndpoints{{ else }}endpoints{{ end }}:
+    - port: {{ .port }}
+      path: /metrics
+      interval: {{ .root.Values.metrics.serviceMonitor.interval }}
 {{- end }}
 
 {{- define "async-image-classifier.dnsEgress" -}}
