@@ -123,6 +123,9 @@ def test_one_job_is_one_trace_from_the_clients_traceparent_through_triton_to_the
     api_redis = [s for s in spans if s.service == "aic-api" and s.attributes.get("db.system.name") == "redis"]
     assert api_redis and all(ids[s.parent_span_id].service == "aic-api" for s in api_redis)
     assert any("?" in str(s.attributes.get("db.query.text", "")) for s in api_redis)  # arguments as "?"
+    pipelines = [s for s in spans if "db.redis.pipeline_length" in s.attributes]
+    assert pipelines and all(s.name.startswith("BATCH ") for s in pipelines)  # not one name per batch size
+    assert all(len(set(s.name.split())) == len(s.name.split()) for s in pipelines), [s.name for s in pipelines]
 
     # the dispatcher continues from the stored context: processing (CONSUMER) is the enqueue span's child
     process = one(spans, service="aic-dispatcher", kind="CONSUMER")
