@@ -2,6 +2,7 @@
 
 Progress lives on the object (status, kopf's annotations), so a restarted operator resumes where it
 stopped; the finalizer that kopf adds for the delete handler unloads the model and removes its files.
+Each attempt is counted and timed for Prometheus (``aic_operator.metrics``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aic.store.connection import connect
 from aic.store.routes import RouteStore
 
 from aic_operator.config import GROUP, PLURAL, VERSION, load_config
+from aic_operator.metrics import reconciling
 from aic_operator.reconcile import ReconcileError, Reconciler
 from aic_operator.status import Status
 from aic_operator.triton import Fleet, slice_urls
@@ -54,10 +56,14 @@ async def resync(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
     """Replicas that restarted or joined later get the model; a spec that failed stays failed until it changes."""
     if body.status.get("phase") == "Failed" and body.status.get("observedGeneration") == body.meta.get("generation"):
         return
-    await _apply(memo.reconciler, name, body, patch, raise_temporary=False)
+    try:
+        await _apply(memo.reconciler, name, body, patch)
+    except kopf.TemporaryError:
+        return  # counted as a temporary error; the next tick tries again
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
+@reconciling("delete")
 async def delete(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
     try:
@@ -67,13 +73,8 @@ async def delete(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> N
     logger.info("model %s unloaded and removed", name)
 
 
-async def _apply(
-    reconciler: Reconciler,
-    name: str,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    raise_temporary: bool = True,
-) -> None:
+@reconciling("apply")
+async def _apply(reconciler: Reconciler, name: str, body: kopf.Body, patch: kopf.Patch) -> None:
     generation = body.meta.get("generation")
     try:
         status: Status = await reconciler.apply(name, dict(body.spec), generation)
@@ -81,9 +82,7 @@ async def _apply(
         _report(exc.status, body.status, patch)
         if exc.permanent:
             raise kopf.PermanentError(exc.status.message) from None
-        if raise_temporary:
-            raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
-        return
+        raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
     _report(status, body.status, patch)
 
 

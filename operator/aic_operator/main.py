@@ -1,7 +1,8 @@
 """``aic operator``: run the ModelVersion operator against the cluster found the standard way.
 
 kopf logs in from ``KUBECONFIG`` (or ``~/.kube/config``) or, inside a pod, with the service account;
-MODEL_REPOSITORY, TRITON_URL / TRITON_SERVICE and REDIS_URL come from the environment.
+MODEL_REPOSITORY, TRITON_URL / TRITON_SERVICE and REDIS_URL come from the environment; Prometheus scrapes
+``/metrics`` on METRICS_PORT (0: none).
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import secrets
 
 import kopf
+from aic.core import metrics
+from aic.core import settings as settings_mod
+from aic.core.settings import MetricsSettings
 
 
 def run() -> int:
@@ -18,6 +22,7 @@ def run() -> int:
     namespace = operator.watch_namespace
     liveness = f"http://0.0.0.0:{operator.operator_health_port}/healthz" if operator.operator_health_port else None
     peering = operator.operator_peering
+    metrics.serve(settings_mod.load(MetricsSettings), "operator")  # before kopf: its series exist from the start
     kopf.run(
         clusterwide=not namespace,
         namespaces=[namespace] if namespace else (),

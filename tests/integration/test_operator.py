@@ -31,8 +31,10 @@ from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
 from aic.modelrepo import layout
 from aic.store import keys
+from aic_operator.metrics import ERROR_KINDS
 from aic_operator.spec import parse
 from helpers import jpeg
+from prometheus_client.parser import text_string_to_metric_families
 from skimage import data as skdata
 from stack import RunningRedis, Service, stop_all, wait_for_http
 
@@ -47,6 +49,7 @@ API_KEY = "ops-test-key-0123456789abcdef"
 NO_RATE_LIMIT = {"RATE_LIMIT_PER_MINUTE": "1000000", "RATE_LIMIT_BURST": "100000"}  # we poll job status often
 LABELS_MAX_BYTES = 64 * 1024  # the sample's 1,000 names are 10 KB
 T = TypeVar("T")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @dataclasses.dataclass
@@ -109,6 +112,26 @@ class Cluster:
             timeout_s,
             lambda: f"{name} status {seen[0]}; log {self.operator.log}: {self.operator.output()[-1500:]}",
         )
+
+    async def metrics(self) -> Samples:
+        """The operator's /metrics by (sample name, labels), once it answers (a test may just have restarted it)."""
+        url = f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics"
+
+        async def scrape() -> str | None:
+            try:
+                async with httpx.AsyncClient(timeout=5) as client:
+                    response = await client.get(url)
+            except httpx.TransportError:
+                return None
+            return response.text if response.status_code == 200 else None
+
+        text = await eventually(scrape, 60, lambda: f"{url} not answering; log: {self.operator.output()[-1500:]}")
+        families = text_string_to_metric_families(text)
+        return {(s.name, frozenset(s.labels.items())): s.value for family in families for s in family.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], timeout_s: float, why: Callable[[], str]) -> T:
@@ -205,6 +228,7 @@ async def cluster(
             "RESYNC_INTERVAL_S": "3",
             "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
             "LOG_LEVEL": "INFO",
+            "METRICS_PORT": str(free_port()),
         }
         operator = Service("operator", env).start()
         triton = grpcclient.InferenceServerClient(own_triton.grpc_url)
@@ -445,6 +469,43 @@ async def test_delete_unloads_the_model_removes_its_files_and_its_route(cluster:
     assert weights is not None and name.encode() not in weights and b"efficientnet-lite0-v1" in weights
     assert cluster.redis.hget(keys.MODEL_SPECS, name) is None
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")  # the other version is untouched
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_operators_metrics_count_and_time_each_reconcile_and_each_error(cluster: Cluster) -> None:
+    await cluster.sample_served()  # the resync timer (3 s here) reconciles it again and again, successfully
+    before = await cluster.metrics()
+    name = "metrics-bad-device"
+    await cluster.create(name, {**copy.deepcopy(SAMPLE["spec"]), "aliases": [name], "runtime": {"device": "tpu"}})
+    await cluster.status(name, lambda s: s.get("phase") == "Failed")
+
+    def moved(now: Samples, metric: str, **labels: str) -> float:
+        return sample(now, metric, **labels) - sample(before, metric, **labels)
+
+    async def applied() -> Samples | None:  # the refused create and at least one successful resync
+        now = await cluster.metrics()
+        errors = sum(moved(now, "aic_operator_reconcile_errors_total", action="apply", kind=k) for k in ERROR_KINDS)
+        successes = moved(now, "aic_operator_reconciles_total", action="apply") - errors
+        return now if successes >= 1 and moved(now, "aic_operator_reconciles_total", action="apply") >= 2 else None
+
+    after = await eventually(applied, 30, cluster.operator.output)
+    assert moved(after, "aic_operator_reconcile_errors_total", action="apply", kind="permanent") == 1  # not retried
+    applies = moved(after, "aic_operator_reconciles_total", action="apply")
+    assert moved(after, "aic_operator_reconcile_duration_seconds_count", action="apply") == applies
+    assert moved(after, "aic_operator_reconcile_duration_seconds_sum", action="apply") > 0
+    premade = frozenset({"action": "delete", "kind": "permanent"}.items())  # a series no reconcile has touched
+    assert after[("aic_operator_reconcile_errors_total", premade)] == 0
+
+    (await cluster.k8s.delete(f"{BASE}/{name}")).raise_for_status()
+
+    async def gone() -> bool:
+        return await cluster.get(name) is None
+
+    await eventually(gone, 60, cluster.operator.output)
+    deleted = await cluster.metrics()
+    assert moved(deleted, "aic_operator_reconciles_total", action="delete") == 1
+    assert moved(deleted, "aic_operator_reconcile_duration_seconds_count", action="delete") == 1
+    assert sum(moved(deleted, "aic_operator_reconcile_errors_total", action="delete", kind=k) for k in ERROR_KINDS) == 0
 
 
 def local_env(triton: LocalTriton, redis: RunningRedis, pvc_root: Path) -> dict[str, str]:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
+import socket
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kopf
 import msgspec
 import pytest
 import yaml
+from aic.core import metrics as core_metrics
 from aic.core.modelspec import InvalidSpec
+from aic.core.settings import MetricsSettings
 from aic_operator import artifacts
 from aic_operator.artifacts import ArtifactError
+from aic_operator.metrics import ACTIONS, ERROR_KINDS, OperatorMetrics
 from aic_operator.render import desired_state
 from aic_operator.spec import PreprocessingSpec, parse
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
+from prometheus_client import CollectorRegistry
 from tritonclient.grpc import model_config_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -242,3 +249,50 @@ def test_a_registered_build_is_a_modelversion_the_crd_and_the_operator_accept(tm
     assert document["spec"]["labels"]["sha256"] == hashlib.sha256(b"tench\ngoldfish\n").hexdigest()
     model = desired_state(document["metadata"]["name"], parse(document["spec"]), ("python",), False).model
     assert msgspec.structs.replace(model, name=spec.name) == spec  # the same model, by every field
+
+
+async def test_each_reconcile_attempt_is_counted_and_timed_once_and_its_error_once_by_kind() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    for action in ACTIONS:  # every series is there before the first reconcile
+        assert value("aic_operator_reconciles_total", action=action) == 0
+        assert value("aic_operator_reconcile_duration_seconds_count", action=action) == 0
+        for kind in ERROR_KINDS:
+            assert value("aic_operator_reconcile_errors_total", action=action, kind=kind) == 0
+
+    async def handler(outcome: Exception | None = None, **_: Any) -> str:
+        if outcome is not None:
+            raise outcome
+        return "done"
+
+    reconcile, delete = metrics.reconciling("apply")(handler), metrics.reconciling("delete")(handler)
+
+    # still a coroutine function under its own name: kopf awaits it and derives its handler id from the name
+    assert inspect.iscoroutinefunction(reconcile) and reconcile.__name__ == "handler"
+    assert await reconcile(name="mv") == "done"
+    for error in (kopf.TemporaryError("retry", delay=1), RuntimeError("bug"), kopf.PermanentError("bad spec")):
+        with pytest.raises(type(error)):
+            await reconcile(error)
+    await delete()
+
+    assert value("aic_operator_reconciles_total", action="apply") == 4
+    assert value("aic_operator_reconcile_duration_seconds_count", action="apply") == 4
+    assert value("aic_operator_reconcile_errors_total", action="apply", kind="temporary") == 2  # kopf retries both
+    assert value("aic_operator_reconcile_errors_total", action="apply", kind="permanent") == 1
+    assert value("aic_operator_reconciles_total", action="delete") == 1
+    assert value("aic_operator_reconcile_duration_seconds_count", action="delete") == 1
+    assert value("aic_operator_reconcile_errors_total", action="delete", kind="temporary") == 0
+    assert value("aic_operator_reconcile_duration_seconds_bucket", action="apply", le="+Inf") == 4
+
+
+def test_metrics_port_0_serves_nothing_and_a_taken_port_is_logged_not_fatal() -> None:
+    assert core_metrics.serve(MetricsSettings(metrics_port=0), "operator") is False
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert core_metrics.serve(MetricsSettings("127.0.0.1", port), "operator") is False
