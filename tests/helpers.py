@@ -135,3 +135,43 @@ def sse_events(response: httpx.Response) -> Iterator[tuple[str, dict[str, Any]]]
 
 def ws_url(base_url: str, job_id: str) -> str:
     return f"{base_url.replace('http://', 'ws://')}/status/{job_id}/ws"
+
+
+def emitted_metrics(*modules: Any) -> set[str]:
+    """The sample names (``_total`` of a counter; ``_bucket``/``_sum``/``_count`` of a histogram) of the metrics
+    the given modules define: read from the code, so the tests and the chart's queries follow what it emits."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    names: set[str] = set()
+    for module in modules:
+        for metric in (v for v in vars(module).values() if isinstance(v, MetricWrapperBase)):
+            for family in metric.describe():
+                names.update(family.name + suffix for suffix in suffixes[family.type])
+    return names
+
+
+def service_metrics() -> dict[str, set[str]]:
+    """Every metric of the API, the dispatcher (its webhook worker's included) and the operator, by process.
+
+    The API's request metrics come from Litestar's Prometheus plugin, which makes them on the first request: their
+    names follow from the prefix it is given (``aic.http.observe.prometheus``)."""
+    from aic.dispatch import metrics as dispatch_metrics
+    from aic.http import observe
+    from aic.webhooks import metrics as webhook_metrics
+    from aic_operator.metrics import OperatorMetrics
+    from prometheus_client import CollectorRegistry
+
+    prefix = observe.prometheus("x").prefix
+    http = {f"{prefix}_requests_total", f"{prefix}_requests_in_progress", f"{prefix}_requests_error_total"}
+    http |= {f"{prefix}_request_duration_seconds{s}" for s in ("_bucket", "_sum", "_count")}
+    operator = CollectorRegistry()
+    OperatorMetrics(operator)
+    operator_names = {
+        s.name for family in operator.collect() for s in family.samples if not s.name.endswith("_created")
+    }
+    return {
+        "api": http | emitted_metrics(observe),
+        "dispatcher": emitted_metrics(dispatch_metrics, webhook_metrics),
+        "operator": operator_names,
+    }

@@ -28,6 +28,7 @@ from aic_operator.config import OperatorSettings
 from aic_operator.render import desired_state
 from aic_operator.spec import parse
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
+from helpers import service_metrics
 from kubernetes_validate import utils as kubernetes_validate  # type: ignore[import-untyped,unused-ignore]
 from tools import helm
 from tritonclient.grpc import model_config_pb2 as pb
@@ -456,33 +457,8 @@ SMALL = str(CHART / "ci" / "small-values.yaml")
 METRICS_ON = ("metrics.enabled=true", "metrics.serviceMonitor.enabled=true")
 MONITORING_NAMESPACE = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
 """networkPolicy.metricsFrom of ci/observability-values.yaml."""
-HISTOGRAMS = {
-    "aic_http_request_duration_seconds",
-    "aic_job_duration_seconds",
-    "aic_job_stage_duration_seconds",
-    "aic_batch_size",
-    "aic_triton_request_duration_seconds",
-    "aic_webhook_delivery_duration_seconds",
-    "aic_operator_reconcile_duration_seconds",
-}
 CONTRACT_METRICS = {
-    *(f"{h}_{suffix}" for h in HISTOGRAMS for suffix in ("bucket", "sum", "count")),
-    "aic_http_requests_total",
-    "aic_http_requests_in_progress",
-    "aic_http_requests_error_total",
-    "aic_jobs_submitted_total",
-    "aic_jobs_cancelled_total",
-    "aic_jobs_completed_total",
-    "aic_jobs_failed_total",
-    "aic_triton_errors_total",
-    "aic_queue_depth",
-    "aic_queue_in_flight",
-    "aic_queue_oldest_job_age_seconds",
-    "aic_dispatcher_in_flight",
-    "aic_dispatcher_ready",
-    "aic_webhook_deliveries_total",
-    "aic_operator_reconciles_total",
-    "aic_operator_reconcile_errors_total",
+    *(name for names in service_metrics().values() for name in names),
     "nv_inference_request_success",
     "nv_inference_request_failure",
     "nv_inference_count",
@@ -490,7 +466,7 @@ CONTRACT_METRICS = {
     "nv_inference_queue_duration_us",
     "up",
 }
-"""The metric names the service and Triton emit (the contract of the issue): nothing else may be queried."""
+"""The metric names the service (read from its code) and Triton emit: nothing else may be queried."""
 GRAFANA_INTERVALS = ("$__rate_interval", "$__interval", "$__range")
 
 
