@@ -29,7 +29,7 @@ from aic.modelrepo.render import Placement, needs_runner, render_pbtxt
 
 logger = logging.getLogger(__name__)
 
-BUILDER_VERSION = "3"
+BUILDER_VERSION = "4"
 """Bump when the build's output changes for the same inputs (export options, layout, runner)."""
 DEFAULT_MODEL_NAME = "efficientnet-lite0"
 BUILD_KEY = "build"  # extra key in model.json: what the model was built from; ModelSpec decoding ignores it
@@ -203,7 +203,10 @@ def _export_onnx(weights: Path, out: Path) -> None:
             input_names=["input"],
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            do_constant_folding=True,
+            # no folding: the checkpoint's weights go in as they are, so the file is the same bytes on every
+            # CPU (folding batch norms into the convolutions computed new weights whose last bits differed between
+            # machines: two sha256 for one build); onnxruntime fuses them again when it loads the model
+            do_constant_folding=False,
             export_params=True,
         )
         probe = torch.from_numpy(_probe_batch())
