@@ -53,7 +53,7 @@ async def _dispatch() -> None:
     from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
     from aic.store.connection import connect
-    from aic.store.queue import QueueConsumer
+    from aic.store.queue import QueueConsumer, QueueStats
     from aic.store.routes import RouteStore
     from aic.store.sealing import Sealer
     from aic.store.transitions import JobTransitions
@@ -70,6 +70,7 @@ async def _dispatch() -> None:
     worker_id = new_worker_id()
     dispatcher = Dispatcher(
         queue=QueueConsumer(redis, worker_id),
+        stats=QueueStats(redis),
         jobs=JobTransitions(redis),
         routes=RouteStore(redis),
         heartbeats=Heartbeats(redis),

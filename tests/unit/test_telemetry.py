@@ -62,6 +62,7 @@ def test_ids_and_exemplar_name_the_current_sampled_span() -> None:
         assert trace_id == format(span.get_span_context().trace_id, "032x")
         assert span_id == format(span.get_span_context().span_id, "016x")
         assert telemetry.exemplar() == {"trace_id": trace_id}
+    assert telemetry.exemplar(span) == {"trace_id": trace_id}  # a span that is not current
 
 
 def test_triton_is_traced_with_the_same_variables() -> None:

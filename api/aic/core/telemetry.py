@@ -113,9 +113,9 @@ def ids() -> tuple[str, str] | None:
     return format(found.trace_id, "032x"), format(found.span_id, "016x")
 
 
-def exemplar() -> dict[str, str] | None:
-    """A Prometheus exemplar naming the current sampled trace, or None."""
-    found = trace.get_current_span().get_span_context()
+def exemplar(span: Span | None = None) -> dict[str, str] | None:
+    """A Prometheus exemplar naming the sampled trace of ``span`` (default: the current span), or None."""
+    found = (span or trace.get_current_span()).get_span_context()
     if not found.is_valid or not found.trace_flags.sampled:
         return None
     return {"trace_id": format(found.trace_id, "032x")}

@@ -124,6 +124,7 @@ class Dispatcher:
     def __init__(
         self,
         queue: QueueConsumer,
+        stats: QueueStats,
         jobs: JobTransitions,
         routes: RouteStore,
         heartbeats: Heartbeats,
@@ -143,7 +144,7 @@ class Dispatcher:
         self.intake = Intake(queue, settings)
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
-        self.stats = QueueStats(queue.redis)
+        self.stats = stats
         self.completed = 0
         self.failed = 0
         self._stopping = asyncio.Event()
@@ -361,7 +362,7 @@ class Dispatcher:
 
     def _completed(self, item: Work, inference_s: float, storing_s: float) -> None:
         job = item.job
-        exemplar = {"trace_id": format(item.span.get_span_context().trace_id, "032x")} if item.span else None
+        exemplar = telemetry.exemplar(item.span)
         metrics.JOBS_COMPLETED.labels(job.model_version, str(job.priority)).inc()
         metrics.STAGE_DURATION.labels("inference").observe(inference_s, exemplar)
         metrics.STAGE_DURATION.labels("storing").observe(storing_s, exemplar)
@@ -391,15 +392,8 @@ class Dispatcher:
                 "messaging.batch.message_count": len(work),
             },
         )
-        try:
-            with telemetry.active(span):
-                yield
-        except BaseException as exc:
-            span.record_exception(exc)
-            span.set_status(StatusCode.ERROR, type(exc).__name__)
-            raise
-        finally:
-            span.end()
+        with telemetry.active(span), trace.use_span(span, end_on_exit=True):  # an exception: recorded, then ended
+            yield
 
     async def _fail(self, work: list[Work], error: str, code: ErrorCode, *, dead_letter: bool = False) -> None:
         await self.jobs.fail(work, error, str(code), dead_letter=dead_letter)

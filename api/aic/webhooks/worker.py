@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from aic.core import telemetry
@@ -262,8 +263,5 @@ def _delivery_span(delivery: Delivery, job: dict[str, str], number: int) -> Iter
             "aic.webhook.attempt": number,
         },
     )
-    try:
-        with telemetry.active(span):
-            yield span
-    finally:
-        span.end()
+    with telemetry.active(span), trace.use_span(span, end_on_exit=True):
+        yield span
