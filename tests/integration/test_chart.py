@@ -24,6 +24,7 @@ from aic.core.settings import (
     TritonSettings,
     WebhookSettings,
 )
+from aic.store.connection import PERSISTENCE
 from aic_operator.config import OperatorSettings
 from aic_operator.render import desired_state
 from aic_operator.spec import parse
@@ -377,6 +378,9 @@ def test_the_bundled_redis_keeps_an_append_only_file_behind_a_password() -> None
     server = redis["spec"]["template"]["spec"]["containers"][0]
     args = server["args"]
     assert args[args.index("--appendonly") + 1] == "yes" and "$(REDIS_PASSWORD)" in args
+    # the same persistence as `aic up`'s Valkey and the bench's redis-server
+    for name, value in PERSISTENCE.items():
+        assert args[args.index(f"--{name}") + 1] == value, name
     assert int(server["image"].rsplit(":", 1)[1].split(".")[0]) >= 7  # KEDA's lag trigger needs Redis 7
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 

