@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -92,6 +93,49 @@ def test_prefer_wait_answers_with_the_finished_job(stack: Stack) -> None:
     body = response.json()
     assert body["status"] == "completed"
     assert body["result"]["predictions"][0]["class_id"] == 967
+
+
+def subscribes(stack: Stack) -> int:
+    """SUBSCRIBE commands Redis has run since it started (its INFO commandstats)."""
+    return int(stack.redis_client().info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
+
+
+def test_prefer_wait_is_told_of_the_end_on_the_api_inbox_without_a_subscription(stack: Stack) -> None:
+    with stack.client() as client:
+        submit(client, jpeg(), headers={"Prefer": "wait=60"})  # the API's hub has its inbox confirmed by now
+        before = subscribes(stack)
+        responses = [submit(client, jpeg(skdata.coffee()), headers={"Prefer": "wait=60"}) for _ in range(3)]
+        after = subscribes(stack)
+    assert [r.json()["status"] for r in responses] == ["completed"] * 3
+    assert after == before, "a waiting submit subscribed to its job's events instead of being told on the inbox"
+    job = stack.redis_client().hgetall(keys.job_status(responses[0].json()["job_id"]))
+    assert job[b"waiter"].startswith(b"aic:hub:"), "the job does not name the inbox of the API waiting for it"
+
+
+def test_a_submit_without_prefer_wait_names_no_waiter(stack: Stack) -> None:
+    with stack.client() as client:
+        job_id = submit(client, jpeg()).json()["job_id"]
+    assert b"waiter" not in stack.redis_client().hgetall(keys.job_status(job_id))
+
+
+def test_prefer_wait_ends_as_soon_as_the_job_is_cancelled(quiet_stack: Stack) -> None:
+    """cancel.lua tells the waiting API too: without it the answer would come when the 20 s wait ran out."""
+    stack = quiet_stack  # no dispatcher: the job stays pending until cancelled
+    with ThreadPoolExecutor(1) as pool, stack.client() as client:
+        before = queued(stack)
+        started = time.monotonic()
+        pending = pool.submit(submit, client, jpeg(), headers={"Prefer": "wait=20"})
+        deadline = time.monotonic() + 10
+        while queued(stack) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [entry] = stack.redis_client().xrevrange(keys.queue("normal"), count=1)
+        job_id = entry[1][b"job_id"].decode()
+        assert client.delete(f"/jobs/{job_id}").status_code == 200
+        answer = pending.result(timeout=30)
+        elapsed = time.monotonic() - started
+    assert answer.status_code == 200 and answer.json()["job_id"] == job_id
+    assert answer.json()["status"] == "cancelled"
+    assert elapsed < 10, f"the wait did not end with the cancel ({elapsed:.1f} s)"
 
 
 def test_prefer_wait_returns_the_current_status_when_time_is_up(quiet_stack: Stack) -> None:

@@ -1,6 +1,7 @@
-"""The event hub's bookkeeping: it forgets a job once nobody follows it, and a late confirmation of an abandoned
-subscription never confirms a later one early. A stand-in subscription (this is a unit of pure logic; the real
-pub/sub is exercised by the integration tests)."""
+"""The event hub's bookkeeping: it forgets a job once nobody follows it, a late confirmation of an abandoned
+subscription never confirms a later one early, and a waiting submit learns of its jobs' ends on the inbox or is
+told to follow them instead. A stand-in subscription (this is a unit of pure logic; the real pub/sub is exercised
+by the integration tests)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from aic.store.events import Message
 class FakeSubscription:
     """Confirms a subscribe when told to (``confirm``), like Redis answering on the pub/sub connection."""
 
+    inbox = "aic:hub:test"
+
     def __init__(self, auto_confirm: bool = True) -> None:
         self.auto_confirm = auto_confirm
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self.messages: asyncio.Queue[Message | Exception] = asyncio.Queue()
         self.subscribed: list[str] = []
 
     async def subscribe(self, job_id: str) -> None:
@@ -28,11 +31,24 @@ class FakeSubscription:
         pass
 
     def confirm(self, job_id: str) -> None:
-        self.inbox.put_nowait(Message(job_id, None))
+        self.messages.put_nowait(Message(job_id, None))
+
+    def confirm_inbox(self) -> None:
+        self.messages.put_nowait(Message("", None, inbox=True))
+
+    def ended(self, job_id: str) -> None:
+        """What finish.lua / cancel.lua publish on the inbox of the process waiting for the job."""
+        self.messages.put_nowait(Message(job_id, None, inbox=True))
+
+    def lose_connection(self) -> None:
+        self.messages.put_nowait(ConnectionError("pub/sub connection lost"))
 
     async def next(self, timeout_s: float) -> Message | None:
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(self.inbox.get(), timeout_s)
+            message = await asyncio.wait_for(self.messages.get(), timeout_s)
+            if isinstance(message, Exception):
+                raise message
+            return message
         return None
 
     async def close(self) -> None:
@@ -86,5 +102,71 @@ async def test_a_late_confirmation_of_an_abandoned_subscription_confirms_nothing
         with contextlib.suppress(asyncio.CancelledError):
             await second
         assert hub.followed() == 0
+    finally:
+        await hub.stop()
+
+
+async def test_jobs_are_expected_only_once_the_inbox_is_confirmed() -> None:
+    fake = FakeSubscription()
+    hub = EventHub(fake)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        with hub.expect(["a"]) as none_yet:
+            assert none_yet is None, "expected before Redis confirmed the inbox: an end could be missed"
+        fake.confirm_inbox()
+        await settle()
+        with hub.expect(["a", "b"]) as expectation:
+            assert expectation is not None and expectation.inbox == fake.inbox
+            assert hub.followed() == 2
+            fake.ended("a")
+            fake.ended("someone-else")  # another job's end, or a job of an expectation already gone: ignored
+            await settle()
+            waiting = asyncio.create_task(expectation.wait(5.0))
+            await settle()
+            assert not waiting.done(), "settled before every job ended"
+            fake.ended("b")
+            assert await asyncio.wait_for(waiting, 1.0) is True
+        assert hub.followed() == 0, "an expectation left bookkeeping behind"
+    finally:
+        await hub.stop()
+
+
+async def test_an_expectation_times_out_with_true_and_no_bookkeeping_left() -> None:
+    fake = FakeSubscription()
+    hub = EventHub(fake)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        fake.confirm_inbox()
+        await settle()
+        with hub.expect(["slow"]) as expectation:
+            assert expectation is not None
+            assert await expectation.wait(0.05) is True  # the time is up: the caller answers with what is known
+        assert hub.followed() == 0
+    finally:
+        await hub.stop()
+
+
+async def test_a_lost_or_reconfirmed_inbox_tells_every_waiter_to_follow_its_jobs_instead() -> None:
+    fake = FakeSubscription()
+    hub = EventHub(fake)  # type: ignore[arg-type]
+    await hub.start()
+    try:
+        fake.confirm_inbox()
+        await settle()
+        with hub.expect(["a"]) as first:
+            assert first is not None
+            fake.confirm_inbox()  # redis-py reconnected on its own: what was published meanwhile is lost
+            assert await asyncio.wait_for(first.wait(5.0), 1.0) is False
+        with hub.expect(["b"]) as second:
+            assert second is not None, "the reconfirmed inbox is open for new expectations"
+            fake.lose_connection()
+            assert await asyncio.wait_for(second.wait(5.0), 2.0) is False
+        await settle()
+        with hub.expect(["c"]) as closed:
+            assert closed is None, "the inbox counts as open before Redis confirmed it again"
+        fake.confirm_inbox()
+        await asyncio.sleep(1.2)  # the hub waits a second after losing Redis
+        with hub.expect(["c"]) as reopened:
+            assert reopened is not None
     finally:
         await hub.stop()

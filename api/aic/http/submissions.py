@@ -14,7 +14,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,7 @@ from aic.core.settings import ApiSettings, QueueSettings
 from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
 from aic.http import images, uploads
 from aic.http.observe import JOBS_SUBMITTED
-from aic.live.follow import wait_until_done
+from aic.live.follow import wait_for_jobs
 from aic.live.hub import EventHub
 from aic.store.connection import UNAVAILABLE
 from aic.store.idempotency import IdempotencyStore, replay_missing
@@ -228,17 +228,23 @@ class Submitter:
         Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
         """
         submission = await read_submission(stream, content_type, self.settings, batch=batch, query=query)
-        fresh, job_ids, created = await self._create(submission, tenant, idempotency_key, traceparent)
-        # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
-        # would submit again and the jobs it was not told of would run twice. It gets what is known instead.
-        answer: dict[str, str] = {}
         wait_s = prefer_wait(prefer, self.settings.prefer_wait_max_s)
-        if wait_s is not None:
-            try:
-                await wait_until_done(self.hub, self.jobs, job_ids, tenant, wait_s)
-            except Exception as exc:  # the wait is a courtesy: whatever ends it, the jobs are answered
-                log.warning("Prefer: wait ended early: %s: %s", type(exc).__name__, exc)
-            answer["Preference-Applied"] = f"wait={wait_s}"
+        job_ids = new_job_ids(submission)
+        # a waiting submit is told of its jobs' ends on the hub's inbox, expected before the jobs exist
+        with self.hub.expect(job_ids) if wait_s is not None else nullcontext() as expectation:
+            waiter = expectation.inbox if expectation is not None else ""
+            fresh, job_ids, created = await self._create(
+                submission, tenant, idempotency_key, traceparent, job_ids, waiter
+            )
+            # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
+            # would submit again and the jobs it was not told of would run twice. It gets what is known instead.
+            answer: dict[str, str] = {}
+            if wait_s is not None:
+                try:  # a replay's jobs were created by another request: followed, not expected
+                    await wait_for_jobs(self.hub, self.jobs, job_ids, tenant, wait_s, expectation if fresh else None)
+                except Exception as exc:  # the wait is a courtesy: whatever ends it, the jobs are answered
+                    log.warning("Prefer: wait ended early: %s: %s", type(exc).__name__, exc)
+                answer["Preference-Applied"] = f"wait={wait_s}"
         if not fresh:
             answer["Idempotent-Replayed"] = "true"
         try:
@@ -251,11 +257,16 @@ class Submitter:
             return [accepted(job) for job in created], answer
 
     async def _create(
-        self, submission: Submission, tenant: str, idempotency_key: str | None, traceparent: str | None
+        self,
+        submission: Submission,
+        tenant: str,
+        idempotency_key: str | None,
+        traceparent: str | None,
+        job_ids: list[str],
+        waiter: str,
     ) -> tuple[bool, list[str], list[Job]]:
-        """Create the request's jobs once per Idempotency-Key: whether this request created them, their ids, and
-        the records as created (empty for a replay)."""
-        job_ids = new_job_ids(submission)
+        """Create the request's jobs (as ``job_ids``) once per Idempotency-Key: whether this request created them,
+        their ids (a replay's are the first request's), and the records as created (empty for a replay)."""
         if idempotency_key is not None:
             # before the claim: a replay of a request naming an alias no longer routed is refused, as a first try is
             await check_model_version(self.routes, submission.model_version)
@@ -263,7 +274,7 @@ class Submitter:
             if not claim.fresh:
                 return False, claim.job_ids, []
             job_ids = claim.job_ids
-        jobs = new_jobs(submission, job_ids, tenant, traceparent)
+        jobs = new_jobs(submission, job_ids, tenant, traceparent, waiter)
         try:  # refused when the alias routes nowhere, or with 503 + Retry-After above QUEUE_MAX_DEPTH
             with enqueue_spans(jobs) as traced:
                 created = await self.jobs.create(traced, self.queue)
@@ -338,7 +349,9 @@ def accepted(job: Job, result: bytes | None = None) -> ClassificationResponse:
     )
 
 
-def new_jobs(submission: Submission, job_ids: list[str], tenant: str, traceparent: str | None) -> list[NewJob]:
+def new_jobs(
+    submission: Submission, job_ids: list[str], tenant: str, traceparent: str | None, waiter: str = ""
+) -> list[NewJob]:
     return [
         NewJob(
             job_id=job_id,
@@ -351,6 +364,7 @@ def new_jobs(submission: Submission, job_ids: list[str], tenant: str, traceparen
             callback_url=submission.callback_url,
             webhook_events=submission.webhook_events,
             traceparent=traceparent,
+            waiter=waiter,
         )
         for job_id, image in zip(job_ids, submission.images, strict=True)
     ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import msgspec
 
 from aic.core.schemas import JobStatusResponse
-from aic.live.hub import EventHub
+from aic.live.hub import EventHub, Expectation
 from aic.store.jobs import JobStore
 
 
@@ -55,3 +56,22 @@ async def wait_until_done(
 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(until_end(job_id) for job_id in job_ids)), timeout_s)
+
+
+async def wait_for_jobs(
+    hub: EventHub,
+    job_store: JobStore,
+    job_ids: list[str],
+    tenant: str,
+    timeout_s: float,
+    expectation: Expectation | None = None,
+) -> None:
+    """``Prefer: wait``: through the hub's inbox when the jobs were created with it as their waiter (no
+    subscription, no read per job), else - or once the inbox may have missed an end - by following every job
+    for the time left."""
+    deadline = time.monotonic() + timeout_s
+    if expectation is not None and await expectation.wait(timeout_s):
+        return
+    left = deadline - time.monotonic()
+    if left > 0:
+        await wait_until_done(hub, job_store, job_ids, tenant, left)

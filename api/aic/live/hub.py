@@ -2,7 +2,8 @@
 listener, so clients never poll Redis.
 
 A listener is registered only once Redis has confirmed the subscription; reading the job's state after that
-cannot miss a change.
+cannot miss a change. A submit that waits for the jobs it creates (``Prefer: wait``) needs no subscription of its
+own: it creates them with the hub's inbox as their waiter and is told when each ends (``expect``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from aic.store.connection import STORE_ERRORS
 from aic.store.events import EventSubscription, Message
@@ -24,6 +25,35 @@ RECONNECT_ON: tuple[type[BaseException], ...] = (*STORE_ERRORS, RuntimeError)
 LISTENER_QUEUE = 256
 
 
+class Expectation:
+    """Jobs about to be created with ``waiter=inbox``, until each has ended."""
+
+    def __init__(self, inbox: str, job_ids: Sequence[str]) -> None:
+        self.inbox = inbox
+        self._waiting = set(job_ids)
+        self._settled = asyncio.Event()
+        self.lost = False
+        if not self._waiting:
+            self._settled.set()
+
+    def ended(self, job_id: str) -> None:
+        self._waiting.discard(job_id)
+        if not self._waiting:
+            self._settled.set()
+
+    def lose(self) -> None:
+        """The inbox may have missed an end (the pub/sub connection was lost meanwhile)."""
+        self.lost = True
+        self._settled.set()
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True once every job ended or ``timeout_s`` ran out; False as soon as an end may have been missed: the
+        caller then follows the jobs itself (``follow.wait_until_done``) for the time left."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout_s)
+        return not self.lost
+
+
 class EventHub:
     def __init__(self, subscription: EventSubscription) -> None:
         self._subscription = subscription
@@ -33,14 +63,38 @@ class EventHub:
         self._confirmed: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._inbox_open = False
+        self._expected: dict[str, Expectation] = {}
 
     async def start(self) -> None:
         """Starts the reader; it connects in the background, so the API starts (unready) without Redis."""
         self._task = asyncio.create_task(self._run(), name="aic-event-hub")
 
     def followed(self) -> int:
-        """Jobs with bookkeeping in this hub (listened to, or a confirmation still on its way)."""
-        return len(self._sent.keys() | self._listeners.keys() | self._confirmed.keys())
+        """Jobs with bookkeeping in this hub (listened to, expected, or a confirmation still on its way)."""
+        return len(self._sent.keys() | self._listeners.keys() | self._confirmed.keys() | self._expected.keys())
+
+    @contextlib.contextmanager
+    def expect(self, job_ids: Sequence[str]) -> Iterator[Expectation | None]:
+        """Waiting for jobs this process is about to create with ``waiter=expectation.inbox``: each one's end comes
+        to the hub's inbox, without a subscription per job. None while the inbox is not confirmed (Redis away, or
+        the hub just started): then follow the jobs (``follow.wait_until_done``)."""
+        if not self._inbox_open:
+            yield None
+            return
+        expectation = Expectation(self._subscription.inbox, job_ids)
+        for job_id in job_ids:
+            self._expected[job_id] = expectation
+        try:
+            yield expectation
+        finally:
+            for job_id in job_ids:
+                if self._expected.get(job_id) is expectation:
+                    del self._expected[job_id]
+
+    def _lose_expectations(self) -> None:
+        for expectation in set(self._expected.values()):
+            expectation.lose()
 
     async def stop(self) -> None:
         if self._task:
@@ -81,6 +135,16 @@ class EventHub:
             self._confirmed.pop(job_id, None)
 
     def _dispatch(self, message: Message) -> None:
+        if message.inbox:
+            if message.job_id:
+                expectation = self._expected.get(message.job_id)
+                if expectation is not None:
+                    expectation.ended(message.job_id)
+            elif self._inbox_open:  # confirmed again: redis-py reconnected, and what was sent meanwhile is lost
+                self._lose_expectations()
+            else:
+                self._inbox_open = True
+            return
         if message.data is None:  # a subscription confirmed; the last one asked for counts
             event = self._confirmed.get(message.job_id)
             if event is None:  # a job no longer followed (Redis re-confirms every channel after a reconnect)
@@ -100,6 +164,8 @@ class EventHub:
                 message = await self._subscription.next(timeout_s=1.0)
             except RECONNECT_ON as exc:
                 log.warning("event hub lost Redis (%s); reconnecting", type(exc).__name__)
+                self._inbox_open = False
+                self._lose_expectations()
                 await asyncio.sleep(1.0)
                 continue
             if message is not None:

@@ -27,19 +27,28 @@ async def _lost_as_connection_error() -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class Message:
-    """One thing the subscription heard: a confirmed subscription (``data`` None) or an event of a job."""
+    """One thing the subscription heard: a confirmed subscription (``data`` None) or an event of a job; with
+    ``inbox``, on the process's own channel: that job ended (``job_id``), or the channel's subscription was
+    confirmed (``job_id`` empty)."""
 
     job_id: str
     data: bytes | None
+    inbox: bool = False
 
 
 class EventSubscription:
     """One pub/sub connection for a whole process. A private channel keeps it subscribed, so a reader always
-    has something to wait on even while no job is followed."""
+    has something to wait on even while no job is followed; it is also the process's inbox: a job created with it
+    as its ``waiter`` has its id published there when it ends (``lua/finish.lua``, ``lua/cancel.lua``)."""
 
     def __init__(self, redis: Redis) -> None:
         self._pubsub = redis.pubsub()
         self._private = keys.hub_channel(uuid.uuid4().hex)
+
+    @property
+    def inbox(self) -> str:
+        """The process's own channel, for ``NewJob.waiter``."""
+        return self._private
 
     async def subscribe(self, job_id: str) -> None:
         async with _lost_as_connection_error():
@@ -59,6 +68,10 @@ class EventSubscription:
             return None
         channel = message["channel"].decode()
         if channel == self._private:
+            if message["type"] == "subscribe":
+                return Message("", None, inbox=True)
+            if message["type"] == "message":
+                return Message(message["data"].decode(), None, inbox=True)
             return None
         job_id = keys.job_id_of_events(channel)
         if message["type"] == "subscribe":

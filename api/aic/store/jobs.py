@@ -111,6 +111,9 @@ class NewJob:
     traceparent: str | None = None
     """W3C trace context of the job's enqueue span: the dispatcher continues the trace from it."""
     tracestate: str | None = None
+    waiter: str = ""
+    """The inbox channel of the API process that waits for the job to end (``Prefer: wait``; ``aic.live.hub``), told
+    the job's id when it ends; empty: nobody waits that way."""
 
 
 class JobStore:
@@ -172,6 +175,8 @@ class JobStore:
                 "image_metadata": json.dumps(job.image_metadata),
                 "attempts": "0",
             }
+            if new.waiter:
+                record["waiter"] = new.waiter
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))

@@ -38,6 +38,13 @@ local function queue_webhook(status_key, outbox, event)
     redis.call('XADD', outbox, '*', 'job_id', redis.call('HGET', status_key, 'job_id'), 'event', event)
   end
 end
+-- Tells the API process waiting for the job (a submit with Prefer: wait) that it ended: the job id, on the inbox
+-- channel of that process's event hub that the job was created with ('waiter'), so the waiting submit needs no
+-- subscription of its own.
+local function notify_waiter(status_key)
+  local inbox = redis.call('HGET', status_key, 'waiter')
+  if inbox and inbox ~= '' then redis.call('PUBLISH', inbox, redis.call('HGET', status_key, 'job_id')) end
+end
 """
 
 

@@ -8,5 +8,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('PUBLISH', KEYS[4], ARGV[1])
+notify_waiter(KEYS[1])
 queue_webhook(KEYS[1], KEYS[5], 'cancelled')
 return 'ok'

@@ -1,6 +1,7 @@
 -- Completes or fails a live job in one step: result, status, upload removal (or a dead letter that keeps it),
--- event, webhook and the acknowledgement of its queue entry. A job that already ended is only acknowledged,
--- so a redelivered or cancelled job never gets a second result or a second terminal event.
+-- event (and the notice to a submit waiting for it), webhook and the acknowledgement of its queue entry. A job
+-- that already ended is only acknowledged, so a redelivered or cancelled job never gets a second result or a
+-- second terminal event.
 -- KEYS: status, result, image, metadata, stream, events, dead-letter stream, webhook outbox, dead-letter index
 -- ARGV: group, entry id, result body ('' when failing), ttl, event json, dead-letter json ('' for none),
 --       image ttl when dead-lettered, then field/value pairs for the status hash
@@ -19,6 +20,7 @@ if live then
     redis.call('DEL', KEYS[3])
   end
   redis.call('PUBLISH', KEYS[6], ARGV[5])
+  notify_waiter(KEYS[1])
   queue_webhook(KEYS[1], KEYS[8], redis.call('HGET', KEYS[1], 'status'))
 end
 redis.call('XACK', KEYS[5], ARGV[1], ARGV[2])
