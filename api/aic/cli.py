@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from aic.core import malloc
 from aic.core import settings as settings_mod
 from aic.core.enums import Priority
 from aic.core.settings import (
@@ -42,6 +43,7 @@ def cmd_api(_: argparse.Namespace) -> int:
     from aic.http.app import create_app
     from aic.http.server import serve
 
+    malloc.tune()  # uploads of a few hundred KB: reused from the heap, not mapped and faulted in each time
     telemetry.setup("aic-api")  # before the app: its tracing plugin is added only while spans are exported
     api = settings_mod.load(ApiSettings)
     serve(create_app(api, settings_mod.load(RedisSettings)), api)
@@ -112,6 +114,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def cmd_dispatcher(_: argparse.Namespace) -> int:
+    malloc.tune()  # uploads and batch tensors: reused from the heap, not mapped and faulted in each time
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(_dispatch())
     return 0
