@@ -7,6 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from aic.live.follow import INBOX_RECHECK_S
 from aic.store import keys
 from conftest import OTHER_TENANT_KEY, Stack
 from helpers import jpeg, submit
@@ -136,6 +137,28 @@ def test_prefer_wait_ends_as_soon_as_the_job_is_cancelled(quiet_stack: Stack) ->
     assert answer.status_code == 200 and answer.json()["job_id"] == job_id
     assert answer.json()["status"] == "cancelled"
     assert elapsed < 10, f"the wait did not end with the cancel ({elapsed:.1f} s)"
+
+
+def test_prefer_wait_learns_of_an_end_nobody_told_the_inbox_within_the_recheck(quiet_stack: Stack) -> None:
+    """A dispatcher of an older version (a rolling upgrade) ends jobs without telling the inbox: the waiting submit
+    reads its jobs' states every INBOX_RECHECK_S, so the answer comes that much later, not when the wait runs out."""
+    stack = quiet_stack
+    with ThreadPoolExecutor(1) as pool, stack.client() as client:
+        r = stack.redis_client()
+        before = queued(stack)
+        started = time.monotonic()
+        pending = pool.submit(submit, client, jpeg(), headers={"Prefer": "wait=30"})
+        deadline = time.monotonic() + 10
+        while queued(stack) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        [entry] = r.xrevrange(keys.queue("normal"), count=1)
+        job_id = entry[1][b"job_id"].decode()
+        r.hset(keys.job_status(job_id), "status", "cancelled")  # ended, with no word on any channel
+        answer = pending.result(timeout=40)
+        elapsed = time.monotonic() - started
+        r.xdel(keys.queue("normal"), entry[0])
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    assert elapsed < INBOX_RECHECK_S + 5, f"the wait ran out instead of rechecking ({elapsed:.1f} s)"
 
 
 def test_prefer_wait_returns_the_current_status_when_time_is_up(quiet_stack: Stack) -> None:

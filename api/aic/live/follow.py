@@ -17,6 +17,9 @@ from aic.core.schemas import JobStatusResponse
 from aic.live.hub import EventHub, Expectation
 from aic.store.jobs import JobStore
 
+INBOX_RECHECK_S = 5.0
+"""How long a submit waiting on the inbox goes without reading its jobs' states (``wait_for_jobs``)."""
+
 
 async def follow(
     hub: EventHub, job_store: JobStore, job_id: str, tenant: str | None, idle_s: float = 15.0
@@ -68,10 +71,18 @@ async def wait_for_jobs(
 ) -> None:
     """``Prefer: wait``: through the hub's inbox when the jobs were created with it as their waiter (no
     subscription, no read per job), else - or once the inbox may have missed an end - by following every job
-    for the time left."""
+    for the time left. Every ``INBOX_RECHECK_S`` without the last end, the jobs' states are read once: a
+    dispatcher that does not tell the inbox (an older version, during a rolling upgrade) delays an answer by at
+    most that much."""
     deadline = time.monotonic() + timeout_s
-    if expectation is not None and await expectation.wait(timeout_s):
-        return
+    if expectation is not None:
+        while not expectation.lost:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await expectation.wait(min(left, INBOX_RECHECK_S))
+            if expectation.done or (not expectation.lost and await job_store.ended(job_ids)):
+                return
     left = deadline - time.monotonic()
     if left > 0:
         await wait_until_done(hub, job_store, job_ids, tenant, left)

@@ -46,9 +46,14 @@ class Expectation:
         self.lost = True
         self._settled.set()
 
+    @property
+    def done(self) -> bool:
+        """Every job was told to have ended."""
+        return not self._waiting
+
     async def wait(self, timeout_s: float) -> bool:
-        """True once every job ended or ``timeout_s`` ran out; False as soon as an end may have been missed: the
-        caller then follows the jobs itself (``follow.wait_until_done``) for the time left."""
+        """Until every job ended, an end may have been missed (``lost``: the caller then follows the jobs itself,
+        ``follow.wait_until_done``) or ``timeout_s`` ran out; False when an end may have been missed."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._settled.wait(), timeout_s)
         return not self.lost

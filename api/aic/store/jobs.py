@@ -225,6 +225,14 @@ class JobStore:
             found.append((job, result))
         return found
 
+    async def ended(self, job_ids: Sequence[str]) -> bool:
+        """Whether every job has ended (or is gone), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(keys.job_status(job_id), "status")
+            statuses = await pipe.execute()
+        return all(status is None or JobStatus(status.decode()).terminal for status in statuses)
+
     async def metadata(self, job_id: str) -> dict[str, Any]:
         raw = await self.redis.get(keys.job_metadata(job_id))
         return cast(dict[str, Any], json.loads(raw)) if raw else {}
