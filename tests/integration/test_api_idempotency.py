@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
+import httpx
 import pytest
 from aic.live.follow import INBOX_RECHECK_S
 from aic.store import keys
@@ -119,22 +121,38 @@ def test_a_submit_without_prefer_wait_names_no_waiter(stack: Stack) -> None:
     assert b"waiter" not in stack.redis_client().hgetall(keys.job_status(job_id))
 
 
+def waiting_submit(stack: Stack, pool: ThreadPoolExecutor, client: httpx.Client, wait_s: int) -> Waiting:
+    """A submit with ``Prefer: wait=wait_s`` on a stack whose queue nothing consumes, once its job is queued."""
+    before = queued(stack)
+    started = time.monotonic()
+    answer = pool.submit(submit, client, jpeg(), headers={"Prefer": f"wait={wait_s}"})
+    deadline = time.monotonic() + 10
+    while queued(stack) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [(entry_id, fields)] = stack.redis_client().xrevrange(keys.queue("normal"), count=1)
+    return Waiting(answer, fields[b"job_id"].decode(), entry_id, started)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    answer: Future[httpx.Response]
+    job_id: str
+    entry_id: bytes
+    started: float
+
+    def result(self) -> tuple[httpx.Response, float]:
+        """The answer and the seconds from the submit to it."""
+        response = self.answer.result(timeout=60)
+        return response, time.monotonic() - self.started
+
+
 def test_prefer_wait_ends_as_soon_as_the_job_is_cancelled(quiet_stack: Stack) -> None:
     """cancel.lua tells the waiting API too: without it the answer would come when the 20 s wait ran out."""
-    stack = quiet_stack  # no dispatcher: the job stays pending until cancelled
-    with ThreadPoolExecutor(1) as pool, stack.client() as client:
-        before = queued(stack)
-        started = time.monotonic()
-        pending = pool.submit(submit, client, jpeg(), headers={"Prefer": "wait=20"})
-        deadline = time.monotonic() + 10
-        while queued(stack) == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        [entry] = stack.redis_client().xrevrange(keys.queue("normal"), count=1)
-        job_id = entry[1][b"job_id"].decode()
-        assert client.delete(f"/jobs/{job_id}").status_code == 200
-        answer = pending.result(timeout=30)
-        elapsed = time.monotonic() - started
-    assert answer.status_code == 200 and answer.json()["job_id"] == job_id
+    with ThreadPoolExecutor(1) as pool, quiet_stack.client() as client:  # no dispatcher: pending until cancelled
+        waiting = waiting_submit(quiet_stack, pool, client, 20)
+        assert client.delete(f"/jobs/{waiting.job_id}").status_code == 200
+        answer, elapsed = waiting.result()
+    assert answer.status_code == 200 and answer.json()["job_id"] == waiting.job_id
     assert answer.json()["status"] == "cancelled"
     assert elapsed < 10, f"the wait did not end with the cancel ({elapsed:.1f} s)"
 
@@ -142,21 +160,12 @@ def test_prefer_wait_ends_as_soon_as_the_job_is_cancelled(quiet_stack: Stack) ->
 def test_prefer_wait_learns_of_an_end_nobody_told_the_inbox_within_the_recheck(quiet_stack: Stack) -> None:
     """A dispatcher of an older version (a rolling upgrade) ends jobs without telling the inbox: the waiting submit
     reads its jobs' states every INBOX_RECHECK_S, so the answer comes that much later, not when the wait runs out."""
-    stack = quiet_stack
-    with ThreadPoolExecutor(1) as pool, stack.client() as client:
-        r = stack.redis_client()
-        before = queued(stack)
-        started = time.monotonic()
-        pending = pool.submit(submit, client, jpeg(), headers={"Prefer": "wait=30"})
-        deadline = time.monotonic() + 10
-        while queued(stack) == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        [entry] = r.xrevrange(keys.queue("normal"), count=1)
-        job_id = entry[1][b"job_id"].decode()
-        r.hset(keys.job_status(job_id), "status", "cancelled")  # ended, with no word on any channel
-        answer = pending.result(timeout=40)
-        elapsed = time.monotonic() - started
-        r.xdel(keys.queue("normal"), entry[0])
+    r = quiet_stack.redis_client()
+    with ThreadPoolExecutor(1) as pool, quiet_stack.client() as client:
+        waiting = waiting_submit(quiet_stack, pool, client, 30)
+        r.hset(keys.job_status(waiting.job_id), "status", "cancelled")  # ended, with no word on any channel
+        answer, elapsed = waiting.result()
+    r.xdel(keys.queue("normal"), waiting.entry_id)
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
     assert elapsed < INBOX_RECHECK_S + 5, f"the wait ran out instead of rechecking ({elapsed:.1f} s)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
 from aic.live.hub import EventHub
 from aic.store.events import Message
@@ -60,24 +61,32 @@ async def settle() -> None:
     await asyncio.sleep(0.05)
 
 
-async def test_a_job_nobody_follows_any_more_is_forgotten() -> None:
-    hub = EventHub(FakeSubscription())  # type: ignore[arg-type]
+@contextlib.asynccontextmanager
+async def running(fake: FakeSubscription, *, inbox_confirmed: bool = False) -> AsyncIterator[EventHub]:
+    """A started hub on ``fake`` (its inbox already confirmed if asked), stopped afterwards."""
+    hub = EventHub(fake)  # type: ignore[arg-type]
     await hub.start()
     try:
+        if inbox_confirmed:
+            fake.confirm_inbox()
+            await settle()
+        yield hub
+    finally:
+        await hub.stop()
+
+
+async def test_a_job_nobody_follows_any_more_is_forgotten() -> None:
+    async with running(FakeSubscription()) as hub:
         for i in range(200):
             async with hub.listen(f"job-{i}"):
                 assert hub.followed() == 1
         await settle()
         assert hub.followed() == 0, "every followed job left bookkeeping behind"
-    finally:
-        await hub.stop()
 
 
 async def test_a_late_confirmation_of_an_abandoned_subscription_confirms_nothing_else() -> None:
     fake = FakeSubscription(auto_confirm=False)
-    hub = EventHub(fake)  # type: ignore[arg-type]
-    await hub.start()
-    try:
+    async with running(fake) as hub:
 
         async def follow() -> None:
             async with hub.listen("job-x"):
@@ -102,15 +111,11 @@ async def test_a_late_confirmation_of_an_abandoned_subscription_confirms_nothing
         with contextlib.suppress(asyncio.CancelledError):
             await second
         assert hub.followed() == 0
-    finally:
-        await hub.stop()
 
 
 async def test_jobs_are_expected_only_once_the_inbox_is_confirmed() -> None:
     fake = FakeSubscription()
-    hub = EventHub(fake)  # type: ignore[arg-type]
-    await hub.start()
-    try:
+    async with running(fake) as hub:
         with hub.expect(["a"]) as none_yet:
             assert none_yet is None, "expected before Redis confirmed the inbox: an end could be missed"
         fake.confirm_inbox()
@@ -126,33 +131,22 @@ async def test_jobs_are_expected_only_once_the_inbox_is_confirmed() -> None:
             assert not waiting.done(), "settled before every job ended"
             fake.ended("b")
             assert await asyncio.wait_for(waiting, 1.0) is True
+            assert expectation.done
         assert hub.followed() == 0, "an expectation left bookkeeping behind"
-    finally:
-        await hub.stop()
 
 
 async def test_an_expectation_times_out_with_true_and_no_bookkeeping_left() -> None:
-    fake = FakeSubscription()
-    hub = EventHub(fake)  # type: ignore[arg-type]
-    await hub.start()
-    try:
-        fake.confirm_inbox()
-        await settle()
+    async with running(FakeSubscription(), inbox_confirmed=True) as hub:
         with hub.expect(["slow"]) as expectation:
             assert expectation is not None
             assert await expectation.wait(0.05) is True  # the time is up: the caller answers with what is known
+            assert not expectation.done
         assert hub.followed() == 0
-    finally:
-        await hub.stop()
 
 
 async def test_a_lost_or_reconfirmed_inbox_tells_every_waiter_to_follow_its_jobs_instead() -> None:
     fake = FakeSubscription()
-    hub = EventHub(fake)  # type: ignore[arg-type]
-    await hub.start()
-    try:
-        fake.confirm_inbox()
-        await settle()
+    async with running(fake, inbox_confirmed=True) as hub:
         with hub.expect(["a"]) as first:
             assert first is not None
             fake.confirm_inbox()  # redis-py reconnected on its own: what was published meanwhile is lost
@@ -168,5 +162,3 @@ async def test_a_lost_or_reconfirmed_inbox_tells_every_waiter_to_follow_its_jobs
         await asyncio.sleep(1.2)  # the hub waits a second after losing Redis
         with hub.expect(["c"]) as reopened:
             assert reopened is not None
-    finally:
-        await hub.stop()
