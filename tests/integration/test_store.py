@@ -207,6 +207,28 @@ async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_no
     assert await redis.xlen(keys.queue(Priority.HIGH)) == 3
 
 
+async def test_a_resent_create_changes_nothing_and_drops_only_the_uploads_nobody_needs(redis: Redis) -> None:
+    """redis-py sends a transaction again when its reply was lost (Redis shut down after applying it): the resend
+    must not reset the jobs, queue them twice, or leave an upload behind that nothing will delete."""
+    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    store = JobStore(redis)
+    running, done, dead = jobs = [new_job(), new_job(), new_job()]
+    await store.create(jobs)
+    await redis.hset(keys.job_status(running.job_id), mapping={"status": "processing", "progress": "40"})
+    await redis.hset(keys.job_status(done.job_id), "status", "completed")
+    await redis.delete(keys.job_image(done.job_id))
+    await redis.hset(keys.job_status(dead.job_id), "status", "failed")
+    await redis.hset(keys.DEAD_LETTER_INDEX, dead.job_id, "1-0")  # dead-lettered: kept for an operator's retry
+    again = await store.create(jobs)  # the same request, as the retry sends it
+    assert [job.job_id for job in again] == [new.job_id for new in jobs]
+    assert await redis.xlen(keys.queue(Priority.HIGH)) == 3, "queued again: the jobs would run twice"
+    assert ((await store.get(running.job_id)).status, (await store.get(running.job_id)).progress) == ("processing", 40)
+    assert (await store.get(done.job_id)).status == "completed"
+    assert await redis.get(keys.job_image(running.job_id)) == b"pixels", "a live job lost its upload"
+    assert await redis.exists(keys.job_image(done.job_id)) == 0, "the resend left an upload nobody will delete"
+    assert await redis.get(keys.job_image(dead.job_id)) == b"pixels", "a dead letter lost the upload kept for it"
+
+
 async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_first(redis: Redis) -> None:
     await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
     store, transitions = JobStore(redis), JobTransitions(redis)

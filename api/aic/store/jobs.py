@@ -138,7 +138,7 @@ class JobStore:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
         jobs: list[Job] = []
-        job_keys = [keys.MODEL_ROUTES, *keys.QUEUES]
+        job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
         args += [keys.JOB_STATUS_TTL_S, keys.JOB_METADATA_TTL_S]
         for new in new_jobs:
