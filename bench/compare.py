@@ -56,19 +56,17 @@ def arguments() -> argparse.Namespace:
     return args
 
 
-def mean(values: list[float]) -> float:
-    return round(sum(values) / len(values), 2) if values else 0.0
-
-
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     by_mode: dict[str, dict[str, float]] = {}
     for mode in ("before", "after"):
         mine = [r for r in runs if r["mode"] == mode]
         by_mode[mode] = {
-            "jobs_per_s": mean([float(r["load"]["jobs_per_s"]) for r in mine]),
-            "cpu_ms_per_job": mean([float(r["cpu_ms_per_job"]) for r in mine]),
-            "outside_triton": mean([float(r["cpu_ms_per_job_outside_triton"]) for r in mine]),
-            **{c: mean([float(r["cpu_ms_per_job_by_component"].get(c, 0.0)) for r in mine]) for c in COMPONENTS},
+            "jobs_per_s": tracing.mean([float(r["load"]["jobs_per_s"]) for r in mine]),
+            "cpu_ms_per_job": tracing.mean([float(r["cpu_ms_per_job"]) for r in mine]),
+            "outside_triton": tracing.mean([float(r["cpu_ms_per_job_outside_triton"]) for r in mine]),
+            **{
+                c: tracing.mean([float(r["cpu_ms_per_job_by_component"].get(c, 0.0)) for r in mine]) for c in COMPONENTS
+            },
         }
     change = {k: round(by_mode["after"][k] - by_mode["before"][k], 2) for k in by_mode["after"]}
     return {"by_mode": by_mode, "after_minus_before": change}
@@ -119,7 +117,7 @@ def main() -> int:
             for mode in ("before", "after"):
                 tracing.set_tracing("off", sink.endpoint, otel, None)
                 tracing.set_code(baseline if mode == "before" else None, user_pythonpath)
-                procs.REDIS_PERSISTENCE = redis_before if mode == "before" else redis_after
+                args.redis_options = redis_before if mode == "before" else redis_after
                 runs.append(tracing.one_run(args, mode, index, sink, base_settings, {}, photo_dir))
                 r = runs[-1]
                 print(
@@ -130,7 +128,6 @@ def main() -> int:
     finally:
         os.environ.update(otel)
         tracing.set_code(None, user_pythonpath)
-        procs.REDIS_PERSISTENCE = redis_after
         if baseline is not None:
             remove = ["git", "-C", str(BENCH.parent), "worktree", "remove", "--force", str(baseline)]
             subprocess.run(remove, check=False)

@@ -29,11 +29,13 @@ REDIS_PERSISTENCE = server_args(PERSISTENCE)
 """How the bench's redis-server keeps its data: as the chart's Redis and `aic up`'s do."""
 
 
-def start_redis(port: int, workdir: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_redis(
+    port: int, workdir: Path, log: Path, persistence: list[str] = REDIS_PERSISTENCE
+) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (make setup installs it)")
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", *REDIS_PERSISTENCE]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", *persistence]
     argv += ["--dir", str(workdir), "--daemonize", "no", "--loglevel", "warning"]
     with log.open("ab") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -128,7 +128,8 @@ def start_service(
     work: Path = args.work
     (work / "redis").mkdir(parents=True, exist_ok=True)
     redis_port = free_port()
-    redis = procs.start_redis(redis_port, work / "redis", work / "redis.log")
+    persistence = getattr(args, "redis_options", None) or procs.REDIS_PERSISTENCE  # bench/compare.py's "before"
+    redis = procs.start_redis(redis_port, work / "redis", work / "redis.log", persistence)
     stack.callback(procs.stop, redis)
     redis_url = f"redis://127.0.0.1:{redis_port}"
     asyncio.run(up.publish_models(redis_url, triton.repository))

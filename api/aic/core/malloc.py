@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Mapping
 from typing import Final
 
 M_TRIM_THRESHOLD: Final = -1
@@ -27,9 +28,8 @@ TRIM_THRESHOLD_BYTES: Final = 32 * 1024 * 1024
 USER_SETTINGS: Final = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
 
-def tune(environ: dict[str, str] | None = None) -> bool:
+def tune(environ: Mapping[str, str] = os.environ) -> bool:
     """Set the thresholds for this process; whether they were set."""
-    environ = dict(os.environ) if environ is None else environ
     if any(name in environ for name in USER_SETTINGS):
         return False
     try:

@@ -75,13 +75,11 @@ async def wait_for_jobs(
     dispatcher that does not tell the inbox (an older version, during a rolling upgrade) delays an answer by at
     most that much."""
     deadline = time.monotonic() + timeout_s
+    left = timeout_s
     if expectation is not None:
-        while not expectation.lost:
+        while await expectation.wait(min(left, INBOX_RECHECK_S)):  # False: an end may have been missed
             left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            await expectation.wait(min(left, INBOX_RECHECK_S))
-            if expectation.done or (not expectation.lost and await job_store.ended(job_ids)):
+            if expectation.done or left <= 0 or await job_store.ended(job_ids):
                 return
     left = deadline - time.monotonic()
     if left > 0:

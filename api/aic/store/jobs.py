@@ -95,6 +95,15 @@ class Job:
         return msgspec.json.encode(body)
 
 
+async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
+    """Each job's status (None: gone), in order, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(keys.job_status(job_id), "status")
+        replies = await pipe.execute()
+    return [JobStatus(reply.decode()) if reply is not None else None for reply in replies]
+
+
 @dataclass(frozen=True)
 class NewJob:
     """What a submit stores for one image; the jobs of one request share everything but the image."""
@@ -227,11 +236,7 @@ class JobStore:
 
     async def ended(self, job_ids: Sequence[str]) -> bool:
         """Whether every job has ended (or is gone), in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(keys.job_status(job_id), "status")
-            statuses = await pipe.execute()
-        return all(status is None or JobStatus(status.decode()).terminal for status in statuses)
+        return all(status is None or status.terminal for status in await statuses(self.redis, job_ids))
 
     async def metadata(self, job_id: str) -> dict[str, Any]:
         raw = await self.redis.get(keys.job_metadata(job_id))

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts
-from aic.store.jobs import Job
+from aic.store.jobs import Job, statuses
 from aic.store.queue import Entry
 
 
@@ -98,11 +98,8 @@ class JobTransitions:
 
     async def still_live(self, held: Sequence[Held]) -> list[bool]:
         """Whether each job is still live (not cancelled meanwhile), in order."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in held:
-                pipe.hget(keys.job_status(item.job.job_id), "status")
-            statuses = await pipe.execute()
-        return [status is not None and JobStatus(status.decode()).live for status in statuses]
+        found = await statuses(self.redis, [item.job.job_id for item in held])
+        return [status is not None and status.live for status in found]
 
     async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> None:
         """Atomically per job: result, status, upload removal, event, webhook and acknowledgement. With ``through``
