@@ -27,7 +27,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from aic.core import telemetry
-from aic.core.enums import ErrorCode, Priority, Stage
+from aic.core.enums import ErrorCode, Stage
 from aic.core.errors import ImageValidationError
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
@@ -415,8 +415,8 @@ class Dispatcher:
         """Queue depth, in flight and oldest age per priority, for the gauges every dispatcher serves."""
         while True:
             try:
-                for priority in Priority:
-                    metrics.record_queue(await self.stats.info(priority))
+                for info in await self.stats.infos():  # one round trip for every priority
+                    metrics.record_queue(info)
             except UNAVAILABLE as exc:
                 log.debug("queue metrics: redis unavailable: %s", exc)
             await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)

@@ -122,26 +122,45 @@ def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     )
 
 
+def _info(priority: Priority, length: int, groups: list[dict[Any, Any]], oldest: _Entries, now_ms: int) -> QueueInfo:
+    waiting = in_flight = 0
+    if length:
+        for group in groups:
+            if group["name"] in (keys.QUEUE_GROUP, keys.QUEUE_GROUP.encode()):
+                in_flight = int(group.get("pending") or 0)
+                lag = group.get("lag")
+                waiting = int(lag) if lag is not None else max(0, length - in_flight)
+    age = round((now_ms - _entry_ms(oldest[0][0])) / 1000, 3) if oldest else None
+    return QueueInfo(priority=priority, length=length, waiting=waiting, in_flight=in_flight, oldest_age_s=age)
+
+
 class QueueStats:
     """What an operator sees of the queue: depth, in flight and age per priority; the dead letters."""
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
 
-    async def info(self, priority: Priority, now_ms: int | None = None) -> QueueInfo:
+    async def infos(self, now_ms: int | None = None) -> list[QueueInfo]:
+        """Depth, in flight and oldest age of every priority's queue, in one round trip for all of them (a queue no
+        dispatcher has read yet has no group: nothing in flight)."""
+        wanted = list(Priority)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for priority in wanted:
+                stream = keys.queue(priority)
+                pipe.xlen(stream)
+                pipe.xinfo_groups(stream)
+                pipe.xrange(stream, count=1)
+            replies = await pipe.execute(raise_on_error=False)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        stream = keys.queue(priority)
-        length = int(await self.redis.xlen(stream))
-        waiting = in_flight = 0
-        if length:
-            for group in await self.redis.xinfo_groups(stream):
-                if group["name"] in (keys.QUEUE_GROUP, keys.QUEUE_GROUP.encode()):
-                    in_flight = int(group.get("pending") or 0)
-                    lag = group.get("lag")
-                    waiting = int(lag) if lag is not None else max(0, length - in_flight)
-        oldest = cast(_Entries, await self.redis.xrange(stream, count=1))
-        age = round((now_ms - _entry_ms(oldest[0][0])) / 1000, 3) if oldest else None
-        return QueueInfo(priority=priority, length=length, waiting=waiting, in_flight=in_flight, oldest_age_s=age)
+        found = []
+        for i, priority in enumerate(wanted):
+            length, groups, oldest = replies[3 * i : 3 * i + 3]
+            if isinstance(length, Exception) or isinstance(oldest, Exception):
+                raise length if isinstance(length, Exception) else oldest
+            found.append(
+                _info(priority, int(length), [] if isinstance(groups, ResponseError) else groups, oldest, now_ms)
+            )
+        return found
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The newest ``limit`` dead letters, newest first."""

@@ -11,7 +11,6 @@ from litestar.di import NamedDependency
 from litestar.handlers import BaseRouteHandler
 from litestar.params import Parameter
 
-from aic.core.enums import Priority
 from aic.core.errors import ForbiddenError
 from aic.core.schemas import DeadLettersResponse, JobStatusResponse, QueuesResponse
 from aic.http.auth import Role
@@ -55,7 +54,7 @@ class AdminController(Controller):
         responses=error_responses(403),
     )
     async def queues(self, queue_stats: NamedDependency[QueueStats]) -> QueuesResponse:
-        infos = [await queue_stats.info(p) for p in Priority]
+        infos = await queue_stats.infos()
         return QueuesResponse(
             queues=infos,
             in_flight=sum(q.in_flight for q in infos),
