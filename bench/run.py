@@ -29,6 +29,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
+import loadgen  # noqa: E402
 import perf  # noqa: E402
 import photos  # noqa: E402
 import procs  # noqa: E402
@@ -163,12 +164,14 @@ def start_service(
 def service_cpu(service: dict[str, Any], cpu_b: procs.CpuMeter, a_ms: float) -> dict[str, Any]:
     """What each job of a (b) run cost in CPU, all our processes (clients included) and per component."""
     b = cpu_b.as_dict()
-    jobs = float(service["jobs_per_s"]) * (float(service["warmup_s"]) + float(service["duration_s"]))
+    jobs, counted_by = loadgen.jobs_of(service)
     b_ms = 1000 * float(b["ours_cpu_s"]) / max(jobs, 1e-9)
     per_job = {k: round(1000 * v / max(jobs, 1e-9), 2) for k, v in cpu_b.components.items()}
     return {
         "b": service,
         "cpu_b": b,
+        "jobs_b": jobs,
+        "jobs_b_counted_by": counted_by,
         "cpu_ms_per_job_b": round(b_ms, 2),
         "cpu_ms_per_job_b_by_component": per_job,
         "cpu_ratio": round(a_ms / b_ms, 3) if b_ms else None,

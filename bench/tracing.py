@@ -212,7 +212,7 @@ def one_run(
         sink_cpu_s = sink.cpu_s() - sink_cpu_before
         after = sink.settle(quiet_s)  # while the services run: nothing depends on their flush at exit
     at_exit = diff(sink.spans(), after["spans_by_service"])
-    jobs, counted_by = jobs_of(service)
+    jobs, counted_by = loadgen.jobs_of(service)
     ours = cpu.as_dict()
     by_component = {COMPONENTS.get(k, k): round(1000 * v / jobs, 2) for k, v in cpu.components.items()}
     spans = diff(after["spans_by_service"], before["spans_by_service"])
@@ -229,7 +229,6 @@ def one_run(
         "cpu": ours,
         "jobs": jobs,
         "jobs_counted_by": counted_by,
-        "jobs_estimated_as_run_py": round(run_py_jobs(service)),
         "cpu_ms_per_job": round(1000 * float(ours["ours_cpu_s"]) / jobs, 2),
         "cpu_ms_per_job_by_component": by_component,
         "cpu_ms_per_job_outside_triton": round(sum(by_component.get(k, 0.0) for k in OUTSIDE_TRITON), 2),
@@ -245,26 +244,6 @@ def one_run(
     }
     check(result)
     return result
-
-
-def run_py_jobs(service: dict[str, Any]) -> float:
-    """run.service_cpu's count: the window's rate over the warm-up and the window."""
-    return float(service["jobs_per_s"]) * (float(service["warmup_s"]) + float(service["duration_s"]))
-
-
-def jobs_of(service: dict[str, Any]) -> tuple[int, str]:
-    """The jobs the load generator submitted over its warm-up and window, all inside the CPU meter.
-
-    While every submit is answered with its result (``Prefer: wait`` honoured, no job near its 60 s wait),
-    a client sends one request per job, so its request count is exact; run.py's estimate (the window's rate
-    times warm-up + window) missed it by a few per cent in short runs, as much as the difference measured.
-    Otherwise that estimate."""
-    seconds = float(service["warmup_s"]) + float(service["duration_s"])
-    requests = round(float(service["http_requests_per_s"]) * seconds)
-    held = service["prefer_wait"] and float(service["latency_ms"]["max"]) < 1000 * loadgen.WAIT_S / 2
-    if held and not service["errors"] and requests > 0:
-        return requests, "requests (one per job)"
-    return max(1, round(run_py_jobs(service))), "jobs/s x (warm-up + window), as run.py"
 
 
 class TracingCheckError(RuntimeError):
@@ -436,7 +415,7 @@ def markdown(r: dict[str, Any]) -> str:
         "- CPU ms per job: user + system time from /proc of each component's session (`procs.CpuMeter`, as",
         "  bench/run.py reads it) over the load generator's warm-up and measured window, divided by the jobs",
         "  submitted in both (its request count: one request per job while `Prefer: wait` answers with the",
-        "  result; run.py's jobs/s x seconds is in the JSON as `jobs_estimated_as_run_py`). Components are read",
+        "  result, `loadgen.jobs_of`, as bench/run.py counts them). Components are read",
         "  to 0.1 CPU s, so short runs give coarse per-job figures.",
         "  `clients` is the load generator; `sink` is the local collector (bench/otlp_sink.py), not counted in the",
         '  total: a real collector runs elsewhere. It is part of "others\' CPU", the share of the machine that',
