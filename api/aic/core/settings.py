@@ -170,7 +170,7 @@ class DispatcherSettings:
     dispatcher_concurrency: int = 1
     """Batches in flight per dispatcher process. 1: where Triton shares the dispatcher's cores (``aic up``, one
     machine), one batch at a time is formed from everything queued meanwhile: batches of 16 instead of 11 at 32
-    clients, and 7 % less CPU per job all told (Triton's included; bench/README.md). 2 (the chart's): a dispatcher
+    clients, and 8 % less CPU per job all told (Triton's included; bench/README.md). 2 (the chart's): a dispatcher
     in a Pod of its own decodes the next batch while Triton runs one."""
     preprocess_threads: int = 0
     """Threads decoding images; 0 means one per CPU core."""
