@@ -23,6 +23,7 @@ from aic.core.settings import (
     RedisSettings,
     TritonSettings,
     WebhookSettings,
+    load,
 )
 from aic.store.connection import PERSISTENCE
 from aic_operator.config import OperatorSettings
@@ -776,6 +777,16 @@ def test_traces_reach_every_component_and_triton_only_with_an_endpoint() -> None
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in by_kind(plain, "ConfigMap")[f"{PREFIX}-config"]["data"]
     assert not [a for a in container(plain, "triton", "triton")["args"] if "trace" in a]
     assert env_of(aic_containers(plain)["dispatcher"])["OTEL_SERVICE_NAME"] == "aic-dispatcher"
+
+
+def test_the_charts_dispatchers_keep_two_batches_in_flight_where_the_code_keeps_one() -> None:
+    """A dispatcher Pod has cores of its own beside Triton's Pods: its next batch decodes while Triton runs one.
+    The code's default is for one machine shared with Triton (aic up), where a second batch only split the queue."""
+    docs = render(None)
+    config = by_kind(docs, "ConfigMap")[f"{PREFIX}-config"]["data"]
+    assert aic_containers(docs)["dispatcher"]["envFrom"] == [{"configMapRef": {"name": f"{PREFIX}-config"}}]
+    assert load(DispatcherSettings, config).dispatcher_concurrency == 2
+    assert load(DispatcherSettings, {}).dispatcher_concurrency == 1
 
 
 def test_logs_are_json_lines_unless_told_otherwise() -> None:
