@@ -72,7 +72,8 @@ def arguments() -> argparse.Namespace:
         default=0,
         metavar="N",
         help="0: every process shares every core (default). N: Triton alone on the first N cores and everything "
-        "else (redis, API, dispatchers, clients, perf_analyzer) on the rest, as separate pods would be placed",
+        "else (redis, API, dispatchers, clients, perf_analyzer) on the rest, as separate pods would be placed (with "
+        "the chart's DISPATCHER_CONCURRENCY 2)",
     )
     cli.add_argument(
         "--profile",
@@ -93,6 +94,8 @@ def placement(triton_cpus: int) -> tuple[set[int], set[int]]:
         raise SystemExit(f"--triton-cpus {triton_cpus} leaves no core for the rest of the service ({len(cpus)} cores)")
     # one intra-op thread per core Triton has, as a pod's CPU limit would be matched (unless set explicitly)
     os.environ.setdefault("AIC_ORT_INTRA_OP_THREADS", str(triton_cpus))
+    # the chart's dispatchers, beside Triton's own Pods: the next batch decodes while Triton runs one (unless set)
+    os.environ.setdefault("DISPATCHER_CONCURRENCY", "2")
     return set(cpus[:triton_cpus]), set(cpus[triton_cpus:])
 
 
