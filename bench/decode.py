@@ -67,7 +67,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     args = parser.parse_args()
     spec = default_spec().preprocessing
-    uploads = [body for _, body in photos.photo_set()]
+    photo_set = photos.photo_set()
+    uploads = [body for _, body in photo_set]
     decoded = [preprocess.decode(body, spec) for body in uploads]
     rows = {
         "decode": best_ms_per_photo(lambda body: preprocess.decode(body, spec), uploads, args.rounds),
@@ -82,7 +83,7 @@ def main() -> int:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": " ".join([".venv/bin/python bench/decode.py", *sys.argv[1:]]),
         "cpus": os.cpu_count(),
-        "photos": photos.describe(list(zip((f"{i}" for i in range(len(uploads))), uploads, strict=True))),
+        "photos": photos.describe(photo_set),
         "preprocessing": {"height": spec.height, "width": spec.width, "resize": str(spec.resize)},
         "cpu_ms_per_photo": rows,
     }

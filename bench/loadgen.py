@@ -226,7 +226,7 @@ def jobs_of(service: dict[str, Any]) -> tuple[int, str]:
     + window, an estimate that missed by up to 2 % either way in 30 s runs (the warm-up is slower than the window,
     and the jobs in flight when the window closes are finished but not counted in its rate)."""
     seconds = float(service["warmup_s"]) + float(service["duration_s"])
-    requests = int(service.get("http_requests") or round(float(service["http_requests_per_s"]) * seconds))
+    requests = int(service["http_requests"])
     held = service["prefer_wait"] and float(service["latency_ms"]["max"]) < 1000 * WAIT_S / 2
     if held and not service["errors"] and requests > 0:
         return requests, "requests (one per job)"

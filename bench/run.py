@@ -168,8 +168,8 @@ def service_cpu(service: dict[str, Any], cpu_b: procs.CpuMeter, a_ms: float) -> 
     """What each job of a (b) run cost in CPU, all our processes (clients included) and per component."""
     b = cpu_b.as_dict()
     jobs, counted_by = loadgen.jobs_of(service)
-    b_ms = 1000 * float(b["ours_cpu_s"]) / max(jobs, 1e-9)
-    per_job = {k: round(1000 * v / max(jobs, 1e-9), 2) for k, v in cpu_b.components.items()}
+    b_ms = 1000 * float(b["ours_cpu_s"]) / jobs  # jobs_of counts at least one
+    per_job = {k: round(1000 * v / jobs, 2) for k, v in cpu_b.components.items()}
     return {
         "b": service,
         "cpu_b": b,
