@@ -126,12 +126,13 @@ def load(
 
 
 def start_service(
-    stack: ExitStack, args: argparse.Namespace, triton: LocalTriton, key: str
+    stack: ExitStack, args: argparse.Namespace, triton: LocalTriton, key: str, redis_port: int | None = None
 ) -> tuple[str, dict[int, str]]:
-    """redis-server, `aic api` and the dispatchers as real processes; returns the API URL and the sessions."""
+    """redis-server (on ``redis_port``, else a free port), `aic api` and the dispatchers as real processes; returns
+    the API URL and the sessions."""
     work: Path = args.work
     (work / "redis").mkdir(parents=True, exist_ok=True)
-    redis_port = free_port()
+    redis_port = redis_port or free_port()
     persistence = getattr(args, "redis_options", None) or procs.REDIS_PERSISTENCE  # bench/compare.py's "before"
     redis = procs.start_redis(redis_port, work / "redis", work / "redis.log", persistence)
     stack.callback(procs.stop, redis)
