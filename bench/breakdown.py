@@ -126,7 +126,7 @@ def markdown(result: dict[str, Any]) -> str:
             listed = ", ".join(f"{dso} {share}" for dso, share in shares.items())
             lines.append(f"- **{name}**: {listed}")
     else:
-        lines.append("perf is not installed (`apt-get install linux-perf`): no shared-object split.")
+        lines.append("No shared-object split: perf is not installed (`apt-get install linux-perf`) or may not record.")
     return "\n".join(lines) + "\n"
 
 
@@ -169,7 +169,9 @@ def main() -> int:
         "cpu_ms_per_job": {name: round(1000 * s / jobs, 2) for name, s in cpu.components.items()},
         "redis_commands": commands_per_job(stats, jobs),
         "shared_objects": {
-            name: shared_objects(args.work / f"perf-{name}.data") for name, process in perfs.items() if process
+            name: shared_objects(args.work / f"perf-{name}.data")
+            for name, process in perfs.items()
+            if process is not None and process.returncode == 0  # perf may be refused (kernel.perf_event_paranoid)
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
