@@ -176,8 +176,9 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "breakdown.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "breakdown.md").write_text(markdown(result))
-    print(markdown(result), flush=True)
+    report = markdown(result)
+    (args.out / "breakdown.md").write_text(report)
+    print(report, flush=True)
     return 0
 
 
