@@ -13,10 +13,12 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.l
 done
 [ $# -gt 0 ] || set -- http://deb.debian.org/debian
 
-# python is `python` on PATH as in the official image (python-is-python3); venv for the Dockerfile's /opt/venv;
+# python is `python` on PATH as in the official image (python-is-python3); libpython3.11 (the official image is
+# built --enable-shared) for the Triton python backend stub; pip (the build stage's `python -m pip wheel`) and
+# venv (the Dockerfile's /opt/venv) as the official image has them;
 # ca-certificates for pip over HTTPS; no apt lists or docs left behind
 mmdebstrap --variant=apt --mode=root --format=tar \
-  --include=python3,python3-venv,python-is-python3,ca-certificates,tzdata \
+  --include=python3,python3-pip,python3-venv,python-is-python3,libpython3.11,ca-certificates,tzdata \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \

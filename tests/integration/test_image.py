@@ -41,8 +41,8 @@ def values(stage: list[dict[str, str]], instruction: str) -> list[str]:
     return [i["value"] for i in stage if i["instruction"] == instruction]
 
 
-def test_the_dockerfile_has_a_runtime_a_model_builder_and_a_dev_stage() -> None:
-    assert list(stages()) == ["build", "runtime", "model-builder", "dev"]
+def test_the_dockerfile_has_a_runtime_a_model_builder_a_dev_and_a_triton_cpu_stage() -> None:
+    assert list(stages()) == ["build", "runtime", "model-builder", "dev", "triton-cpu"]
     parser = DockerfileParser(str(ROOT / "Dockerfile"))
     global_args = dict(
         i["value"].split("=", 1) for i in parser.structure if i["instruction"] == "ARG" and "=" in i["value"]
@@ -53,7 +53,7 @@ def test_the_dockerfile_has_a_runtime_a_model_builder_and_a_dev_stage() -> None:
     assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
 
 
-@pytest.mark.parametrize("stage", ["runtime", "model-builder", "dev"])
+@pytest.mark.parametrize("stage", ["runtime", "model-builder", "dev", "triton-cpu"])
 def test_final_stages_run_as_a_numeric_non_root_user_with_aic_as_entry_point(stage: str) -> None:
     found = stages()
     users = values(found[stage], "USER")
@@ -96,7 +96,7 @@ def test_the_install_recipe_gives_a_venv_whose_aic_serves_the_api(tmp_path: Path
     """The build stage's `pip wheel --wheel-dir /wheels .`, then the runtime stage's `pip install --no-index
     --find-links /wheels async-image-classifier` into a fresh venv: nothing from this checkout but the wheels."""
     found = stages()
-    assert "python -m pip wheel --wheel-dir /wheels ." in values(found["build"], "RUN")
+    assert " python -m pip wheel --wheel-dir /wheels ." in " ".join(values(found["build"], "RUN"))
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)],
