@@ -15,7 +15,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 ARG VERSION=1.0.0
 
-# -- build: wheels of the project and of every runtime dependency (binary wheels: no compiler needed) ---------------
+# -- build: the project's wheel (its dependencies come from the hashed lock in the runtime stage) --------------------
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -23,9 +23,10 @@ COPY pyproject.toml README.md ./
 COPY api ./api
 COPY operator ./operator
 RUN --mount=type=cache,id=aic-pip,target=/root/.cache/pip \
-    python -m pip wheel --wheel-dir /wheels .
+    python -m pip wheel --no-deps --wheel-dir /wheels .
 
-# -- runtime: the wheels into a venv, nothing else; non-root, read-only root filesystem friendly --------------------
+# -- runtime: the locked dependencies (requirements-runtime.lock: every version and hash pinned, `make lock` renews
+# it) and the project's wheel into a venv, nothing else; non-root, read-only root filesystem friendly --------------
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION
 LABEL org.opencontainers.image.title="async-image-classifier" \
@@ -36,8 +37,11 @@ LABEL org.opencontainers.image.title="async-image-classifier" \
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH HOME=/tmp
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    --mount=type=bind,source=requirements-runtime.lock,target=/requirements-runtime.lock \
+    --mount=type=cache,id=aic-pip,target=/root/.cache/pip \
     python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index --find-links /wheels async-image-classifier
+    && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install --require-hashes -r /requirements-runtime.lock \
+    && /opt/venv/bin/pip install --no-index --no-deps /wheels/async_image_classifier-*.whl
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000
