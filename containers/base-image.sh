@@ -23,4 +23,5 @@ mmdebstrap --variant=apt --mode=root --format=tar \
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
   bookworm - "$@" \
-  | podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' - "$image"
+  | podman import --change 'CMD ["python3"]' --change 'ENV LANG=C.UTF-8' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$image"

@@ -9,7 +9,9 @@ args and reads Secrets only from its own store. So each workload becomes one Pod
   `podman network create` network resolve each other by name, as Service DNS names resolve in a cluster
 - env: `envFrom` ConfigMaps, `secretKeyRef` / `configMapKeyRef` (optional keys as Kubernetes treats them) and
   `fieldRef: metadata.namespace` resolved to values, then `$(VAR)` expanded in command and args (`$$` escapes)
-- emptyDirs named per Pod; containerPorts and probes dropped (no host ports, no kubelet to probe)
+- emptyDirs named per Pod (a Memory one at /dev/shm: the container's own tmpfs /dev/shm)
+- containerPorts and probes dropped (no host ports, no kubelet to probe); annotations longer than podman 4.3
+  accepts (63 characters: the chart's config checksum) dropped
 - a Pod whose service account token is mounted gets a kubeconfig instead (KUBECONFIG, a read-only hostPath)
 
 Everything else (securityContext, resources, volumes, init containers, restartPolicy) passes through as rendered.
@@ -26,6 +28,7 @@ from typing import Any
 Manifest = dict[str, Any]
 WORKLOADS = {"Deployment", "StatefulSet", "Job", "Pod"}
 KUBECONFIG_DIR = "/var/run/aic-kubeconfig"
+ANNOTATION_MAX = 63
 _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -122,7 +125,9 @@ def to_pod(
     token = bool(spec.pop("automountServiceAccountToken", True))  # Kubernetes' default: mounted
     for field in ("serviceAccountName", "topologySpreadConstraints", "affinity", "nodeSelector", "tolerations"):
         spec.pop(field, None)
-    renamed = {v["name"]: f"{name}-{v['name']}" for v in spec.get("volumes", []) if "emptyDir" in v}
+    shm = {v["name"] for v in spec.get("volumes", []) if (v.get("emptyDir") or {}).get("medium") == "Memory"}
+    spec["volumes"] = [v for v in spec.get("volumes", []) if v["name"] not in shm]
+    renamed = {v["name"]: f"{name}-{v['name']}" for v in spec["volumes"] if "emptyDir" in v}
     for volume in spec.get("volumes", []):
         volume["name"] = renamed.get(volume["name"], volume["name"])
     if token:
@@ -131,13 +136,23 @@ def to_pod(
         )
     mount = f"{name}-kubeconfig" if token else None
     for container in [*spec.get("initContainers", []), *spec.get("containers", [])]:
+        _shared_memory(container, shm)
         _container(container, renamed, mount, configmaps=configmaps, secrets=secrets, namespace=namespace)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": labels, "annotations": dict(metadata.get("annotations") or {})},
+        "metadata": {"name": name, "labels": labels, "annotations": annotations(metadata)},
         "spec": spec,
     }
+
+
+def _shared_memory(container: Manifest, memory_volumes: set[str]) -> None:
+    """A Memory emptyDir at /dev/shm becomes the container's own /dev/shm: podman's tmpfs (1777), where 4.3 would
+    mount a disk volume that takes the image's root-owned /dev/shm as its owner and mode."""
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] in memory_volumes and mount["mountPath"] != "/dev/shm":
+            raise Unsupported(f"a Memory emptyDir at {mount['mountPath']}")
+    container["volumeMounts"] = [m for m in container.get("volumeMounts", []) if m["name"] not in memory_volumes]
 
 
 def _container(
@@ -167,6 +182,12 @@ def _container(
         container.setdefault("volumeMounts", []).append(
             {"name": kubeconfig_volume, "mountPath": KUBECONFIG_DIR, "readOnly": True}
         )
+
+
+def annotations(metadata: Manifest) -> dict[str, str]:
+    """The annotations podman accepts: 4.3 holds their values to the 63 characters of a label value (a checksum's
+    64 hex digits are refused), so longer ones are left out."""
+    return {k: v for k, v in (metadata.get("annotations") or {}).items() if len(str(v)) <= ANNOTATION_MAX}
 
 
 def pods(documents: Iterable[Manifest | None], *, namespace: str, kubeconfig_dir: str) -> dict[str, Manifest]:

@@ -142,3 +142,28 @@ def test_args_are_expanded_with_the_containers_env() -> None:
 def test_two_workloads_on_one_pod_name_are_refused() -> None:
     with pytest.raises(Unsupported, match="two workloads"):
         translate(deployment("rel-a"), deployment("rel-b"), service("rel-api"))
+
+
+def test_annotations_longer_than_podman_takes_are_left_out() -> None:
+    workload = deployment()
+    workload["spec"]["template"]["metadata"]["annotations"] = {"checksum/config": "f" * 64, "short": "yes"}
+    assert translate(workload)["rel-api"]["metadata"]["annotations"] == {"short": "yes"}
+
+
+def test_a_memory_empty_dir_at_dev_shm_is_the_containers_own_shared_memory() -> None:
+    workload = deployment()
+    spec = workload["spec"]["template"]["spec"]
+    spec["volumes"].append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+    spec["containers"][0]["volumeMounts"].append({"name": "shm", "mountPath": "/dev/shm"})
+    pod = translate(workload)["rel-api"]
+    assert [v["name"] for v in pod["spec"]["volumes"]] == ["rel-api-tmp", "models"]
+    assert "/dev/shm" not in [m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]]
+
+
+def test_a_memory_empty_dir_elsewhere_is_refused() -> None:
+    workload = deployment()
+    spec = workload["spec"]["template"]["spec"]
+    spec["volumes"].append({"name": "cache", "emptyDir": {"medium": "Memory"}})
+    spec["containers"][0]["volumeMounts"].append({"name": "cache", "mountPath": "/cache"})
+    with pytest.raises(Unsupported, match="/cache"):
+        translate(workload)
