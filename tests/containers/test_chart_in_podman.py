@@ -212,6 +212,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
         run.down()
 
 
+@pytest.mark.timeout(1500)  # beyond the waits below (21 minutes at most), which print the logs; a run takes ~1
 def test_the_charts_install_classifies_the_bundled_photo_under_every_pods_security_context(install: Install) -> None:
     """The install path end to end; then every container's runtime settings are the rendered securityContext's."""
     run = install
