@@ -13,6 +13,8 @@ args and reads Secrets only from its own store. So each workload becomes one Pod
 - containerPorts and probes dropped (no host ports, no kubelet to probe); annotations longer than podman 4.3
   accepts (63 characters: the chart's config checksum) dropped
 - a Pod whose service account token is mounted gets a kubeconfig instead (KUBECONFIG, a read-only hostPath)
+- Pods started later get the names and addresses of those already running as hostAliases (/etc/hosts), so a
+  Service name does not depend on podman's DNS server, which drops queries while it reloads for a joining Pod
 
 Everything else (securityContext, resources, volumes, init containers, restartPolicy) passes through as rendered.
 """
@@ -188,6 +190,14 @@ def annotations(metadata: Manifest) -> dict[str, str]:
     """The annotations podman accepts: 4.3 holds their values to the 63 characters of a label value (a checksum's
     64 hex digits are refused), so longer ones are left out."""
     return {k: v for k, v in (metadata.get("annotations") or {}).items() if len(str(v)) <= ANNOTATION_MAX}
+
+
+def with_host_aliases(pod: Manifest, addresses: Mapping[str, str]) -> Manifest:
+    """``pod`` with an /etc/hosts entry per running Pod (name -> address), as a Service name resolves to its
+    ClusterIP without a DNS server's say."""
+    found = copy.deepcopy(pod)
+    found["spec"]["hostAliases"] = [{"ip": ip, "hostnames": [name]} for name, ip in sorted(addresses.items())]
+    return found
 
 
 def pods(documents: Iterable[Manifest | None], *, namespace: str, kubeconfig_dir: str) -> dict[str, Manifest]:

@@ -28,7 +28,7 @@ import kmock
 import pytest
 import yaml
 from integration.tools import helm  # the real helm binary
-from kube_play import Manifest, pods
+from kube_play import Manifest, pods, with_host_aliases
 
 pytestmark = pytest.mark.containers
 
@@ -157,7 +157,8 @@ class Install:
         return f"{self.release}-async-image-classifier-{component}"
 
     def play(self, *names: str, extra: list[Manifest] | None = None) -> None:
-        manifests = [*(extra or []), *(self.pods[n] for n in names)]
+        running = {pod: ip for pod in self.played if (ip := self.ip(pod))}  # a finished Job's Pod has none
+        manifests = [*(extra or []), *(with_host_aliases(self.pods[n], running) for n in names)]
         path = self.tmp / f"{names[0]}.yaml"
         path.write_text(yaml.safe_dump_all(manifests))
         self.played += names
@@ -239,8 +240,12 @@ def test_the_charts_install_classifies_the_bundled_photo_under_every_pods_securi
     # podman ignores fsGroup and gives a new volume to the uid:gid of the first container that mounts it: the
     # operator (10001:10001, the chart's fsGroup) first, as fsGroup would let it and the Job write the claim
     claim = next(d for d in run.documents if d["kind"] == "PersistentVolumeClaim")
+    # then each Pod after those it names (each gets the earlier ones' addresses as hostAliases): the operator
+    # finds Triton through the EndpointSlice, the dispatcher by its Service name
     run.play(run.name("operator"), extra=[claim])
-    run.play(run.name("triton"), run.name("api"), run.name("dispatcher"))
+    run.play(run.name("triton"))
+    run.play(run.name("api"))
+    run.play(run.name("dispatcher"))
 
     # the EndpointSlice a cluster's controller publishes once Triton's readiness probe passes
     triton_ip = run.ip(run.name("triton"))

@@ -7,7 +7,7 @@ import copy
 from typing import Any
 
 import pytest
-from kube_play import KUBECONFIG_DIR, Unsupported, expand, pods, resolve_env
+from kube_play import KUBECONFIG_DIR, Unsupported, expand, pods, resolve_env, with_host_aliases
 
 LABELS = {"app.kubernetes.io/component": "api"}
 SECURITY = {"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
@@ -167,3 +167,13 @@ def test_a_memory_empty_dir_elsewhere_is_refused() -> None:
     spec["containers"][0]["volumeMounts"].append({"name": "cache", "mountPath": "/cache"})
     with pytest.raises(Unsupported, match="/cache"):
         translate(workload)
+
+
+def test_running_pods_become_host_aliases_of_a_later_one() -> None:
+    pod = translate(deployment())["rel-api"]
+    aliased = with_host_aliases(pod, {"rel-redis": "10.89.0.2", "rel-triton": "10.89.0.3"})
+    assert aliased["spec"]["hostAliases"] == [
+        {"ip": "10.89.0.2", "hostnames": ["rel-redis"]},
+        {"ip": "10.89.0.3", "hostnames": ["rel-triton"]},
+    ]
+    assert "hostAliases" not in pod["spec"]
