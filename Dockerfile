@@ -36,12 +36,15 @@ LABEL org.opencontainers.image.title="async-image-classifier" \
       org.opencontainers.image.version="${VERSION}"
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH HOME=/tmp
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    --mount=type=bind,source=requirements-runtime.lock,target=/requirements-runtime.lock \
-    --mount=type=cache,id=aic-pip,target=/root/.cache/pip \
+# COPY, not bind mounts: buildah (podman build) leaves a bind-mounted file out of a step's cache key, and would keep
+# a stale layer when the lock or the code changes. The dependencies' layer outlives code changes. (/opt/aic: `make
+# images` mounts the host's pip folders, /opt/wheels among them, into the RUN steps.)
+COPY requirements-runtime.lock /opt/aic/requirements-runtime.lock
+RUN --mount=type=cache,id=aic-pip,target=/root/.cache/pip \
     python -m venv /opt/venv \
-    && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install --require-hashes -r /requirements-runtime.lock \
-    && /opt/venv/bin/pip install --no-index --no-deps /wheels/async_image_classifier-*.whl
+    && env -u PIP_NO_CACHE_DIR /opt/venv/bin/pip install --require-hashes -r /opt/aic/requirements-runtime.lock
+COPY --from=build /wheels /opt/aic/wheels
+RUN /opt/venv/bin/pip install --no-index --no-deps /opt/aic/wheels/async_image_classifier-*.whl
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000

@@ -69,8 +69,11 @@ def test_the_runtime_carries_oci_labels_and_no_compiler() -> None:
         assert f"org.opencontainers.image.{label}=" in labels
     recipe = " ".join(values(runtime, "RUN"))
     assert not re.search(r"\b(gcc|g\+\+|build-essential|apt-get)\b", recipe)
-    assert "pip install --require-hashes -r /requirements-runtime.lock" in recipe
-    assert "pip install --no-index --no-deps /wheels/async_image_classifier-*.whl" in recipe
+    assert "pip install --require-hashes -r /opt/aic/requirements-runtime.lock" in recipe
+    assert "pip install --no-index --no-deps /opt/aic/wheels/async_image_classifier-*.whl" in recipe
+    # copied, not bind-mounted: buildah keeps a bind mount's content out of a step's cache key
+    assert "requirements-runtime.lock /opt/aic/requirements-runtime.lock" in values(runtime, "COPY")
+    assert "--from=build /wheels /opt/aic/wheels" in values(runtime, "COPY")
 
 
 def test_every_copied_source_exists_and_the_context_is_limited() -> None:
