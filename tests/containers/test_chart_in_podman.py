@@ -15,6 +15,7 @@ import json
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -329,3 +330,27 @@ def test_the_charts_install_classifies_the_bundled_photo_under_every_pods_securi
         assert host["Memory"] > 0, container
         logs = podman("logs", container).stdout + podman("logs", container).stderr
         assert not [line for line in logs.splitlines() if any(f in line for f in FORBIDDEN)], (container, logs)
+
+
+DIGEST = """
+import hashlib, importlib, pathlib, sys
+total = hashlib.sha256()
+for package in sys.argv[1:]:
+    root = pathlib.Path(importlib.import_module(package).__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        total.update(f"{package}/{path.relative_to(root)}".encode() + path.read_bytes())
+print(total.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("repository", ["async-image-classifier", "async-image-classifier-model-builder"])
+def test_the_images_carry_this_checkouts_code(repository: str) -> None:
+    """The images under test are this checkout's (a layer cache that missed a change would test old code)."""
+    tag = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    image = f"ghcr.io/aic-dev/{repository}:{tag}"
+    packages = ["aic", "aic_operator"]
+    inside = podman("run", "--rm", "--entrypoint", "python", image, "-c", DIGEST, *packages).stdout.strip()
+    here = subprocess.run(
+        [sys.executable, "-c", DIGEST, *packages], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.strip()
+    assert inside == here, f"{image} is not built from this checkout: run `make images`"
