@@ -10,16 +10,23 @@ setup: system-deps $(STAMP) ## idempotent: a venv with the service, the local st
 
 # Debian packages the tests use, installed only where missing: redis-server for the fixtures (the embedded valkey
 # serves `make run`), chromium and chromium-driver for the web page's browser tests (Selenium drives them; no
-# browser is ever downloaded)
-SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver
+# browser is ever downloaded), prometheus for promtool, which checks and unit-tests the chart's alerts
+# (tests/integration/test_chart_alerts.py). Packages in NO_RECOMMENDS come without their Recommends (prometheus's are
+# the node exporter, smartmontools, ipmitool...: some 30 packages no test uses).
+SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver promtool:prometheus
+NO_RECOMMENDS := prometheus
 
 system-deps:
-	@missing=; for pair in $(SYSTEM_DEPS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	@full=; lean=; for pair in $(SYSTEM_DEPS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 && continue; \
+	  case " $(NO_RECOMMENDS) " in *" $${pair#*:} "*) lean="$$lean $${pair#*:}";; *) full="$$full $${pair#*:}";; esac; \
+	done; \
+	if [ -n "$$full$$lean" ]; then \
+	  echo "installing Debian packages:$$full$$lean"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+	  $$SUDO apt-get update -qq && \
+	  { [ -z "$$full" ] || $$SUDO apt-get install -y -qq $$full >/dev/null; } && \
+	  { [ -z "$$lean" ] || $$SUDO apt-get install -y -qq --no-install-recommends $$lean >/dev/null; }; fi
 
 # Installs come from the committed, hashed locks (README "Development"), so a commit installs the same packages
 # next week as today; pyproject.toml keeps the ranges and `make upgrade` moves the locks on purpose.
