@@ -28,8 +28,8 @@ system-deps:
 	  { [ -z "$$full" ] || $$SUDO apt-get install -y -qq $$full >/dev/null; } && \
 	  { [ -z "$$lean" ] || $$SUDO apt-get install -y -qq --no-install-recommends $$lean >/dev/null; }; fi
 
-# Installs come from the committed, hashed locks (README "Development"), so a commit installs the same packages
-# next week as today; pyproject.toml keeps the ranges and `make upgrade` moves the locks on purpose.
+# Installs come from the committed, hashed locks (README "Reproducible installs: the locks"), so a commit installs
+# the same packages next week as today; pyproject.toml keeps the ranges and `make upgrade` moves the locks on purpose.
 #   requirements.lock          everything below: runtime + the local, build, test, bench and lock extras
 #   requirements-runtime.lock  the [project] dependencies alone, at the same versions (the runtime image)
 #   requirements-torch.lock    torch alone: the CPU build. PyPI's torch of the same version is a CUDA build with
@@ -60,7 +60,7 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --no-config --quiet --generate-h
 
 lock: setup ## re-resolve the locks after a change to pyproject.toml, keeping every pin that still fits
 	$(COMPILE) $(UPGRADE) --extra local --extra build --extra test --extra bench --extra lock \
-	  --find-links $(TORCH_FIND_LINKS) --constraint $(TORCH_LOCK) --no-emit-package torch -o $(LOCK)
+	  $(foreach links,$(TORCH_FIND_LINKS),--find-links $(links)) --constraint $(TORCH_LOCK) --no-emit-package torch -o $(LOCK)
 	$(COMPILE) --constraint $(LOCK) -o $(RUNTIME_LOCK)
 
 upgrade: ## move every pin to the newest release pyproject.toml allows, reinstall, and gate it on the whole suite
