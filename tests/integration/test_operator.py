@@ -33,7 +33,7 @@ from aic.modelrepo import layout
 from aic.store import keys
 from aic_operator.metrics import ERROR_KINDS
 from aic_operator.spec import parse
-from helpers import jpeg
+from helpers import assert_readable_by_another_user, jpeg
 from prometheus_client.parser import text_string_to_metric_families
 from skimage import data as skdata
 from stack import RunningRedis, Service, stop_all, wait_for_http
@@ -230,7 +230,9 @@ async def cluster(
             "LOG_LEVEL": "INFO",
             "METRICS_PORT": str(free_port()),
         }
-        operator = Service("operator", env).start()
+        # Triton reads what the operator writes as another user in the chart; under umask 077 (as restrictive as a
+        # container's may be) the files must still be readable: the first test checks them
+        operator = Service("operator", env, umask=0o077).start()
         triton = grpcclient.InferenceServerClient(own_triton.grpc_url)
         async with httpx.AsyncClient(base_url=str(server.url).rstrip("/"), timeout=30) as client:
             cluster = Cluster(
@@ -262,6 +264,7 @@ async def test_the_sample_is_loaded_in_triton_routed_and_reported_ready(cluster:
     assert conditions == {"Ready": "True", "Loaded": "True", "Failed": "False"}
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")
     assert (cluster.repository / "efficientnet-lite0-v1" / "config.pbtxt").is_file()
+    assert_readable_by_another_user(cluster.repository / "efficientnet-lite0-v1")
     assert cluster.redis.hget(keys.MODEL_ROUTES, "latest") == b"efficientnet-lite0-v1"
     assert cluster.redis.hget(keys.MODEL_ROUTES, "v1.0") == b"efficientnet-lite0-v1"
 
@@ -532,13 +535,15 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     redis = redis_sync.Redis.from_url(own_redis.url)
 
     def aic(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "aic.cli", *args], env=env, capture_output=True, text=True)
+        argv = [sys.executable, "-m", "aic.cli", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, umask=0o077)  # see the first test
 
     applied = aic("models", "apply", "-f", str(manifest))
     assert applied.returncode == 0, applied.stderr
     assert "modelversion/local-lite0 Ready" in applied.stdout
     assert redis.hget(keys.MODEL_ROUTES, "local") == b"local-lite0"
     assert (own_triton.repository / "local-lite0" / "config.pbtxt").is_file()
+    assert_readable_by_another_user(own_triton.repository / "local-lite0")
     deleted = aic("models", "delete", "local-lite0")
     assert deleted.returncode == 0, deleted.stderr
     assert redis.hget(keys.MODEL_ROUTES, "local") is None
