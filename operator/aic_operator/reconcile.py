@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,14 @@ class Reconciler:
         backends = self.config.triton.triton_backends
         return parsed, desired_state(check_name(name), parsed, backends, self.config.operator.triton_has_gpu)
 
-    async def apply(self, name: str, spec: Mapping[str, Any], generation: int | None) -> Status:
-        """Bring model ``name`` to ``spec``; return the status, or raise ReconcileError carrying one."""
+    async def apply(
+        self, name: str, spec: Mapping[str, Any], generation: int | None, *, wanted: Callable[[], bool] | None = None
+    ) -> Status | None:
+        """Bring model ``name`` to ``spec``; return the status, or raise ReconcileError carrying one. None: not
+        done, as ``wanted`` said no once the model's lock was had (its object was deleted meanwhile)."""
         async with self._locks.setdefault(name, asyncio.Lock()):
+            if wanted is not None and not wanted():
+                return None
             try:
                 parsed, desired = self.desired(name, spec)
                 changed, model = await asyncio.to_thread(self._write, desired, parsed)

@@ -455,17 +455,29 @@ async def test_two_versions_under_one_alias_split_real_traffic_by_weight(cluster
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_delete_unloads_the_model_removes_its_files_and_its_route(cluster: Cluster) -> None:
+async def test_delete_unloads_the_model_removes_its_files_and_its_route(
+    cluster: Cluster, own_triton: LocalTriton
+) -> None:
     name = "efficientnet-lite0-v3"
     await cluster.create(name, {**copy.deepcopy(SAMPLE["spec"]), "aliases": ["latest"], "traffic": {"weight": 1}})
     await cluster.status(name, ready)
     assert (cluster.repository / name / "1" / "model.onnx").is_file()
-    (await cluster.k8s.delete(f"{BASE}/{name}")).raise_for_status()
+    # The delete comes while a resync tick is mid-reconcile, as a busy machine makes it likely: Triton stopped holds
+    # every tick in its first call (10 s deadline) until SIGCONT. kopf keeps the finalizer until the tick ends and
+    # then looked again only after a minute (its cancellation polling): the object outlived the wait below.
+    assert own_triton.process is not None
+    own_triton.process.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(float(cluster.env["RESYNC_INTERVAL_S"]) + 2)  # a tick has begun, and waits on Triton
+        (await cluster.k8s.delete(f"{BASE}/{name}")).raise_for_status()
+        await asyncio.sleep(1)  # the operator sees the deletion while the tick still waits
+    finally:
+        own_triton.process.send_signal(signal.SIGCONT)
 
     async def gone() -> bool:
         return await cluster.get(name) is None
 
-    await eventually(gone, 60, cluster.operator.output)
+    await eventually(gone, 45, cluster.operator.output)
     assert not await cluster.triton.is_model_ready(name)
     assert not (cluster.repository / name).exists()
     weights = cluster.redis.hget(keys.MODEL_WEIGHTS, "latest")
