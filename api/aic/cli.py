@@ -179,7 +179,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if not key:
         print("aic: selftest needs AIC_API_KEY", file=sys.stderr)
         return 2
-    return selftest(args.url, key, args.expect)
+    from aic.console.config import api_url
+
+    return selftest(api_url(args.url), key, args.expect)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -204,7 +206,11 @@ def _top_k(raw: str) -> int:
 
 def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the API prefix (else AIC_URL, else the config file, else the local one)")
+    common.add_argument(
+        "--url",
+        help="the API prefix, http://HOST:8000/api/v1 (a server root gets /api/v1 appended; else AIC_URL, else the "
+        "config file, else the local one)",
+    )
     common.add_argument("--key", help="the API key (else AIC_API_KEY, else api_key in ~/.config/aic/config.toml)")
     common.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
     common.add_argument("--top", type=_top_k, default=5, metavar="K", help="predictions shown per job (1-5)")
@@ -255,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     register.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"), help="(POD_NAMESPACE)")
     register.set_defaults(func=cmd_models_register)
     test = sub.add_parser("selftest", help="classify the bundled photo through a running API (AIC_API_KEY)")
-    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
+    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix (or the server root)")
     test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
     test.set_defaults(func=cmd_selftest)
     _client_parsers(sub)
