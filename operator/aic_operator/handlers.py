@@ -64,12 +64,20 @@ async def resync(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
     """Replicas that restarted or joined later get the model; a spec that failed stays failed until it changes.
 
     ``stopped`` is set once the object is being deleted: a tick that was waiting for the model's lock behind the
-    delete handler then does nothing (it would load the model and publish its routes again)."""
+    delete handler then does nothing (it would load the model and publish its routes again). A generation this
+    process refused is not tried again either, even before its Failed status reaches the tick's body (a busy
+    machine: the first tick came before the watch event and counted a second permanent error)."""
     stopped: kopf.DaemonStopped = kwargs["stopped"]  # kopf passes it to timers; its TimerFn type does not say so
-    if body.status.get("phase") == "Failed" and body.status.get("observedGeneration") == body.meta.get("generation"):
+    reconciler: Reconciler = memo.reconciler
+    generation = body.meta.get("generation")
+    if body.status.get("phase") == "Failed" and body.status.get("observedGeneration") == generation:
         return
+
+    def wanted() -> bool:  # asked once the model's lock is had: the create handler may have just refused it
+        return not stopped.is_set() and not reconciler.refused(name, generation)
+
     try:
-        await _apply(memo.reconciler, name, body, patch, wanted=lambda: not stopped.is_set())
+        await _apply(reconciler, name, body, patch, wanted=wanted)
     except kopf.TemporaryError:
         return  # counted as a temporary error; the next tick tries again
 
