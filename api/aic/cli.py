@@ -54,6 +54,7 @@ async def _dispatch() -> None:
     """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
     from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
+    from aic.dispatch.health import Health
     from aic.store.connection import connect
     from aic.store.queue import QueueConsumer, QueueStats
     from aic.store.routes import RouteStore
@@ -65,7 +66,9 @@ async def _dispatch() -> None:
     from aic.webhooks.worker import WebhookWorker
 
     telemetry.setup("aic-dispatcher")  # before connecting: redis-py is instrumented while spans are exported
-    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher")
+    dispatch_settings = settings_mod.load(DispatcherSettings)
+    health = Health(dispatch_settings.loop_stall_s)  # /livez and /readyz, answered from the metrics thread
+    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher", {"/livez": health.live, "/readyz": health.ready})
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
@@ -77,8 +80,9 @@ async def _dispatch() -> None:
         routes=RouteStore(redis),
         heartbeats=Heartbeats(redis),
         runner=runner,
-        settings=settings_mod.load(DispatcherSettings),
+        settings=dispatch_settings,
         worker_id=worker_id,
+        health=health,
     )
     webhook_settings = settings_mod.load(WebhookSettings)
     webhooks = WebhookWorker(

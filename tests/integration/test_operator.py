@@ -229,6 +229,7 @@ async def cluster(
             "LABELS_MAX_BYTES": str(LABELS_MAX_BYTES),
             "LOG_LEVEL": "INFO",
             "METRICS_PORT": str(free_port()),
+            "OPERATOR_HEALTH_PORT": str(free_port()),  # kopf's /healthz, the chart's probes
         }
         # Triton reads what the operator writes as another user in the chart; under umask 077 (as restrictive as a
         # container's may be) the files must still be readable: the first test checks them
@@ -267,6 +268,21 @@ async def test_the_sample_is_loaded_in_triton_routed_and_reported_ready(cluster:
     assert_readable_by_another_user(cluster.repository / "efficientnet-lite0-v1")
     assert cluster.redis.hget(keys.MODEL_ROUTES, "latest") == b"efficientnet-lite0-v1"
     assert cluster.redis.hget(keys.MODEL_ROUTES, "v1.0") == b"efficientnet-lite0-v1"
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_operator_answers_its_health_probe(cluster: Cluster) -> None:
+    url = f"http://127.0.0.1:{cluster.env['OPERATOR_HEALTH_PORT']}/healthz"
+
+    async def answered() -> httpx.Response | None:
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                return await client.get(url)
+        except httpx.TransportError:
+            return None
+
+    response = await eventually(answered, 60, cluster.operator.output)
+    assert response.status_code == 200, response.text
 
 
 @pytest.mark.asyncio(loop_scope="session")

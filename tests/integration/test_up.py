@@ -90,9 +90,10 @@ def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_pa
         assert key, output
         assert f"http://127.0.0.1:{port}/api/v1" in output
         assert "models: latest -> efficientnet-lite0; v1.0 -> efficientnet-lite0" in output
-        metrics = re.search(r"(http://127\.0\.0\.1:(\d+))/metrics \(dispatcher\)", output)
+        metrics = re.search(r"(http://127\.0\.0\.1:(\d+))/metrics \(dispatcher; probes /livez, /readyz\)", output)
         assert metrics and metrics[2] != "9090", output  # a free port, printed
         assert "aic_dispatcher_ready" in httpx.get(f"{metrics[1]}/metrics", timeout=10).text
+        assert httpx.get(f"{metrics[1]}/livez", timeout=10).json() == {"status": "ok", "loop": "ok"}
         photo = io.BytesIO()
         Image.fromarray(skdata.chelsea()).save(photo, format="JPEG")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"X-API-Key": key[1]}) as client:

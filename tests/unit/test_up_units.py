@@ -22,6 +22,6 @@ def test_a_split_alias_shows_its_models_by_weight() -> None:
 
 def test_the_dispatchers_metrics_line_names_its_port_or_says_it_is_off() -> None:
     on = observability("http://127.0.0.1:8000", {"METRICS_HOST": "127.0.0.1", "METRICS_PORT": "41234"})
-    assert "http://127.0.0.1:41234/metrics (dispatcher)" in on[0]
+    assert "http://127.0.0.1:41234/metrics (dispatcher; probes /livez, /readyz)" in on[0]
     off = observability("http://127.0.0.1:8000", {"METRICS_PORT": "0"})
     assert "off (dispatcher: METRICS_PORT=0)" in off[0]

@@ -148,11 +148,11 @@ def client_setup_line(base_url: str, dev_key: str | None) -> str:
 
 
 def observability(page: str, env: dict[str, str]) -> list[str]:
-    """Where the local stack's metrics are scraped and its traces go."""
+    """Where the local stack's metrics are scraped (and the dispatcher's probes answer) and its traces go."""
     metrics = settings_mod.load(MetricsSettings, env)
     if metrics.metrics_port:
         dispatcher = f"http://{metrics.metrics_host}:{metrics.metrics_port}"
-        lines = [f"metrics: {page}/metrics (API), {dispatcher}/metrics (dispatcher)"]
+        lines = [f"metrics: {page}/metrics (API), {dispatcher}/metrics (dispatcher; probes /livez, /readyz)"]
     else:
         lines = [f"metrics: {page}/metrics (API), off (dispatcher: METRICS_PORT=0)"]
     if telemetry.configured(env):
