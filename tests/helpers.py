@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 import redis
 from aic.store import keys
 from PIL import Image
@@ -175,3 +180,41 @@ def service_metrics() -> dict[str, set[str]]:
         "dispatcher": emitted_metrics(dispatch_metrics, webhook_metrics),
         "operator": operator_names,
     }
+
+
+OTHER_UID = 10001
+"""A reader that is not the writer: the chart's uid (Triton there runs as yet another one), here a user who owns
+nothing and shares no group with root."""
+
+
+def read_as(uid: int, root: Path) -> subprocess.CompletedProcess[str]:
+    """List every folder under ``root`` and read every file, as ``uid`` with no supplementary group. The process
+    starts in ``root`` (chdir as root, then setuid: CPython's order), as a container starts on a volume mounted there,
+    so only ``root`` and what it holds must let it in, not the folders above. Needs root."""
+    return subprocess.run(
+        ["find", ".", "-type", "f", "-exec", "cat", "{}", "+"],
+        cwd=root,
+        user=uid,
+        group=uid,
+        extra_groups=[],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+
+
+def assert_readable_by_another_user(root: Path) -> None:
+    """Every folder under ``root`` (itself included) is 0755, every file 0644, and another uid reads them all."""
+    found = [root, *root.rglob("*")]
+    wrong = {
+        str(path.relative_to(root)): oct(stat.S_IMODE(path.lstat().st_mode))
+        for path in found
+        if stat.S_IMODE(path.lstat().st_mode) != (0o755 if path.is_dir() else 0o644)
+    }
+    assert wrong == {}, f"modes under {root}: {wrong}"
+    assert any(path.is_file() for path in found), f"nothing to read under {root}"
+    if os.geteuid() != 0:
+        pytest.skip("reading as another uid needs root (the tests run as root); the modes were checked")
+    read = read_as(OTHER_UID, root)
+    assert (read.returncode, read.stderr) == (0, ""), f"uid {OTHER_UID} cannot read {root}: {read.stderr}"

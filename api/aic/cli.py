@@ -54,6 +54,7 @@ async def _dispatch() -> None:
     """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
     from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
+    from aic.dispatch.health import Health
     from aic.store.connection import connect
     from aic.store.queue import QueueConsumer, QueueStats
     from aic.store.routes import RouteStore
@@ -65,7 +66,9 @@ async def _dispatch() -> None:
     from aic.webhooks.worker import WebhookWorker
 
     telemetry.setup("aic-dispatcher")  # before connecting: redis-py is instrumented while spans are exported
-    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher")
+    dispatch_settings = settings_mod.load(DispatcherSettings)
+    health = Health(dispatch_settings.loop_stall_s)  # /livez and /readyz, answered from the metrics thread
+    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher", {"/livez": health.live, "/readyz": health.ready})
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
@@ -77,8 +80,9 @@ async def _dispatch() -> None:
         routes=RouteStore(redis),
         heartbeats=Heartbeats(redis),
         runner=runner,
-        settings=settings_mod.load(DispatcherSettings),
+        settings=dispatch_settings,
         worker_id=worker_id,
+        health=health,
     )
     webhook_settings = settings_mod.load(WebhookSettings)
     webhooks = WebhookWorker(
@@ -179,7 +183,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if not key:
         print("aic: selftest needs AIC_API_KEY", file=sys.stderr)
         return 2
-    return selftest(args.url, key, args.expect)
+    from aic.console.config import api_url
+
+    return selftest(api_url(args.url), key, args.expect)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -204,7 +210,11 @@ def _top_k(raw: str) -> int:
 
 def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the API prefix (else AIC_URL, else the config file, else the local one)")
+    common.add_argument(
+        "--url",
+        help="the API prefix, http://HOST:8000/api/v1 (a server root gets /api/v1 appended; else AIC_URL, else the "
+        "config file, else the local one)",
+    )
     common.add_argument("--key", help="the API key (else AIC_API_KEY, else api_key in ~/.config/aic/config.toml)")
     common.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
     common.add_argument("--top", type=_top_k, default=5, metavar="K", help="predictions shown per job (1-5)")
@@ -255,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     register.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"), help="(POD_NAMESPACE)")
     register.set_defaults(func=cmd_models_register)
     test = sub.add_parser("selftest", help="classify the bundled photo through a running API (AIC_API_KEY)")
-    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
+    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix (or the server root)")
     test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
     test.set_defaults(func=cmd_selftest)
     _client_parsers(sub)

@@ -2,8 +2,9 @@
 
 Sources: ``file://``, ``http(s)://`` and ``pvc://CLAIM/PATH`` (a claim mounted under ``PVC_MOUNT_ROOT``).
 ``s3://`` is refused with a clear message (not supported yet: use a presigned https URL). Files are
-written under a temporary name and renamed once verified, so no reader ever sees half of one.
-Blocking I/O: callers run these functions in a thread.
+written under a temporary name and renamed once verified, so no reader ever sees half of one; with mode 0644
+(``writer.FILE_MODE``, not ``mkstemp``'s 0600), as they are hard-linked into model directories Triton reads as
+another user. Blocking I/O: callers run these functions in a thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
+
+from aic.modelrepo import writer
 
 CACHE_DIR = ".artifacts"
 """Inside the model repository; the leading dot keeps Triton and ``aic.modelrepo.layout.discover`` away."""
@@ -65,7 +68,7 @@ def fetch(
     An empty ``sha256`` (allowed for labels) is not verified and the file is fetched every time. A file longer
     than ``max_bytes`` is refused (permanently) as soon as the copy passes the limit.
     """
-    cache.mkdir(parents=True, exist_ok=True)
+    writer.ensure_dir(cache)
     if sha256 and (cache / sha256).is_file():
         return cache / sha256
     scheme = urllib.parse.urlsplit(uri).scheme
@@ -75,6 +78,7 @@ def fetch(
     partial = Path(partial_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, writer.FILE_MODE)  # mkstemp makes 0600: Triton could not read the model linked to it
             actual = _copy(uri, out, local_path(uri, pvc_root, claims), timeout_s, max_bytes)
         if sha256 and actual != sha256:
             raise ArtifactError(f"{uri}: sha256 is {actual}, the spec says {sha256}", permanent=True)

@@ -62,7 +62,9 @@ async def _apply(reconciler: Reconciler, name: str, spec: dict[str, Any], wait_s
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return await reconciler.apply(name, spec, None)
+            status = await reconciler.apply(name, spec, None)
+            assert status is not None  # None only where a ``wanted`` said no
+            return status
         except ReconcileError as exc:
             if exc.status.reason != STARTING or time.monotonic() + 1 > deadline:
                 raise

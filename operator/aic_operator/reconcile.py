@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,8 @@ class Reconciler:
         self.fleet = fleet
         self.routes = routes
         self._locks: dict[str, asyncio.Lock] = {}
+        self._refused: dict[str, int | None] = {}
+        """Models whose spec failed permanently, by the generation that failed: only a spec change helps."""
 
     @property
     def repository(self) -> Path:
@@ -55,22 +57,28 @@ class Reconciler:
         backends = self.config.triton.triton_backends
         return parsed, desired_state(check_name(name), parsed, backends, self.config.operator.triton_has_gpu)
 
-    async def apply(self, name: str, spec: Mapping[str, Any], generation: int | None) -> Status:
-        """Bring model ``name`` to ``spec``; return the status, or raise ReconcileError carrying one."""
+    async def apply(
+        self, name: str, spec: Mapping[str, Any], generation: int | None, *, wanted: Callable[[], bool] | None = None
+    ) -> Status | None:
+        """Bring model ``name`` to ``spec``; return the status, or raise ReconcileError carrying one. None: not
+        done, as ``wanted`` said no once the model's lock was had (its object was deleted meanwhile)."""
         async with self._locks.setdefault(name, asyncio.Lock()):
+            if wanted is not None and not wanted():
+                return None
             try:
                 parsed, desired = self.desired(name, spec)
                 changed, model = await asyncio.to_thread(self._write, desired, parsed)
             except InvalidSpec as exc:
-                raise ReconcileError(failed(name, "InvalidSpec", str(exc), generation), permanent=True) from None
+                raise self._refuse(failed(name, "InvalidSpec", str(exc), generation), permanent=True) from None
             except ArtifactError as exc:
                 reason = "ArtifactInvalid" if exc.permanent else "ArtifactUnavailable"
                 status = failed(name, reason, str(exc), generation)
-                raise ReconcileError(status, permanent=exc.permanent) from None
+                raise self._refuse(status, permanent=exc.permanent) from None
             replicas = await self.fleet.ensure_loaded(name, reload=changed)
             status = from_replicas(name, replicas, generation, desired.device)
             if status.ready_replicas == 0:
-                raise ReconcileError(status, permanent=status.reason == "LoadFailed")
+                raise self._refuse(status, permanent=status.reason == "LoadFailed")
+            self._refused.pop(name, None)
             await self.routes.publish(model, parsed.traffic.weight)
             # Degraded (served, some replicas missing) is a status, not an error: the resync timer loads it
             # on the missing replicas as they come up.
@@ -87,6 +95,16 @@ class Reconciler:
                 raise ReconcileError(failed(name, "TritonUnavailable", message, None), permanent=False)
             await asyncio.to_thread(writer.remove, self.repository, name)
         self._locks.pop(name, None)
+        self._refused.pop(name, None)
+
+    def refused(self, name: str, generation: int | None) -> bool:
+        """Whether this generation of ``name`` failed permanently here (a resync must not try it again)."""
+        return name in self._refused and self._refused[name] == generation
+
+    def _refuse(self, status: Status, *, permanent: bool) -> ReconcileError:
+        if permanent:
+            self._refused[status.triton_model] = status.observed_generation
+        return ReconcileError(status, permanent=permanent)
 
     def _write(self, desired: DesiredState, parsed: ModelVersionSpec) -> tuple[bool, ModelSpec]:
         """Fetch what is missing and swap the model directory in if it differs; (changed, spec with labels)."""

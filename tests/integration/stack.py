@@ -138,6 +138,8 @@ class Service:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="aic-", suffix=".log")[1]))
+    umask: int = -1
+    """The child's umask; -1 keeps this process's."""
 
     def start(self) -> Service:
         with self.log.open("ab") as out:
@@ -147,6 +149,7 @@ class Service:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=self.umask,
             )
         return self
 

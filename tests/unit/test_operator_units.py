@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import yaml
 from aic.core import metrics as core_metrics
 from aic.core.modelspec import InvalidSpec
 from aic.core.settings import MetricsSettings
+from aic.modelrepo import writer
 from aic_operator import artifacts
 from aic_operator.artifacts import ArtifactError
 from aic_operator.metrics import ACTIONS, ERROR_KINDS, OperatorMetrics
 from aic_operator.render import desired_state
 from aic_operator.spec import PreprocessingSpec, parse
 from google.protobuf import text_format  # type: ignore[import-untyped,unused-ignore]
+from helpers import OTHER_UID, assert_readable_by_another_user, read_as
 from prometheus_client import CollectorRegistry
 from tritonclient.grpc import model_config_pb2 as pb
 
@@ -184,6 +187,43 @@ def test_a_checksum_mismatch_is_permanent_and_leaves_nothing(tmp_path: Path) -> 
         artifacts.fetch(source.as_uri(), SHA, tmp_path / "cache", tmp_path, 5)
     assert caught.value.permanent
     assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_a_written_model_is_readable_by_another_user_whatever_the_umask(tmp_path: Path) -> None:
+    """The operator and Triton are different users in the chart: mkstemp's 0600 made Triton fail with EACCES."""
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    repository = tmp_path / "models" / "repository"
+    desired, _ = render(spec(source={"uri": source.as_uri(), "sha256": digest}))  # python backend: model.py too
+    previous = os.umask(0o077)  # as restrictive as a container's may be
+    try:
+        artifact = artifacts.fetch(source.as_uri(), digest, repository / artifacts.CACHE_DIR, tmp_path, 5)
+        files = desired.files(artifact, tuple(f"class-{i}" for i in range(1000)))
+        assert writer.write(repository, files, files.fingerprint())
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in (repository / desired.model.name).rglob("*")) == sorted(
+        ["1", "model.onnx", "model.py", "config.pbtxt", "labels.txt", "model.json"]
+    )
+    assert_readable_by_another_user(tmp_path / "models")
+
+
+def test_a_model_written_unreadable_by_an_earlier_version_is_rewritten(tmp_path: Path) -> None:
+    source = tmp_path / "model.onnx"
+    source.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    desired, _ = render(spec(source={"uri": source.as_uri(), "sha256": digest}))
+    files = desired.files(source, tuple(f"class-{i}" for i in range(1000)))
+    repository = tmp_path / "repository"
+    assert writer.write(repository, files, files.fingerprint())
+    model = repository / desired.model.name / "1" / "model.onnx"
+    model.chmod(0o600)  # what mkstemp left before
+    if os.geteuid() == 0:  # the check below is not vacuous: another uid is refused such a file
+        assert "Permission denied" in read_as(OTHER_UID, repository).stderr
+    assert not writer.is_current(repository / desired.model.name, files.fingerprint())
+    assert writer.write(repository, files, files.fingerprint())
+    assert_readable_by_another_user(repository)
 
 
 def test_pvc_uris_map_under_the_mount_root_and_cannot_escape(tmp_path: Path) -> None:

@@ -179,6 +179,9 @@ class DispatcherSettings:
     """While Triton is unreachable jobs wait (backing off) this long, then fail with TIMEOUT."""
     shutdown_grace_s: float = 20.0
     """On SIGTERM in-flight batches get this long to finish; what is left is released to other dispatchers."""
+    loop_stall_s: float = 15.0
+    """``/livez`` fails once the event loop has been stuck this long (nothing it runs should block it for a second);
+    ``/readyz`` fails with it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from aic.core.schemas import ClassificationResult
 from aic.core.settings import DispatcherSettings
 from aic.core.timeutil import now_iso
 from aic.dispatch import metrics, preprocess
+from aic.dispatch.health import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, PULSE_S, Health
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
@@ -131,6 +132,7 @@ class Dispatcher:
         runner: TritonRunner,
         settings: DispatcherSettings,
         worker_id: str,
+        health: Health | None = None,
     ) -> None:
         self.queue = queue
         self.jobs = jobs
@@ -147,6 +149,8 @@ class Dispatcher:
         self.stats = stats
         self.completed = 0
         self.failed = 0
+        self.health = health or Health(settings.loop_stall_s)
+        """What ``/livez`` and ``/readyz`` answer: this loop keeps it current (``_pulse``, ``_probe``)."""
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -154,6 +158,16 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Work until ``stop()``; then in-flight batches get ``shutdown_grace_s`` before being released."""
+        with telemetry.untraced():  # the probes' calls are no job's
+            probes = [asyncio.create_task(self._pulse()), asyncio.create_task(self._probe())]
+        try:
+            await self._run()
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self.queue.ensure_groups()
@@ -422,6 +436,26 @@ class Dispatcher:
             await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
 
     # -- background --------------------------------------------------------------------------------------
+
+    async def _pulse(self) -> None:
+        """Liveness: the loop is not wedged while this runs on time."""
+        while True:
+            self.health.pulse()
+            await asyncio.sleep(PULSE_S)
+
+    async def _probe(self) -> None:
+        """Readiness: Redis answers and Triton is ready."""
+        while True:
+            problems: dict[str, str] = {}
+            try:
+                await asyncio.wait_for(self.heartbeats.redis.ping(), PROBE_TIMEOUT_S)
+            except Exception as exc:  # whatever the failure, it is the answer, and the checks go on
+                problems["redis"] = f"unreachable: {type(exc).__name__}: {exc}"
+            triton = await self.runner.server_problem()
+            if triton:
+                problems["triton"] = triton
+            self.health.probed(problems)
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _heartbeat(self) -> None:
         started = now_iso()

@@ -109,7 +109,7 @@ def build_default_model(repository: Path, backends: tuple[str, ...], force: bool
     The model is written through ``aic.modelrepo.writer`` (staged, then renamed into place), so a Triton
     reading the repository sees the old model or the new one, never half of one.
     """
-    repository.mkdir(parents=True, exist_ok=True)
+    writer.ensure_dir(repository)
     target = repository / DEFAULT_MODEL_NAME
     inputs = _build_inputs(backends)
     with _exclusive(repository / f".{DEFAULT_MODEL_NAME}.lock"):

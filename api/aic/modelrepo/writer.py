@@ -3,15 +3,22 @@
 A model is staged in a dot-directory of the repository (same filesystem) and renamed into place, so Triton,
 which reads the repository only when asked to load, sees the old model or the new one, never half of one.
 ``model.json`` records the caller's fingerprint of what it wrote, so an unchanged model is left alone.
+
+Everything written is readable by other users: files 0644, directories 0755, set explicitly (``FILE_MODE``,
+``DIR_MODE``). Triton reads the repository as another user than the one who writes it (in the chart the operator
+and the default-model Job write a volume the Triton container reads, under an fsGroup they share), and neither
+``tempfile`` (0600 files, 0700 directories, whatever the umask) nor a container's umask can be relied on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +33,10 @@ FINGERPRINT_KEY: Final = "fingerprint"
 """Extra key of ``model.json`` (ModelSpec decoding ignores it): identifies what was written."""
 FILES_KEY: Final = "files"
 """Extra key of ``model.json``: the files of the model, relative to its directory."""
+FILE_MODE: Final = 0o644
+"""Every file of a model: Triton, another user, reads it (group-readable too, for the chart's fsGroup)."""
+DIR_MODE: Final = 0o755
+"""Every directory of the repository the writers create."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +83,8 @@ def is_current(model_dir: Path, fingerprint: str, *, verify_artifact: bool = Fal
     files = recorded.get(FILES_KEY)
     if not isinstance(files, list) or not all((model_dir / str(f)).is_file() for f in files):
         return False
+    if not all(_readable_by_others(model_dir / str(f)) for f in files):
+        return False  # written by a version that left 0600 files: Triton, another user, cannot load them
     if verify_artifact:
         artifacts = [f for f in files if "/" in str(f) and not str(f).endswith(RUNNER_FILE)]
         return bool(artifacts) and all(sha256_file(model_dir / str(f)) == recorded.get("sha256") for f in artifacts)
@@ -85,18 +98,18 @@ def write(repository: Path, files: ModelFiles, fingerprint: str, *, force: bool 
     target = repository / spec.name
     if not force and is_current(target, fingerprint):
         return False
-    repository.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=repository))
+    ensure_dir(repository)
+    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=repository))  # 0700, but only its content is moved out
     try:
         staged = stage / spec.name
         version_dir = staged / str(spec.version)
-        version_dir.mkdir(parents=True)
+        ensure_dir(version_dir)
         place(files.artifact, version_dir / files.artifact_file)
         if files.runner:
-            shutil.copyfile(RUNNER_SOURCE, version_dir / RUNNER_FILE)
-        (staged / CONFIG_FILE).write_text(files.config_pbtxt)
-        (staged / LABELS_FILE).write_text("".join(f"{label}\n" for label in spec.labels))
-        (staged / MODEL_SPEC_FILE).write_bytes(_model_json(files, fingerprint))
+            write_file(version_dir / RUNNER_FILE, RUNNER_SOURCE.read_bytes())
+        write_file(staged / CONFIG_FILE, files.config_pbtxt.encode())
+        write_file(staged / LABELS_FILE, "".join(f"{label}\n" for label in spec.labels).encode())
+        write_file(staged / MODEL_SPEC_FILE, _model_json(files, fingerprint))
         if target.exists():
             target.rename(stage / ".previous")
         staged.rename(target)
@@ -119,12 +132,43 @@ def remove(repository: Path, name: str) -> bool:
 
 
 def place(source: Path, target: Path) -> None:
-    """Put ``source`` at ``target``: a hard link where possible (no copy of a large model), else a copy."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Put ``source`` at ``target`` with ``FILE_MODE``: a hard link where possible (no copy of a large model; the
+    shared inode is made readable, so the cached source is too), else a copy."""
+    ensure_dir(target.parent)
     try:
         os.link(source, target)
-    except OSError:
+        _chmod(target, FILE_MODE)
+    except OSError:  # another filesystem, or a source of another owner that we may not chmod
+        target.unlink(missing_ok=True)
         shutil.copyfile(source, target)
+        os.chmod(target, FILE_MODE)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """A new file holding ``data``, mode ``FILE_MODE`` whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away
+        out.write(data)
+
+
+def ensure_dir(path: Path) -> None:
+    """``path`` and its missing parents, those created here with ``DIR_MODE`` whatever the umask (an existing
+    directory, a mounted volume say, is left as it is)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in missing:
+        with contextlib.suppress(PermissionError):  # made meanwhile by another user: theirs to set
+            _chmod(created, DIR_MODE)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) != mode:  # no chmod (and no EPERM) where nothing changes
+        os.chmod(path, mode)
+
+
+def _readable_by_others(path: Path) -> bool:
+    return stat.S_IMODE(path.stat().st_mode) & 0o044 == 0o044
 
 
 def sha256_file(path: Path) -> str:
