@@ -4,6 +4,7 @@ usage a caller may read (its own tenant's; the admin role any tenant's)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -16,6 +17,8 @@ from aic.core.errors import BadRequestError, ForbiddenError, RequestValidationEr
 from aic.http.auth import Principal, Role
 from aic.store.listing import JobFilter, Position
 from aic.store.usage import MAX_DAYS
+
+audit = logging.getLogger("aic.audit")
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -31,6 +34,7 @@ def tenant_scope(user: Principal, tenant: str | None, *, allow_all: bool = False
         raise ForbiddenError("Only an admin key may read another tenant's jobs or usage (tenant=)")
     if tenant == ALL_TENANTS and not allow_all:
         raise BadRequestError("tenant=* (all tenants) is for GET /usage; list one tenant's jobs at a time")
+    audit.info("admin read of tenant %s by key %s (tenant %s)", tenant, user.key_id, user.tenant)
     return tenant
 
 
