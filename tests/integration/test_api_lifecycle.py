@@ -264,3 +264,24 @@ def test_a_raw_octet_stream_body_is_classified_by_its_bytes(stack: Stack) -> Non
             "/classify", content=b"not an image", headers={"Content-Type": "application/octet-stream"}
         )
     assert (refused.status_code, refused.json()["error"]) == (400, "INVALID_IMAGE")
+
+
+def test_the_document_describes_every_new_route_and_option_with_its_errors(stack: Stack) -> None:
+    doc = httpx.get(f"{stack.base_url.removesuffix('/api/v1')}/schema/openapi.json").json()
+    paths = doc["paths"]
+    listing, usage_route = paths["/api/v1/jobs"]["get"], paths["/api/v1/usage"]["get"]
+    assert {p["name"] for p in listing["parameters"]} >= {
+        "status", "priority", "model_version", "created_after", "created_before", "limit", "cursor", "tenant",
+    }  # fmt: skip
+    assert {p["name"] for p in usage_route["parameters"]} == {"from", "to", "group_by", "tenant"}
+    for operation in (listing, usage_route):
+        assert {"400", "401", "403", "422", "429"} <= set(operation["responses"])
+    erase = paths["/api/v1/jobs/{job_id}"]["delete"]
+    assert "purge" in {p["name"] for p in erase["parameters"]} and "204" in erase["responses"]
+    classify = paths["/api/v1/classify"]["post"]
+    query = {p["name"]: p for p in classify["parameters"] if p["in"] == "query"}
+    assert {"deadline_s", "retention_s"} <= set(query) and "Cancel-After" in {p["name"] for p in classify["parameters"]}
+    assert all("default" not in p["schema"] for p in query.values())  # a generated client sends an option once
+    form = classify["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert form["priority"]["default"] == "normal" and form["deadline_s"]["maximum"] == 86400
+    assert "application/octet-stream" in classify["requestBody"]["content"]

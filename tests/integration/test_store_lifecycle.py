@@ -166,7 +166,7 @@ async def test_the_sweep_times_out_a_running_job_once_and_its_late_result_is_dis
     assert await transitions.start([item]) == [True]
     deadline_ms = (await store.get(job.job_id)).deadline_ms
     assert await sweep.sweep(now_ms=deadline_ms - 1) == []  # not yet
-    assert await sweep.sweep(now_ms=deadline_ms) == [job.job_id]
+    assert [j.job_id for j in await sweep.sweep(now_ms=deadline_ms)] == [job.job_id]
     assert await sweep.sweep(now_ms=deadline_ms + 1) == []  # once
     ended = await store.get(job.job_id)
     assert (ended.status, ended.error_code) == ("failed", "TIMEOUT")

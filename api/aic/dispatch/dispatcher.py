@@ -465,7 +465,8 @@ class Dispatcher:
         while True:
             await asyncio.sleep(self.settings.deadline_sweep_interval_s)
             try:
-                await self.deadlines.sweep()
+                for job in await self.deadlines.sweep():
+                    metrics.JOBS_FAILED.labels(job.model_version, str(job.priority), str(ErrorCode.TIMEOUT)).inc()
             except UNAVAILABLE as exc:
                 log.warning("deadline sweep: redis unavailable: %s", exc)
 

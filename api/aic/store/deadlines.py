@@ -28,8 +28,8 @@ class DeadlineSweep:
         self.redis = redis
         self._timeout = scripts.register(redis, "timeout")
 
-    async def sweep(self, now_ms: int | None = None) -> list[str]:
-        """Fail the live jobs whose deadline passed (up to ``SWEEP_BATCH``); the ids of those it failed."""
+    async def sweep(self, now_ms: int | None = None) -> list[Job]:
+        """Fail the live jobs whose deadline passed (up to ``SWEEP_BATCH``); those it failed (as they were)."""
         now_ms = now_ms_() if now_ms is None else now_ms
         due = [m.decode() for m in cast(list[bytes], await self.redis.zrangebyscore(
             keys.DEADLINES, "-inf", now_ms, start=0, num=SWEEP_BATCH
@@ -52,7 +52,7 @@ class DeadlineSweep:
             for job in timed_out:
                 usage.add(pipe, job.tenant, usage.ended(str(JobStatus.FAILED), str(ErrorCode.TIMEOUT)))
             await pipe.execute()
-        return [job.job_id for job in timed_out]
+        return timed_out
 
     async def _time_out(self, jobs: Sequence[Job], now_ms: int) -> list[Job]:
         if not jobs:

@@ -93,20 +93,16 @@ class UsageStore:
         return sorted(m.decode() for m in members)
 
     async def report(self, tenants: Sequence[str], start: date, end: date, group_by: str) -> list[TenantUsage]:
-        """Each tenant's totals over the days ``start``..``end`` (inclusive), grouped by day or by model; one round
-        trip (tenants x days reads, the range bounded by ``USAGE_MAX_DAYS``)."""
+        """Each tenant's totals over the days ``start``..``end`` (inclusive), grouped by day or by model: one round
+        trip per tenant, of one read per day (the range bounded by ``USAGE_MAX_DAYS``)."""
         days = days_between(start, end)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tenant in tenants:
+        found = []
+        for tenant in tenants:
+            async with self.redis.pipeline(transaction=False) as pipe:
                 for day in days:
                     pipe.hgetall(keys.usage(tenant, day))
-            replies = await pipe.execute()
-        found = []
-        for t, tenant in enumerate(tenants):
-            rows = [
-                {k.decode(): float(v) for k, v in reply.items()}
-                for reply in replies[t * len(days) : (t + 1) * len(days)]
-            ]
+                replies = await pipe.execute()
+            rows = [{k.decode(): float(v) for k, v in reply.items()} for reply in replies]
             usage = TenantUsage(tenant=tenant, totals=_counts(_sum(rows)))
             if group_by == "day":
                 usage.days = [
