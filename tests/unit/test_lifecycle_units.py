@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import base64
+import io
 
 import pytest
+from aic.client.models import Status, Usage
+from aic.console.view import TerminalView
 from aic.core.errors import BadRequestError, ForbiddenError, RequestValidationError
+from aic.core.schemas import TenantUsage, UsageCounts, UsageDay
 from aic.core.settings import QueueSettings
 from aic.http.auth import Principal, Role
 from aic.http.lifecycle import tenant_scope
 from aic.http.submissions import deadline_of, options_of, parse_duration, parse_seconds
 from aic.store.listing import Position
+from rich.console import Console
 
 
 def _b64(text: str) -> str:
@@ -72,3 +77,21 @@ def test_only_the_admin_role_reads_another_tenant() -> None:
     assert tenant_scope(admin, "*", allow_all=True) == "*"
     with pytest.raises(BadRequestError):
         tenant_scope(admin, "*")
+
+
+def test_the_terminal_shows_a_job_list_and_a_usage_table() -> None:
+    out = io.StringIO()
+    view = TerminalView(5, console=Console(file=out, width=160, force_terminal=False))
+    failed = Status(
+        job_id="0881adff-1", status="failed", progress=0, stage=None, updated_at="2026-12-06T10:00:00.000Z",
+        error_code="TIMEOUT", error_message="Deadline exceeded", created_at="2026-12-06T09:59:00.000Z",
+        priority="high", model_version="latest",
+    )  # fmt: skip
+    view.show_jobs([failed])
+    day = UsageDay(date="2026-12-06", submitted=3, completed=2, timed_out=1, failed=1, inference_ms=12.5)
+    totals = UsageCounts(submitted=3, completed=2, timed_out=1, failed=1, inference_ms=12.5)
+    view.show_usage(Usage(from_date="2026-12-06", to_date="2026-12-06", group_by="day",
+                          tenants=[TenantUsage(tenant="acme", totals=totals, days=[day])]))  # fmt: skip
+    text = out.getvalue()
+    assert "0881adff-1" in text and "TIMEOUT: Deadline exceeded" in text and "2026-12-06 09:59:00" in text
+    assert "acme · 2026-12-06 to 2026-12-06" in text and "12.5" in text and "total" in text
