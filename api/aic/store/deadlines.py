@@ -27,6 +27,7 @@ class DeadlineSweep:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._timeout = scripts.register(redis, "timeout")
+        self._usage = usage.UsageWriter()
 
     async def sweep(self, now_ms: int | None = None) -> list[Job]:
         """Fail the live jobs whose deadline passed (up to ``SWEEP_BATCH``); those it failed (as they were)."""
@@ -49,8 +50,10 @@ class DeadlineSweep:
                     pipe.zadd(keys.DEADLINES, {job_id: job.deadline_ms})  # moved on (a retried dead letter)
                 else:
                     pipe.zrem(keys.DEADLINES, job_id)
+            tally = usage.Tally()
             for job in timed_out:
-                usage.add(pipe, job.tenant, usage.ended(str(JobStatus.FAILED), str(ErrorCode.TIMEOUT)))
+                tally.add(job.tenant, usage.ended(str(JobStatus.FAILED), str(ErrorCode.TIMEOUT)))
+            self._usage.add(pipe, tally.counts)
             await pipe.execute()
         return timed_out
 

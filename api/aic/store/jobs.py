@@ -37,6 +37,8 @@ log = logging.getLogger("aic.store")
 ESTIMATE_BASE_S = 30.0  # seed 5.1: base processing time scaled by priority
 DEFAULT_DEADLINE_S = keys.JOB_STATUS_TTL_S
 """A job's deadline when neither the submit nor ``QUEUE_TTL_S`` says otherwise."""
+INDEX_UPKEEP_S = 3600.0
+"""How often a store trims a tenant's index by age and renews its TTL (the TTL is the longest job lifetime, days)."""
 DEFAULT_RETENTION_S = keys.JOB_RESULT_TTL_S
 """How long an ended job stays readable when its submit gave no ``retention_s`` (the seed's 24 h)."""
 
@@ -184,6 +186,9 @@ class JobStore:
         self._retry = scripts.register(redis, "retry")
         self._create = scripts.register(redis, "create")
         self._purge = scripts.register(redis, "purge")
+        self._usage = usage.UsageWriter()
+        self._index_kept: dict[str, float] = {}
+        """Tenant -> when this store last trimmed its index and renewed its TTL (monotonic s)."""
 
     @property
     def lifetime_s(self) -> int:
@@ -278,12 +283,20 @@ class JobStore:
         """Index, deadline and usage of created jobs: idempotent writes outside the jobs' step. The jobs are
         accepted already: an outage here is logged, not raised (the client must not submit them again); such a
         job is missing from its tenant's list and counters, and still times out when taken."""
+        tenant = jobs[0].tenant
+        tally = usage.Tally()
+        tally.add(tenant, {"submitted": len(jobs), "image_bytes": sum(sizes)})
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for job in jobs:
-                    index_entry(pipe, job.tenant, job.job_id, job.created_ms, self.lifetime_s)
-                    pipe.zadd(keys.DEADLINES, {job.job_id: job.deadline_ms})
-                usage.add(pipe, jobs[0].tenant, {"submitted": len(jobs), "image_bytes": sum(sizes)})
+                index = keys.tenant_jobs(tenant)
+                pipe.zadd(index, {job.job_id: job.created_ms for job in jobs})
+                pipe.zadd(keys.DEADLINES, {job.job_id: job.deadline_ms for job in jobs})
+                if time.monotonic() - self._index_kept.get(tenant, -INDEX_UPKEEP_S) >= INDEX_UPKEEP_S:
+                    # entries older than any job can live, and the index's own TTL: an hourly chore, not per submit
+                    pipe.zremrangebyscore(index, "-inf", jobs[0].created_ms - self.lifetime_s * 1000)
+                    pipe.expire(index, self.lifetime_s)
+                    self._index_kept[tenant] = time.monotonic()
+                self._usage.add(pipe, tally.counts)
                 await pipe.execute()
         except UNAVAILABLE as exc:
             log.warning("jobs %s created but not indexed: %s", [job.job_id for job in jobs], exc)
@@ -343,8 +356,10 @@ class JobStore:
             raise JobEndedError(
                 f"Job already {outcome}: only pending or processing jobs can be cancelled", status=outcome
             )
+        tally = usage.Tally()
+        tally.add(job.tenant, usage.ended(str(JobStatus.CANCELLED)))
         async with self.redis.pipeline(transaction=False) as pipe:
-            usage.add(pipe, job.tenant, usage.ended(str(JobStatus.CANCELLED)))
+            self._usage.add(pipe, tally.counts)
             pipe.zrem(keys.DEADLINES, job.job_id)
             await pipe.execute()
 
@@ -404,15 +419,6 @@ class JobStore:
         if outcome != str(JobStatus.PENDING):
             raise JobEndedError(f"Job {job.job_id} cannot be retried from status {outcome}", status=outcome)
         await self.redis.zadd(keys.DEADLINES, {job.job_id: deadline_ms})
-
-
-def index_entry(pipe: Any, tenant: str, job_id: str, created_ms: int, lifetime_s: int) -> None:
-    """Queue a job's entry in its tenant's index (``aic.store.listing``) on ``pipe``, trimming the entries older than
-    any job can live (``lifetime_s``) and keeping the index itself that long."""
-    key = keys.tenant_jobs(tenant)
-    pipe.zadd(key, {job_id: created_ms})
-    pipe.zremrangebyscore(key, "-inf", created_ms - lifetime_s * 1000)
-    pipe.expire(key, lifetime_s)
 
 
 def live_ttl_s(deadline_s: int) -> int:

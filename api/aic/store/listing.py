@@ -6,7 +6,7 @@ window (``created_after``/``created_before``) is the index's own range; status, 
 not indexed: a page reads jobs in index order and keeps the matching ones, examining at most ``SCAN_BUDGET``
 entries, and then answers what it found with a cursor to go on from (a short or even empty page with a cursor
 means "keep following"). Entries whose job expired or was erased are removed as pages meet them, and by age on
-every submit (``jobs.index_entry``); the whole set expires when its tenant stops submitting.
+submit (hourly per API process, ``JobStore``); the whole set expires when its tenant stops submitting.
 """
 
 from __future__ import annotations

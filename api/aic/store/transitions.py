@@ -63,6 +63,7 @@ class JobTransitions:
         self.redis = redis
         self._advance = scripts.register(redis, "advance")
         self._finish = scripts.register(redis, "finish")
+        self._usage = usage.UsageWriter()
 
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
         """The job and upload of each entry, in order."""
@@ -132,12 +133,16 @@ class JobTransitions:
     async def _ended(self, jobs: Sequence[Job], finished: Sequence[bool], counts: Sequence[dict[str, Any]]) -> None:
         """After the jobs' own steps: count the ends that happened in their tenants' usage, forget their deadlines.
         Outside the steps (not the jobs' keys); an outage here loses counts, never the jobs' ends."""
+        tally = usage.Tally()
+        for job, done, count in zip(jobs, finished, counts, strict=True):
+            if done:
+                tally.add(job.tenant, count)
+        if not tally.counts:
+            return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for job, done, count in zip(jobs, finished, counts, strict=True):
-                    if done:
-                        usage.add(pipe, job.tenant, count)
-                        pipe.zrem(keys.DEADLINES, job.job_id)
+                self._usage.add(pipe, tally.counts)
+                pipe.zrem(keys.DEADLINES, *(job.job_id for job, done in zip(jobs, finished, strict=True) if done))
                 await pipe.execute()
         except UNAVAILABLE as exc:
             log.warning("usage of %d ended jobs not counted: %s", sum(finished), exc)

@@ -32,16 +32,44 @@ def day_of(epoch_ms: int | None = None) -> str:
     return datetime.fromtimestamp(seconds, UTC).date().isoformat()
 
 
-def add(pipe: Any, tenant: str, counts: Mapping[str, int | float], day: str | None = None) -> None:
-    """Queue the increments of ``counts`` (counter name -> amount) for ``tenant`` on ``pipe``."""
-    key = keys.usage(tenant, day or day_of())
-    for name, amount in counts.items():
-        if isinstance(amount, float):
-            pipe.hincrbyfloat(key, name, amount)
-        else:
-            pipe.hincrby(key, name, amount)
-    pipe.expire(key, keys.USAGE_TTL_S)
-    pipe.sadd(keys.USAGE_TENANTS, tenant)
+class UsageWriter:
+    """Queues usage increments on a pipeline: all the counts of one round trip added up per tenant and day first
+    (a batch of 16 jobs of one tenant is 3 increments, not 48). The key's TTL and the tenant's place in
+    ``usage:tenants`` are set on the first write of each day by this writer (one per store object, so per
+    process and Redis client), not on every write: each command costs the writing process ~0.1 ms here."""
+
+    def __init__(self) -> None:
+        self._touched: set[tuple[str, str]] = set()
+        self._day = ""
+
+    def add(self, pipe: Any, counts: Mapping[tuple[str, str], Mapping[str, int | float]]) -> None:
+        """Queue ``counts`` ((tenant, day) -> counter name -> amount) on ``pipe``."""
+        for (tenant, day), amounts in counts.items():
+            key = keys.usage(tenant, day)
+            for name, amount in amounts.items():
+                if isinstance(amount, float):
+                    pipe.hincrbyfloat(key, name, amount)
+                else:
+                    pipe.hincrby(key, name, amount)
+            if day != self._day:
+                self._touched.clear()  # yesterday's keys have their TTL: forget them, so the set stays small
+                self._day = day
+            if (tenant, day) not in self._touched:
+                pipe.expire(key, keys.USAGE_TTL_S)
+                pipe.sadd(keys.USAGE_TENANTS, tenant)
+                self._touched.add((tenant, day))
+
+
+class Tally:
+    """Counts of one round trip, summed per (tenant, day)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str], dict[str, int | float]] = {}
+
+    def add(self, tenant: str, amounts: Mapping[str, int | float], day: str | None = None) -> None:
+        into = self.counts.setdefault((tenant, day or day_of()), {})
+        for name, amount in amounts.items():
+            into[name] = into.get(name, 0) + amount
 
 
 def ended(status: str, error_code: str | None = None) -> dict[str, int]:
