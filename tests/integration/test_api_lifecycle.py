@@ -3,6 +3,7 @@ deadlines (Cancel-After), retention and usage; bad filters, cursors, durations a
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +14,8 @@ from conftest import ADMIN_KEY, API_KEY, OTHER_TENANT_KEY, Stack
 from helpers import jpeg, submit, wait_done
 from skimage import data as skdata
 from stack import Service
+from test_webhooks_e2e import delivered
+from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -189,9 +192,13 @@ def test_bad_deadlines_and_retentions_are_refused(
     assert field in str(answer.json()["errors"]) or field in answer.json()["detail"]
 
 
-def test_a_queued_job_past_its_deadline_times_out_and_never_reaches_triton(quiet_stack: Stack) -> None:
+def test_a_queued_job_past_its_deadline_times_out_never_reaches_triton_and_its_webhook_fires_once(
+    quiet_stack: Stack, webhook_receiver: Receiver
+) -> None:
     with quiet_stack.client() as client:
-        late = submit(client, jpeg(), headers={"Cancel-After": "1s"}).json()["job_id"]
+        webhook_receiver.secrets = [client.get("/webhooks/secret").json()["secret"]]
+        hook = webhook_receiver.url("/deadline")
+        late = submit(client, jpeg(), headers={"Cancel-After": "1s"}, callback_url=hook).json()["job_id"]
         on_time = submit(client, jpeg(skdata.coffee())).json()["job_id"]
         deadline = datetime.fromisoformat(client.get(f"/status/{late}").json()["deadline_at"])
         while datetime.now(UTC) <= deadline:  # nothing reads the queue meanwhile: the job waits past its deadline
@@ -200,6 +207,7 @@ def test_a_queued_job_past_its_deadline_times_out_and_never_reaches_triton(quiet
         try:
             timed_out = wait_done(client, late)
             done = wait_done(client, on_time)
+            record = delivered(client, late)
         finally:
             dispatcher.stop()
         by_model = usage(client)["tenants"][0]["totals"]
@@ -207,6 +215,10 @@ def test_a_queued_job_past_its_deadline_times_out_and_never_reaches_triton(quiet
     assert (timed_out["progress"], timed_out["stage"]) == (0, None)  # never started, so never sent to Triton
     assert done["status"] == "completed"
     assert by_model["timed_out"] >= 1
+    assert record["summary"]["state"] == "delivered"
+    [got] = webhook_receiver.received(late)  # once
+    body = json.loads(got.body)
+    assert (body["type"], body["data"]["error_code"]) == ("job.failed", "TIMEOUT")
 
 
 # -- usage -------------------------------------------------------------------------------------------------------
