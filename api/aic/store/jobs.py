@@ -358,10 +358,13 @@ class JobStore:
             )
         tally = usage.Tally()
         tally.add(job.tenant, usage.ended(str(JobStatus.CANCELLED)))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            self._usage.add(pipe, tally.counts)
-            pipe.zrem(keys.DEADLINES, job.job_id)
-            await pipe.execute()
+        try:  # the cancel happened: an outage now costs the count, not the answer
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._usage.add(pipe, tally.counts)
+                pipe.zrem(keys.DEADLINES, job.job_id)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("job %s cancelled but not counted: %s", job.job_id, exc)
 
     async def purge(self, job: Job) -> None:
         """Erase a job: cancel it if it is still live, then delete every key of it (status, result, upload,
@@ -418,7 +421,10 @@ class JobStore:
             )
         if outcome != str(JobStatus.PENDING):
             raise JobEndedError(f"Job {job.job_id} cannot be retried from status {outcome}", status=outcome)
-        await self.redis.zadd(keys.DEADLINES, {job.job_id: deadline_ms})
+        try:  # retried already: without its deadline entry it still times out when a dispatcher takes it late
+            await self.redis.zadd(keys.DEADLINES, {job.job_id: deadline_ms})
+        except UNAVAILABLE as exc:
+            log.warning("job %s retried without its deadline entry: %s", job.job_id, exc)
 
 
 def live_ttl_s(deadline_s: int) -> int:
