@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from aic.core import malloc
 from aic.core import settings as settings_mod
-from aic.core.enums import Priority
+from aic.core.enums import JobStatus, Priority
 from aic.core.settings import (
     ApiSettings,
     DispatcherSettings,
@@ -196,9 +197,30 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from aic.console.commands import jobs_command
+    from aic.console.commands import JobsOptions, jobs_command
 
-    return jobs_command(args.action, args.job_id, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
+    options = JobsOptions(args.action, args.job_id, status=args.status, limit=args.limit, purge=args.purge)
+    return jobs_command(options, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from aic.console.commands import usage_command
+
+    return usage_command(args.start, args.end, url=args.url, key=args.key, as_json=args.json)
+
+
+def _limit(raw: str) -> int:
+    value = int(raw) if raw.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of jobs, at least 1")
+    return value
+
+
+def _day(raw: str) -> str:
+    try:
+        return datetime.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a day, YYYY-MM-DD") from None
 
 
 def _top_k(raw: str) -> int:
@@ -228,10 +250,25 @@ def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     classify.add_argument("--priority", choices=[p.value for p in Priority], help="queue priority (normal)")
     classify.add_argument("--model", help="a model_version alias listed by GET /models (latest)")
     classify.set_defaults(func=cmd_classify, client_command=True)
-    jobs = sub.add_parser("jobs", parents=[common], help="one job: status, result or cancel")
-    jobs.add_argument("action", choices=["status", "result", "cancel"])
-    jobs.add_argument("job_id", metavar="ID")
-    jobs.set_defaults(func=cmd_jobs, client_command=True)
+    jobs = sub.add_parser(
+        "jobs", help="your jobs: list them; one job's status, result, cancel or delete"
+    ).add_subparsers(dest="action", required=True)
+    listing = jobs.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this status")
+    listing.add_argument("--limit", type=_limit, default=20, metavar="N", help="at most N jobs (20)")
+    listing.set_defaults(func=cmd_jobs, client_command=True, job_id=None, purge=False)
+    for action, summary in (("status", "its status"), ("result", "its predictions"), ("cancel", "cancel it")):
+        one = jobs.add_parser(action, parents=[common], help=f"one job: {summary}")
+        one.add_argument("job_id", metavar="ID")
+        one.set_defaults(func=cmd_jobs, client_command=True, status=None, limit=20, purge=False)
+    remove = jobs.add_parser("delete", parents=[common], help="one job: cancel it, or with --purge erase it")
+    remove.add_argument("job_id", metavar="ID")
+    remove.add_argument("--purge", action="store_true", help="erase the job and its data (else: cancel it)")
+    remove.set_defaults(func=cmd_jobs, client_command=True, status=None, limit=20)
+    usage = sub.add_parser("usage", parents=[common], help="your usage per day: jobs, image bytes, inference time")
+    usage.add_argument("--from", dest="start", type=_day, metavar="D", help="first UTC day (30 days ago)")
+    usage.add_argument("--to", dest="end", type=_day, metavar="D", help="last UTC day (today)")
+    usage.set_defaults(func=cmd_usage, client_command=True)
 
 
 def parser() -> argparse.ArgumentParser:

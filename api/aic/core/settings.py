@@ -182,15 +182,24 @@ class DispatcherSettings:
     loop_stall_s: float = 15.0
     """``/livez`` fails once the event loop has been stuck this long (nothing it runs should block it for a second);
     ``/readyz`` fails with it."""
+    deadline_sweep_interval_s: float = 5.0
+    """How often a dispatcher fails the jobs whose deadline passed (queued or running) with TIMEOUT."""
 
 
 @dataclasses.dataclass(frozen=True)
 class QueueSettings:
-    """Admission control shared by the API replicas."""
+    """Admission control and job lifetimes, shared by the API replicas and the dispatchers."""
 
     queue_max_depth: int = 10_000
     """Jobs waiting or in flight across all priorities; above it submit answers 503 with Retry-After."""
     queue_full_retry_after_s: int = 5
+    queue_ttl_s: int = 3600
+    """The deadline of a job submitted without ``deadline_s`` or ``Cancel-After``: not finished this many seconds
+    after its submit, it fails with TIMEOUT (the seed's 1 h a pending job lived)."""
+    max_deadline_s: int = 86_400
+    """The longest ``deadline_s`` (or ``Cancel-After``) a submit may ask for."""
+    max_retention_s: int = 30 * 86_400
+    """The longest ``retention_s`` a submit may ask for: how long a finished job stays readable (default 24 h)."""
 
 
 @dataclasses.dataclass(frozen=True)

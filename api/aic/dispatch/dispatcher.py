@@ -39,6 +39,7 @@ from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
 from aic.store.connection import UNAVAILABLE
+from aic.store.deadlines import TIMEOUT_MESSAGE, DeadlineSweep
 from aic.store.jobs import Job
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
@@ -147,6 +148,7 @@ class Dispatcher:
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
         self.stats = stats
+        self.deadlines = DeadlineSweep(jobs.redis)
         self.completed = 0
         self.failed = 0
         self.health = health or Health(settings.loop_stall_s)
@@ -179,7 +181,7 @@ class Dispatcher:
         # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
         # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
         with telemetry.untraced():
-            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics())
+            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics(), self._sweep_deadlines())
             helpers = [asyncio.create_task(helper) for helper in background]
             concurrency = max(1, self.settings.dispatcher_concurrency)
             loops = [asyncio.create_task(self._loop()) for _ in range(concurrency)]
@@ -231,7 +233,9 @@ class Dispatcher:
             queued = _queued_s(job)
             if queued is not None:
                 metrics.STAGE_DURATION.labels("queued").observe(queued)
-            if job.attempts >= self.settings.max_deliveries:
+            if job.past_deadline():  # never sent to Triton once its deadline passed
+                await self._fail([item], TIMEOUT_MESSAGE, ErrorCode.TIMEOUT)
+            elif job.attempts >= self.settings.max_deliveries:
                 # delivered again and again without finishing: it kills or stalls dispatchers
                 reason = f"Gave up after {job.attempts} deliveries"
                 await self._fail([item], reason, ErrorCode.INTERNAL_ERROR, dead_letter=True)
@@ -356,8 +360,14 @@ class Dispatcher:
             if logits is None:
                 return
             inferred = time.perf_counter()
+            share_ms = (inferred - began) * 1000 / len(work)
+            late = {item.job.job_id for item in work if item.job.past_deadline()}
+            if late:  # its deadline passed during the call: the late result is discarded, the job times out
+                await self._fail([item for item in work if item.job.job_id in late], TIMEOUT_MESSAGE, ErrorCode.TIMEOUT)
             completions = []
             for item, predictions in zip(work, top_k(logits, spec), strict=True):
+                if item.job.job_id in late:
+                    continue
                 result = ClassificationResult(
                     job_id=item.job.job_id,
                     predictions=predictions,
@@ -366,13 +376,15 @@ class Dispatcher:
                     image_metadata=item.job.image_metadata,
                     created_at=now_iso(),
                 )
-                completions.append(Completion(item.job, item.entry, msgspec.json.encode(result)))
+                encoded = msgspec.json.encode(result)
+                completions.append(Completion(item.job, item.entry, encoded, model=spec.name, inference_ms=share_ms))
             with _tracer.start_as_current_span("store results", attributes={"aic.jobs": len(work)}):
                 await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, same trip
             stored = time.perf_counter()
-        self.completed += len(work)
+        self.completed += len(completions)
         for item in work:
-            self._completed(item, inferred - began, stored - inferred)
+            if item.job.job_id not in late:
+                self._completed(item, inferred - began, stored - inferred)
 
     def _completed(self, item: Work, inference_s: float, storing_s: float) -> None:
         job = item.job
@@ -481,6 +493,16 @@ class Dispatcher:
             except Exception:  # the heartbeat must outlive any one bad round: without it the dispatcher looks gone
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def _sweep_deadlines(self) -> None:
+        """Fail the jobs whose deadline passed, queued or running (each dispatcher sweeps; a job ends once)."""
+        while True:
+            await asyncio.sleep(self.settings.deadline_sweep_interval_s)
+            try:
+                for job in await self.deadlines.sweep():
+                    metrics.JOBS_FAILED.labels(job.model_version, str(job.priority), str(ErrorCode.TIMEOUT)).inc()
+            except UNAVAILABLE as exc:
+                log.warning("deadline sweep: redis unavailable: %s", exc)
 
     async def _renew_leases(self) -> None:
         while True:

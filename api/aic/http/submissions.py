@@ -34,7 +34,7 @@ from aic.live.follow import wait_for_jobs
 from aic.live.hub import EventHub
 from aic.store.connection import UNAVAILABLE
 from aic.store.idempotency import IdempotencyStore, replay_missing
-from aic.store.jobs import Job, JobStore, NewJob
+from aic.store.jobs import DEFAULT_DEADLINE_S, DEFAULT_RETENTION_S, Job, JobStore, NewJob
 from aic.store.routes import RouteStore
 
 log = logging.getLogger("aic.api")
@@ -42,7 +42,8 @@ log = logging.getLogger("aic.api")
 METADATA_MAX_BYTES = 1024
 CALLBACK_URL_MAX = 2048
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])")
-FORM_FIELDS = ("priority", "model_version", "callback_url", "metadata", "webhook_events")
+FORM_FIELDS = ("priority", "model_version", "callback_url", "metadata", "webhook_events", "deadline_s", "retention_s")
+_DURATION = re.compile(r"^(?:(\d{1,6})h)?(?:(\d{1,8})m)?(?:(\d{1,10})s)?$")
 
 
 def field_error(field: str, message: str) -> RequestValidationError:
@@ -90,6 +91,42 @@ def parse_webhook_events(raw: str | None) -> str:
     return ",".join(e for e in EVENTS if e in chosen)
 
 
+def parse_seconds(field: str, raw: str | None, maximum: int) -> int | None:
+    """A whole number of seconds from 1 to ``maximum``; None when not given."""
+    if raw is None or raw.strip() == "":
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 12 or not 1 <= int(text) <= maximum:
+        raise field_error(field, f"must be a whole number of seconds from 1 to {maximum}")
+    return int(text)
+
+
+def parse_duration(raw: str) -> int:
+    """Seconds of a duration such as ``30s``, ``5m`` or ``1h30m`` (the ``Cancel-After`` header); ValueError if not."""
+    found = _DURATION.match(raw.strip().lower())
+    if not raw.strip() or found is None:
+        raise ValueError(raw)
+    hours, minutes, seconds = (int(part or 0) for part in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def deadline_of(options: Mapping[str, str], cancel_after: str | None, maximum: int) -> int | None:
+    """The deadline a submit asked for, in seconds: ``deadline_s`` or the ``Cancel-After`` header (the same value
+    if both); None for the default."""
+    deadline_s = parse_seconds("deadline_s", options.get("deadline_s"), maximum)
+    if cancel_after is None:
+        return deadline_s
+    try:
+        header_s = parse_duration(cancel_after)
+    except ValueError:
+        raise field_error("Cancel-After", "must be a duration such as 30s, 5m or 1h30m") from None
+    if not 1 <= header_s <= maximum:
+        raise field_error("Cancel-After", f"must be from 1s to {maximum}s")
+    if deadline_s is not None and deadline_s != header_s:
+        raise field_error("Cancel-After", "differs from deadline_s; send one of them")
+    return header_s
+
+
 async def check_model_version(routes: RouteStore, model_version: str) -> None:
     published = await routes.aliases()
     if model_version not in published:
@@ -115,26 +152,33 @@ class Submission:
     webhook_events: str
     metadata: dict[str, Any]
     batch: bool
+    deadline_s: int = DEFAULT_DEADLINE_S
+    retention_s: int = DEFAULT_RETENTION_S
 
     def fingerprint(self) -> str:
         """Identifies the request's content, for Idempotency-Key comparisons."""
         digest = hashlib.sha256(b"batch" if self.batch else b"single")
         for image in self.images:
             digest.update(hashlib.sha256(image.content).digest())
-        options = [self.priority, self.model_version, self.callback_url, self.webhook_events, self.metadata]
+        options: list[Any] = [self.priority, self.model_version, self.callback_url, self.webhook_events, self.metadata]
+        if (self.deadline_s, self.retention_s) != (DEFAULT_DEADLINE_S, DEFAULT_RETENTION_S):
+            options += [self.deadline_s, self.retention_s]  # the default ones leave older fingerprints as they were
         digest.update(json.dumps(options, sort_keys=True).encode())
         return digest.hexdigest()
 
 
 RAW_IMAGE_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/webp": "WEBP"}
 """Content types of a raw-body submit (the image itself as the body), with the format their bytes must have."""
+RAW_ANY = "application/octet-stream"
+"""A raw-body submit whose format is read from the bytes alone (what OpenAPI generators send for a binary body)."""
 
 
 def options_of(query: Mapping[str, str], form: Mapping[str, str]) -> dict[str, str]:
-    """A submit's options from the form fields and the query string; one given in both is refused."""
-    both = [name for name in FORM_FIELDS if name in query and name in form]
+    """A submit's options from the form fields and the query string; one given in both with different values is
+    refused (the same value twice is what some generated clients send: accepted)."""
+    both = [name for name in FORM_FIELDS if name in query and name in form and query[name] != form[name]]
     if both:
-        raise field_error(both[0], "given both as a query parameter and as a form field; send it once")
+        raise field_error(both[0], "given both as a query parameter and as a form field, with different values")
     return {**{k: v for k, v in query.items() if k in FORM_FIELDS}, **form}
 
 
@@ -145,15 +189,19 @@ async def read_submission(
     *,
     batch: bool,
     query: Mapping[str, str] | None = None,
+    queue: QueueSettings | None = None,
+    cancel_after: str | None = None,
 ) -> Submission:
     """Parse and validate a submit request; nothing is stored yet.
 
     The body is a multipart form (``file`` or, for a batch, ``files``, with the options as form fields) or, for
     one image, the image itself (``Content-Type: image/jpeg|png|webp``, the options as query parameters).
     """
+    queue = queue or QueueSettings()
     file_field = "files" if batch else "file"
-    declared = None if batch else RAW_IMAGE_TYPES.get(uploads.media_type(content_type))
-    if declared is not None:
+    kind = uploads.media_type(content_type)
+    declared = None if batch else RAW_IMAGE_TYPES.get(kind)
+    if declared is not None or (kind == RAW_ANY and not batch):
         files = [uploads.UploadedFile("upload", await uploads.read_raw(stream, settings.max_file_size))]
         form_fields: dict[str, str] = {}
     else:
@@ -172,6 +220,8 @@ async def read_submission(
     metadata = parse_metadata(fields.get("metadata"))
     callback_url = parse_callback_url(fields.get("callback_url"))
     webhook_events = parse_webhook_events(fields.get("webhook_events"))
+    deadline_s = deadline_of(fields, cancel_after, queue.max_deadline_s) or queue.queue_ttl_s
+    retention_s = parse_seconds("retention_s", fields.get("retention_s"), queue.max_retention_s)
     validated = []
     for position, upload in enumerate(files, start=1):
         try:
@@ -187,7 +237,17 @@ async def read_submission(
             )
         validated.append(Image(upload.filename, upload.content, image_metadata))
     model_version = (fields.get("model_version") or "latest").strip()
-    return Submission(validated, priority, model_version, callback_url, webhook_events, metadata, batch)
+    return Submission(
+        validated,
+        priority,
+        model_version,
+        callback_url,
+        webhook_events,
+        metadata,
+        batch,
+        deadline_s=deadline_s,
+        retention_s=retention_s or DEFAULT_RETENTION_S,
+    )
 
 
 def new_job_ids(submission: Submission) -> list[str]:
@@ -222,12 +282,15 @@ class Submitter:
         prefer: str | None = None,
         traceparent: str | None = None,
         query: Mapping[str, str] | None = None,
+        cancel_after: str | None = None,
     ) -> tuple[list[ClassificationResponse], dict[str, str]]:
         """Validate every file, create the jobs once (per Idempotency-Key), optionally wait for them to end.
 
         Returns the jobs in file order and the response headers (``Preference-Applied``, ``Idempotent-Replayed``).
         """
-        submission = await read_submission(stream, content_type, self.settings, batch=batch, query=query)
+        submission = await read_submission(
+            stream, content_type, self.settings, batch=batch, query=query, queue=self.queue, cancel_after=cancel_after
+        )
         wait_s = prefer_wait(prefer, self.settings.prefer_wait_max_s)
         job_ids = new_job_ids(submission)
         # a waiting submit is told of its jobs' ends on the hub's inbox, expected before the jobs exist
@@ -365,6 +428,8 @@ def new_jobs(
             webhook_events=submission.webhook_events,
             traceparent=traceparent,
             waiter=waiter,
+            deadline_s=submission.deadline_s,
+            retention_s=submission.retention_s,
         )
         for job_id, image in zip(job_ids, submission.images, strict=True)
     ]

@@ -11,13 +11,18 @@ from typing import Final
 from aic.core.enums import Priority
 
 JOB_STATUS_TTL_S: Final = 3600
-"""A job not finished within this window expires (seed: status 1 h)."""
+"""A job not finished within this window expires (seed: status 1 h); since deadlines, the default one (the
+``QUEUE_TTL_S`` setting): a live job's keys live ``deadline + LIVE_SLACK_S``."""
 JOB_RESULT_TTL_S: Final = 86400
-"""A finished job (result and status together) stays readable this long (seed: result 24 h)."""
+"""A finished job (result and status together) stays readable this long unless it asked for another
+``retention_s`` (seed: result 24 h); the job hash's ``retention_s`` field is what the Lua steps use."""
 JOB_IMAGE_TTL_S: Final = JOB_STATUS_TTL_S
 """The upload lives as long as its pending job (the seed's 30 min would drop jobs queued longer); it is
 deleted as soon as the job ends."""
 JOB_METADATA_TTL_S: Final = JOB_STATUS_TTL_S
+LIVE_SLACK_S: Final = 300
+"""A live job's keys outlive its deadline by this much, so the deadline sweep still finds the job and ends it
+``failed``/TIMEOUT (with its webhook) instead of the record silently expiring."""
 WORKER_STATUS_TTL_S: Final = 60
 """A dispatcher that has not beaten its heartbeat for this long counts as gone."""
 
@@ -142,3 +147,35 @@ def rate_limit_auth(ip: str) -> str:
 def rate_limit_user(key_id: str) -> str:
     """Token bucket of one API key, named by a digest prefix of the key, never the key."""
     return f"rate_limit:user:{key_id}"
+
+
+# -- job lifecycle: per-tenant index, deadlines, usage ------------------------------------------------------------
+# None of these is a job's key: each is one key, written outside the job's Lua steps (idempotently), so a Redis
+# Cluster never needs a script across slots (ARCHITECTURE.md "Beyond one Redis").
+
+
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set: one tenant's job ids scored by creation time (ms); ``GET /jobs`` pages through it newest first.
+    Members whose job expired are trimmed when a page meets them and, by age, on every submit."""
+    return f"jobs:tenant:{{{tenant}}}"
+
+
+DEADLINES: Final = "jobs:deadlines"
+"""Sorted set: job id -> its deadline (ms). The dispatchers' sweep fails live jobs found past it; an entry is
+removed when its job finishes, or by the sweep."""
+
+USAGE_TTL_S: Final = 400 * 86400
+"""A day of usage counters is kept this long (the issue asks for at least 90 days; a year and a month covers
+a yearly report)."""
+USAGE_MAX_DAYS: Final = 400
+"""The longest range ``GET /usage`` answers: no counter older than ``USAGE_TTL_S`` exists anyway."""
+
+
+def usage(tenant: str, day: str) -> str:
+    """Hash: one tenant's counters of one UTC day (``YYYY-MM-DD``): submitted, completed, failed, cancelled,
+    timed_out, image_bytes, and per served model ``jobs:<model>`` and ``inference_ms:<model>``."""
+    return f"usage:{{{tenant}}}:{day}"
+
+
+USAGE_TENANTS: Final = "usage:tenants"
+"""Set of the tenants that have usage counters, for the admin's all-tenants report."""

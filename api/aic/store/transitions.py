@@ -6,6 +6,7 @@ refuses a job that already ended, so a redelivered or cancelled job never gets a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -15,9 +16,12 @@ from redis.asyncio import Redis
 
 from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
 from aic.core.timeutil import now_iso
-from aic.store import keys, scripts
+from aic.store import keys, scripts, usage
+from aic.store.connection import UNAVAILABLE
 from aic.store.jobs import Job, statuses
 from aic.store.queue import Entry
+
+log = logging.getLogger("aic.store")
 
 
 class Held(Protocol):
@@ -46,6 +50,10 @@ class Completion:
     job: Job
     entry: Entry
     result: bytes
+    model: str = ""
+    """The Triton model that served it (the tenant's usage counts its inference time per model)."""
+    inference_ms: float = 0.0
+    """Its share of the Triton call's time."""
 
 
 class JobTransitions:
@@ -55,6 +63,7 @@ class JobTransitions:
         self.redis = redis
         self._advance = scripts.register(redis, "advance")
         self._finish = scripts.register(redis, "finish")
+        self._usage = usage.UsageWriter()
 
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
         """The job and upload of each entry, in order."""
@@ -81,17 +90,15 @@ class JobTransitions:
     async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
-                if count_attempt:
-                    pipe.hincrby(keys.job_status(item.job.job_id), "attempts", 1)
-                await self._advance_call(pipe, item.job, stage)
+                await self._advance_call(pipe, item.job, stage, count_attempt=count_attempt)
             replies = await scripts.execute(self.redis, pipe)
-        return [bool(reply) for reply in (replies[1::2] if count_attempt else replies)]
+        return [bool(reply) for reply in replies]
 
-    async def _advance_call(self, pipe: Any, job: Job, stage: Stage) -> None:
+    async def _advance_call(self, pipe: Any, job: Job, stage: Stage, *, count_attempt: bool = False) -> None:
         now = now_iso()
         status, progress = JobStatus.PROCESSING, STAGE_PROGRESS[stage]
         event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
-        args: list[str | bytes] = [event, "status", str(status), "stage", str(stage)]
+        args: list[str | bytes] = [event, "1" if count_attempt else "0", "status", str(status), "stage", str(stage)]
         args += ["progress", str(progress), "updated_at", now]
         job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
         await self._advance(keys=job_keys, args=args, client=pipe)
@@ -101,9 +108,10 @@ class JobTransitions:
         found = await statuses(self.redis, [item.job.job_id for item in held])
         return [status is not None and status.live for status in found]
 
-    async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> None:
+    async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> list[bool]:
         """Atomically per job: result, status, upload removal, event, webhook and acknowledgement. With ``through``
-        each job first passes that stage (its event and progress), in the same round trip."""
+        each job first passes that stage (its event and progress), in the same round trip. Whether each job was
+        completed by this call (False: it had ended already, e.g. cancelled or timed out: its result is dropped)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for done in completions:
                 if through is not None:
@@ -112,11 +120,37 @@ class JobTransitions:
                 fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
                 event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})
                 await self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
-            await scripts.execute(self.redis, pipe)
+            replies = await scripts.execute(self.redis, pipe)
+        finished = [bool(reply) for reply in (replies[1::2] if through is not None else replies)]
+        counts = [
+            {**usage.ended("completed"), **usage.inference(done.model, done.inference_ms)} if done.model
+            else usage.ended("completed")
+            for done in completions
+        ]  # fmt: skip
+        await self._ended([done.job for done in completions], finished, counts)
+        return finished
 
-    async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> None:
+    async def _ended(self, jobs: Sequence[Job], finished: Sequence[bool], counts: Sequence[dict[str, Any]]) -> None:
+        """After the jobs' own steps: count the ends that happened in their tenants' usage, forget their deadlines.
+        Outside the steps (not the jobs' keys); an outage here loses counts, never the jobs' ends."""
+        tally = usage.Tally()
+        for job, done, count in zip(jobs, finished, counts, strict=True):
+            if done:
+                tally.add(job.tenant, count)
+        if not tally.counts:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._usage.add(pipe, tally.counts)
+                pipe.zrem(keys.DEADLINES, *(job.job_id for job, done in zip(jobs, finished, strict=True) if done))
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("usage of %d ended jobs not counted: %s", sum(finished), exc)
+
+    async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> list[bool]:
         """Atomically per job: failed status, event, webhook and acknowledgement; with ``dead_letter`` the job
-        is copied to the dead-letter stream and keeps its upload for a retry."""
+        is copied to the dead-letter stream and keeps its upload for a retry. Whether each job was failed by this
+        call (False: it had ended already)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
                 job, entry = item.job, item.entry
@@ -128,7 +162,10 @@ class JobTransitions:
                     body = {"job_id": job.job_id, "stream": entry.stream, "error": error, "code": code}
                     letter = msgspec.json.encode(body)
                 await self._finish_call(pipe, job, entry, b"", event, letter, fields)
-            await scripts.execute(self.redis, pipe)
+            replies = await scripts.execute(self.redis, pipe)
+        finished = [bool(reply) for reply in replies]
+        await self._ended([item.job for item in held], finished, [usage.ended("failed", code)] * len(held))
+        return finished
 
     async def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]
