@@ -64,10 +64,10 @@ async def resync(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 @reconciling("delete")
-async def delete(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def delete(name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
     try:
-        await reconciler.delete(name)
+        await reconciler.delete(name, restore=rollout_handlers.overridden(body))
     except ReconcileError as exc:
         raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
     logger.info("model %s unloaded and removed", name)
@@ -89,6 +89,8 @@ async def _apply(reconciler: Reconciler, name: str, body: kopf.Body, patch: kopf
 def _report(status: Status, current: kopf.Status, patch: kopf.Patch) -> None:
     """Patch the status only where it changed: a resync of a healthy model writes nothing."""
     wanted = status.as_dict(previous=current.get("conditions") or [])
+    own = {condition["type"] for condition in wanted["conditions"]}  # others' (the rollout's) are kept
+    wanted["conditions"] += [c for c in current.get("conditions") or [] if c.get("type") not in own]
     changes = {key: value for key, value in wanted.items() if current.get(key) != value}
     if changes:
         patch.status.update(changes)
@@ -109,3 +111,6 @@ if CONFIG.operator.triton_service:  # else the static TRITON_URL list: no need t
     kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_LABEL: CONFIG.operator.triton_service})(
         track_replicas
     )
+
+
+from aic_operator import rollout_handlers  # noqa: E402 - registers the rollout timer with kopf

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
+from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
 from aic.core.errors import ImageValidationError
@@ -37,7 +38,9 @@ from aic.dispatch import metrics, preprocess
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
+from aic.dispatch.versions import Served, Versions, VersionSettings
 from aic.store.connection import UNAVAILABLE
+from aic.store.evidence import EvidenceStore
 from aic.store.jobs import Job
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
@@ -145,6 +148,9 @@ class Dispatcher:
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
         self.stats = stats
+        self.versions = Versions(
+            EvidenceStore(routes.redis), runner, self.specs.spec, self.pool, settings_mod.load(VersionSettings)
+        )
         self.completed = 0
         self.failed = 0
         self._stopping = asyncio.Event()
@@ -165,7 +171,7 @@ class Dispatcher:
         # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
         # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
         with telemetry.untraced():
-            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics())
+            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics(), self.versions.run())
             helpers = [asyncio.create_task(helper) for helper in background]
             concurrency = max(1, self.settings.dispatcher_concurrency)
             loops = [asyncio.create_task(self._loop()) for _ in range(concurrency)]
@@ -315,13 +321,16 @@ class Dispatcher:
                 metrics.TRITON_ERRORS.labels(spec.name, kind).inc()
                 attempt += 1
                 if not exc.retryable:
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.MODEL_ERROR, dead_letter=True)
                     return None
                 if exc.outage:  # Triton down: wait for it, up to the outage deadline
                     if time.monotonic() > outage_deadline:
+                        self.versions.failed(spec, [w.job.model_version for w in work])
                         await self._fail(work, f"Triton unavailable: {exc}", ErrorCode.TIMEOUT, dead_letter=True)
                         return None
                 elif not self.retry.retries_left(attempt):
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.TIMEOUT, dead_letter=True)
                     return None
                 delay = self.retry.delay_s(attempt)
@@ -343,7 +352,8 @@ class Dispatcher:
                 return
             inferred = time.perf_counter()
             completions = []
-            for item, predictions in zip(work, top_k(logits, spec), strict=True):
+            answers = top_k(logits, spec)
+            for item, predictions in zip(work, answers, strict=True):
                 result = ClassificationResult(
                     job_id=item.job.job_id,
                     predictions=predictions,
@@ -356,6 +366,11 @@ class Dispatcher:
             with _tracer.start_as_current_span("store results", attributes={"aic.jobs": len(work)}):
                 await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, same trip
             stored = time.perf_counter()
+        # only now, with every result stored: the evidence counts and any shadow/mirror run (never awaited)
+        served = [
+            Served(w.job.job_id, w.job.model_version, w.image, w.tensor, p) for w, p in zip(work, answers, strict=True)
+        ]
+        self.versions.answered(spec, served, inferred - began)
         self.completed += len(work)
         for item in work:
             self._completed(item, inferred - began, stored - inferred)
