@@ -234,3 +234,56 @@ class EvidenceStore:
         if names:
             await self.redis.hdel(keys.MODEL_COMPARE, *names)
             await self.redis.hdel(keys.MODEL_ROLLOUTS, *names)
+
+
+OVERVIEW_WINDOW_S: Final = 900
+"""``overview`` reports the last 15 minutes of evidence."""
+
+
+async def overview(redis: Redis, window_s: float = OVERVIEW_WINDOW_S) -> dict[str, list[dict[str, Any]]]:
+    """What ``aic models status`` and ``GET /models`` (admin) show: every alias's versions with their published,
+    requested and overridden weights and recent outcomes; every comparison with its recent agreement; every
+    rollout's status. Plain data (camelCase keys, as in ``status.rollout``)."""
+    store = EvidenceStore(redis)
+    since = time.time() - window_s
+    raw_weights = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_WEIGHTS))
+    by_alias = {alias.decode(): json.loads(value) for alias, value in sorted(raw_weights.items())}
+    requested = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_REQUESTED))
+    overrides = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_OVERRIDES))
+    versions = []
+    for alias, weights in by_alias.items():
+        for model, weight in sorted(weights.items()):
+            outcomes = await store.outcomes(alias, model, since)
+            forced = overrides.get(model.encode())
+            versions.append(
+                {
+                    "alias": alias,
+                    "version": model,
+                    "weight": int(weight),
+                    "requestedWeight": int(requested.get(model.encode(), weight)),
+                    "overridden": forced is not None and int(forced) >= 0,
+                    "jobs": outcomes.jobs,
+                    "errors": outcomes.errors,
+                    "p95Ms": None if outcomes.p95_ms is None or math.isinf(outcomes.p95_ms) else outcomes.p95_ms,
+                }
+            )
+    comparisons = []
+    for candidate, rule in sorted((await store.comparisons()).items()):
+        for alias in rule.get("aliases") or ():
+            references = [rule["reference"]] if rule.get("reference") else sorted(by_alias.get(alias, {}))
+            for reference in references:
+                if reference == candidate:
+                    continue
+                agreement = await store.agreement(alias, candidate, reference, since)
+                comparisons.append(
+                    {
+                        "alias": alias,
+                        "candidate": candidate,
+                        "reference": reference,
+                        "mode": rule.get("mode"),
+                        "percent": rule.get("percent"),
+                        **agreement.as_dict(),
+                    }
+                )
+    rollouts = [{"version": model, **state} for model, state in sorted((await store.rollouts()).items())]
+    return {"versions": versions, "comparisons": comparisons, "rollouts": rollouts}
