@@ -7,10 +7,13 @@ product's own `aic api` and `aic dispatcher` classifying real photos. Rollout st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
+import sys
 import uuid
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -301,3 +304,40 @@ async def test_deleting_a_version_mid_rollout_leaves_its_alias_served(rig: Rig) 
 async def inference_count(rig: Rig, model: str) -> int:
     stats = await rig.triton.get_inference_statistics(model, as_json=True)
     return sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_aic_models_apply_follows_a_rollout_to_promotion_without_a_cluster(rig: Rig, tmp_path: Path) -> None:
+    env = {**rig.env, "ROLLOUT_TICK_S": "0.5"}
+
+    def manifest(name: str, **extra: Any) -> str:
+        path = tmp_path / f"{name}.yaml"
+        document = {"apiVersion": "serving.aic.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name}}
+        path.write_text(yaml.safe_dump({**document, "spec": version(["local"], **extra)}))
+        return str(path)
+
+    async def aic(*args: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aic.cli", *args, env=env, stdout=PIPE, stderr=PIPE
+        )
+
+    first = await aic("models", "apply", "-f", manifest("local-v1"))
+    assert await first.wait() == 0, await first.communicate()
+    rollout = {"steps": [50, 100], "interval": "1s", "minJobs": 3, "minAgreement": 0.9}
+    follow = await aic("models", "apply", "-f", manifest("local-v2", rollout=rollout))
+    rounds = 0
+    while follow.returncode is None:
+        await classify(rig, "local", 6)
+        rounds += 1
+        assert rounds < 60, "the rollout did not end"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(follow.wait(), 0.1)
+    out, err = await follow.communicate()
+    assert follow.returncode == 0, (out, err)
+    assert b"RolloutStarted" in out and b"RolloutStep" in out and b"RolloutPromoted" in out
+    assert weights(rig, "local") == {"local-v1": 0, "local-v2": 100}
+    shown = await aic("models", "status")
+    listing = (await shown.communicate())[0].decode()
+    assert "rollout local-v2: Promoted step 2, 100 %" in listing, listing
+    gone = await aic("models", "delete", "local-v2", "local-v1")
+    assert await gone.wait() == 0
