@@ -3,13 +3,19 @@ step weights, the analysis verdicts and the rollout spec's checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import jsonschema
 import pytest
+import yaml
 from aic.core.modelspec import InvalidSpec
 from aic.core.schemas import Prediction
 from aic.dispatch.versions import Rule, compare, selected
 from aic.store.evidence import Agreement, Outcomes, Tally, latency_slot
 from aic_operator.rollout import analyse, weights
 from aic_operator.spec import RolloutSpec, duration_s, parse
+
+CRD = Path(__file__).resolve().parents[2] / "charts" / "async-image-classifier" / "crds" / "modelversion.yaml"
 
 
 def answer(*classes: tuple[int, str, float]) -> list[Prediction]:
@@ -90,3 +96,20 @@ def test_a_rollout_spec_is_checked() -> None:
             parse({**base, "rollout": bad})
     with pytest.raises(InvalidSpec, match="either shadows"):
         parse({**base, "rollout": {}, "traffic": {"shadow": {"percent": 10}}})
+
+
+def test_the_crd_takes_a_rollout_and_a_shadow_and_refuses_what_the_operator_refuses() -> None:
+    crd = yaml.safe_load(CRD.read_text())
+    (served,) = crd["spec"]["versions"]
+    columns = {c["name"]: c["jsonPath"] for c in served["additionalPrinterColumns"]}
+    assert columns["Effective"] == ".status.rollout.effectiveWeight" and columns["Rollout"] == ".status.rollout.phase"
+    validator = jsonschema.Draft4Validator(served["schema"]["openAPIV3Schema"])
+    base = {"aliases": ["latest"], "source": {"uri": "file:///m.onnx", "sha256": "0" * 64}}
+    good = {**base, "rollout": {"steps": [5, 100], "interval": "90s", "minAgreement": 0.9}}
+    assert validator.is_valid({"spec": good}) and parse(good).rollout is not None
+    shadow = {**base, "traffic": {"shadow": {"percent": 10}}}
+    assert validator.is_valid({"spec": shadow}) and parse(shadow).traffic.shadow is not None
+    for bad in ({"steps": [0]}, {"interval": "soon"}, {"minAgreement": 2}):
+        assert not validator.is_valid({"spec": {**base, "rollout": bad}})
+        with pytest.raises(InvalidSpec):
+            parse({**base, "rollout": bad})
