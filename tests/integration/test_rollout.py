@@ -277,6 +277,7 @@ async def test_a_paused_rollout_stays_put_and_an_identical_version_is_promoted_t
     promoted = (await rig.get("same-v2") or {})["status"]["rollout"]
     assert promoted["effectiveWeight"] == 100 and promoted["lastAnalysis"]["agreement"] == 1.0
     assert weights(rig, "same") == {"same-v1": 0, "same-v2": 100}
+    await classify(rig, "same", 2, concurrency=1)  # the dispatcher re-reads the comparisons (0.2 s here) meanwhile
     before = {m: await inference_count(rig, m) for m in ("same-v1", "same-v2")}
     await classify(rig, "same", 6)
     assert await inference_count(rig, "same-v2") - before["same-v2"] == 6
