@@ -111,14 +111,13 @@ class Rollouts:
     ) -> tuple[dict[str, Any], list[Event]]:
         alias = spec.aliases[0]
         route = (await self.routes.routes([alias]))[alias]
-        requested = await self.routes.requested()
         rolling = await self.evidence.rollouts()
+        # the versions serving the alias now (a shadow, a rolled-back or replaced version publishes 0), at the
+        # weights they serve with; not another version whose own rollout is under way
         base = {
-            other: requested.get(other, weight)
+            other: weight
             for other, weight in route.weights.items()
-            if other != name
-            and requested.get(other, weight) > 0
-            and rolling.get(other, {}).get("phase") not in (PROGRESSING, PAUSED)
+            if other != name and weight > 0 and rolling.get(other, {}).get("phase") not in (PROGRESSING, PAUSED)
         }
         now = now_iso()
         state: dict[str, Any] = {"alias": alias, "previous": sorted(base), "baseWeights": base, "stepStartedAt": now}

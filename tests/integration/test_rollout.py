@@ -302,6 +302,19 @@ async def test_deleting_a_version_mid_rollout_leaves_its_alias_served(rig: Rig) 
     assert {top1(r) for r in await classify(rig, "gone", 4)} == {CAT}
 
 
+@pytest.mark.asyncio(loop_scope="session")
+async def test_removing_the_rollout_from_the_spec_gives_every_version_its_requested_weight(rig: Rig) -> None:
+    await serve(rig, "drop-v1", version(["drop"]))
+    await serve(rig, "drop-v2", version(["drop"], traffic={"weight": 30}, rollout={"steps": [10], "interval": "1h"}))
+    await rig.status("drop-v2", lambda s: (s.get("rollout") or {}).get("phase") == "Progressing")
+    assert weights(rig, "drop") == {"drop-v1": 9000, "drop-v2": 1000}
+    await rig.patch_spec("drop-v2", {"rollout": None})
+    await rig.status("drop-v2", lambda s: "rollout" not in s)
+    assert weights(rig, "drop") == {"drop-v1": 100, "drop-v2": 30}  # as without a rollout
+    assert rig.redis.hget(keys.MODEL_OVERRIDES, "drop-v1") is None
+    assert rig.redis.hget(keys.MODEL_OVERRIDES, "drop-v2") is None
+
+
 async def inference_count(rig: Rig, model: str) -> int:
     stats = await rig.triton.get_inference_statistics(model, as_json=True)
     return sum(int(s.get("inference_count", 0)) for s in stats.get("model_stats", []))

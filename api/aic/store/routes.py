@@ -63,11 +63,6 @@ class RouteStore:
         raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_OVERRIDES))
         return {k.decode(): int(v) for k, v in raw.items()}
 
-    async def requested(self) -> dict[str, int]:
-        """Every published model -> the weight its publisher asked for (before any override)."""
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_REQUESTED))
-        return {k.decode(): int(v) for k, v in raw.items()}
-
     async def withdraw(self, name: str) -> None:
         """Remove model ``name`` from every alias and drop its spec, requested weight and override."""
         await self._set_routes(keys=_KEYS, args=[name, "-1", "", ""])
