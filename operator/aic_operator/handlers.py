@@ -14,6 +14,7 @@ import kopf
 from aic.store.connection import connect
 from aic.store.routes import RouteStore
 
+from aic_operator import rollout_handlers  # also registers the rollout timer with kopf
 from aic_operator.config import GROUP, PLURAL, VERSION, load_config
 from aic_operator.metrics import reconciling
 from aic_operator.reconcile import ReconcileError, Reconciler
@@ -111,6 +112,3 @@ if CONFIG.operator.triton_service:  # else the static TRITON_URL list: no need t
     kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={SERVICE_LABEL: CONFIG.operator.triton_service})(
         track_replicas
     )
-
-
-from aic_operator import rollout_handlers  # noqa: E402 - registers the rollout timer with kopf

@@ -3,9 +3,10 @@ well as the version it replaces; promoted after the last step, rolled back at th
 
 The user's spec is never rewritten: the state lives in ``status.rollout`` (and, for ``aic models status``, in
 ``models:rollouts``), and the effective weights only in the published routes, as overrides
-(``RouteStore.override``). At step ``s`` % with previous versions of requested weights ``w_i`` (sum ``W``), the
-canary publishes ``W * s`` and each previous version ``w_i * (100 - s)``: exactly ``s`` % of the alias. Each tick
-re-publishes the weights its state implies, so a tick that raced a resync of another version heals on the next.
+(``RouteStore.override``), which no reconcile of any version clobbers (``lua/routes.lua``). At step ``s`` % with
+previous versions serving with weights ``w_i`` (sum ``W``), the canary publishes ``W * s`` and each previous
+version ``w_i * (100 - s)``: exactly ``s`` % of the alias. Each tick of a running rollout re-publishes what its
+state implies; a finished one publishes once, as it finishes.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ class Rollouts:
             new, events = await self._start(name, spec, rollout)
         else:
             new, events = await self._advance(name, rollout, dict(state))
-        await self._publish(name, spec, rollout, new)
+        # a finished rollout publishes once, when it finishes: its versions may take part in a later one
+        if events or new.get("phase") in (PROGRESSING, PAUSED):
+            await self._publish(name, rollout, new)
         return new, events
 
     async def _start(
@@ -180,8 +183,8 @@ class Rollouts:
         state["message"] = f"step {step} of {len(rollout.steps)}: {share} % of {alias!r}"
         return state, [Event("Normal", "RolloutStep", state["message"])]
 
-    async def _publish(self, name: str, spec: ModelVersionSpec, rollout: RolloutSpec, state: Mapping[str, Any]) -> None:
-        """The weights and the mirror comparison ``state`` implies (idempotent: every tick)."""
+    async def _publish(self, name: str, rollout: RolloutSpec, state: Mapping[str, Any]) -> None:
+        """The weights and the mirror comparison ``state`` implies (idempotent)."""
         base = {str(k): int(v) for k, v in (state.get("baseWeights") or {}).items()}
         phase = state.get("phase")
         if phase == PROMOTED:

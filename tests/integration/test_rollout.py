@@ -113,6 +113,9 @@ async def rig(
             "RESYNC_INTERVAL_S": "3",
             "ROLLOUT_TICK_S": "1",
             "EVIDENCE_FLUSH_S": "0.2",
+            # every selected job compared, however slow this machine is today: exact counts to assert on
+            "SHADOW_MAX_IN_FLIGHT": "1000",
+            "SHADOW_TIMEOUT_S": "120",
             "LOG_LEVEL": "INFO",
             "METRICS_PORT": "0",
             "API_PORT": str(port),
@@ -217,13 +220,16 @@ async def test_a_shadow_version_changes_no_clients_result_and_reports_full_agree
     assert {stripped(r) for r in with_shadow} == {stripped(without[0])}  # byte for byte, every client
     assert {top1(r) for r in with_shadow} == {CAT}
 
+    seen: list[Any] = []
+
     async def agreement() -> dict[str, Any] | None:
         models = (await rig.client.get("/models")).json()
-        shadows = [s for s in models.get("comparisons") or [] if s["candidate"] == "shadow-v2"]
-        return shadows[0] if shadows and shadows[0]["compared"] >= 12 else None
+        seen[:] = [s for s in models.get("comparisons") or [] if s["candidate"] == "shadow-v2"]
+        return seen[0] if seen and seen[0]["compared"] >= 12 else None
 
-    compared = await eventually(agreement, 60, lambda: rig.dispatcher.output()[-2000:])
+    compared = await eventually(agreement, 120, lambda: f"{seen}; {rig.dispatcher.output()[-2000:]}")
     assert (compared["mode"], compared["reference"], compared["agreement"]) == ("shadow", "shadow-v1", 1.0)
+    assert compared["compared"] == 12  # each shadowed job once
     assert compared["top5Overlap"] == 1.0 and compared["errors"] == 0
     after = await rig.triton.get_inference_statistics("shadow-v2", as_json=True)
     assert after != served_before  # it did run on the shadow
@@ -300,6 +306,19 @@ async def test_deleting_a_version_mid_rollout_leaves_its_alias_served(rig: Rig) 
     assert weights(rig, "gone") == {"gone-v1": 100}
     assert rig.redis.hget(keys.MODEL_OVERRIDES, "gone-v1") is None
     assert {top1(r) for r in await classify(rig, "gone", 4)} == {CAT}
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_promoted_version_can_be_the_previous_version_of_the_next_rollout(rig: Rig) -> None:
+    await serve(rig, "next-v1", version(["next"]))
+    await serve(rig, "next-v2", version(["next"], rollout={"steps": [100], "interval": "1s", "minJobs": 0}))
+    await rig.status("next-v2", lambda s: (s.get("rollout") or {}).get("phase") == "Promoted")
+    assert weights(rig, "next") == {"next-v1": 0, "next-v2": 100}
+    await serve(rig, "next-v3", version(["next"], rollout={"steps": [50, 100], "interval": "1h"}))
+    third = await rig.status("next-v3", lambda s: (s.get("rollout") or {}).get("phase") == "Progressing")
+    assert third["rollout"]["previous"] == ["next-v2"]  # not next-v1, which serves nothing now
+    await asyncio.sleep(3)  # ticks of every rollout, the finished one's included: none takes the weights back
+    assert weights(rig, "next") == {"next-v1": 0, "next-v2": 5000, "next-v3": 5000}
 
 
 @pytest.mark.asyncio(loop_scope="session")

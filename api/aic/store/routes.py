@@ -58,11 +58,6 @@ class RouteStore:
         await self.publish(spec, None, "clear" if weight is None else str(weight))
         return True
 
-    async def overrides(self) -> dict[str, int]:
-        """Models whose published weight a rollout imposes -> that weight (-1: their requested weight)."""
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_OVERRIDES))
-        return {k.decode(): int(v) for k, v in raw.items()}
-
     async def withdraw(self, name: str) -> None:
         """Remove model ``name`` from every alias and drop its spec, requested weight and override."""
         await self._set_routes(keys=_KEYS, args=[name, "-1", "", ""])
