@@ -35,6 +35,7 @@ from test_operator import BASE, SAMPLE, Cluster, emulator, eventually, own_trito
 pytestmark = pytest.mark.integration
 
 API_KEY = "ops-rollout-key-0123456789abcdef"
+CLIENT_KEY = "acme-rollout-key-0123456789abcdef"
 CAT = "Egyptian cat"
 EVENTS = "/api/v1/namespaces/default/events"
 
@@ -119,7 +120,7 @@ async def rig(
             "LOG_LEVEL": "INFO",
             "METRICS_PORT": "0",
             "API_PORT": str(port),
-            "API_KEYS": f"ops:{API_KEY}:admin",
+            "API_KEYS": f"ops:{API_KEY}:admin,acme:{CLIENT_KEY}",
             "RATE_LIMIT_PER_MINUTE": "1000000",
             "RATE_LIMIT_BURST": "100000",
         }
@@ -230,6 +231,8 @@ async def test_a_shadow_version_changes_no_clients_result_and_reports_full_agree
     compared = await eventually(agreement, 120, lambda: f"{seen}; {rig.dispatcher.output()[-2000:]}")
     assert (compared["mode"], compared["reference"], compared["agreement"]) == ("shadow", "shadow-v1", 1.0)
     assert compared["compared"] == 12  # each shadowed job once
+    as_client = (await rig.client.get("/models", headers={"X-API-Key": CLIENT_KEY})).json()
+    assert set(as_client) == {"models", "default"}  # weights, shadows and rollouts are for the admin role
     assert compared["top5Overlap"] == 1.0 and compared["errors"] == 0
     after = await rig.triton.get_inference_statistics("shadow-v2", as_json=True)
     assert after != served_before  # it did run on the shadow
