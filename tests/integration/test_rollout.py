@@ -28,7 +28,7 @@ import yaml
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton
 from aic.store import keys
-from helpers import jpeg
+from helpers import EventRecorder, jpeg
 from stack import RunningRedis, Service, stop_all, wait_for_http
 from test_operator import BASE, SAMPLE, Cluster, emulator, eventually, own_triton, pvc_root  # noqa: F401
 
@@ -203,6 +203,10 @@ async def serve(rig: Rig, name: str, spec: dict[str, Any]) -> None:
     await rig.status(name, lambda s: s.get("phase") == "Ready", timeout_s=180)
 
 
+def progress(recorder: EventRecorder, job_id: str) -> tuple[tuple[str, str, int], ...]:
+    return tuple((e["status"], e.get("stage", ""), int(e.get("progress", 0))) for e in recorder.of(job_id))
+
+
 def stripped(result: dict[str, Any]) -> bytes:
     """A result without what differs from job to job (its id, when, how long)."""
     return json.dumps(
@@ -213,13 +217,19 @@ def stripped(result: dict[str, Any]) -> bytes:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_a_shadow_version_changes_no_clients_result_and_reports_full_agreement(rig: Rig) -> None:
     await serve(rig, "shadow-v1", version(["shadowed"]))
-    without = await classify(rig, "shadowed", 6)
+    with EventRecorder(rig.env["REDIS_URL"]) as recorder:
+        without = await classify(rig, "shadowed", 6)
     await serve(rig, "shadow-v2", version(["shadowed"], traffic={"weight": 100, "shadow": {"percent": 100}}))
     assert weights(rig, "shadowed") == {"shadow-v1": 100, "shadow-v2": 0}  # a shadow never answers
     served_before = await rig.triton.get_inference_statistics("shadow-v2", as_json=True)
-    with_shadow = await classify(rig, "shadowed", 12)
+    with EventRecorder(rig.env["REDIS_URL"]) as shadowed:
+        with_shadow = await classify(rig, "shadowed", 12)
     assert {stripped(r) for r in with_shadow} == {stripped(without[0])}  # byte for byte, every client
     assert {top1(r) for r in with_shadow} == {CAT}
+    # status, stage and progress events: the same path, once each, with or without the shadow
+    paths = {progress(shadowed, r["job_id"]) for r in with_shadow}
+    assert paths == {progress(recorder, r["job_id"]) for r in without}
+    assert all(path[-1][0] == "completed" and [p[0] for p in path].count("completed") == 1 for path in paths), paths
 
     seen: list[Any] = []
 
