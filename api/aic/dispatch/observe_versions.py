@@ -41,13 +41,15 @@ SKIPPED: Final = Counter(
 )
 
 
-def record_outcome(alias: str, version: str, latency_s: float | None) -> None:
-    """A job answered in ``latency_s``, or failed (None)."""
+def record_outcome(alias: str, version: str, latency_s: float | None, jobs: int = 1) -> None:
+    """``jobs`` answered in ``latency_s`` each, or failed (None)."""
     if latency_s is None:
-        VERSION_ERRORS.labels(alias, version).inc()
+        VERSION_ERRORS.labels(alias, version).inc(jobs)
         return
-    VERSION_JOBS.labels(alias, version).inc()
-    VERSION_LATENCY.labels(alias, version).observe(latency_s)
+    VERSION_JOBS.labels(alias, version).inc(jobs)
+    histogram = VERSION_LATENCY.labels(alias, version)
+    for _ in range(jobs):
+        histogram.observe(latency_s)
 
 
 def record_comparison(alias: str, candidate: str, reference: str, outcome: tuple[bool, float, float] | None) -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -139,9 +140,11 @@ class Versions:
     def answered(self, spec: ModelSpec, jobs: Sequence[Served], inference_s: float) -> None:
         """Count a stored batch and start the extra runs the comparisons ask for (never awaited)."""
         now = time.time()
-        for job in jobs:
-            self.tally.outcome(job.alias, spec.name, now, inference_s)
-            record_outcome(job.alias, spec.name, inference_s)
+        for alias, count in Counter(job.alias for job in jobs).items():
+            self.tally.outcome(alias, spec.name, now, inference_s, jobs=count)
+            record_outcome(alias, spec.name, inference_s, count)
+        if not self.rules:
+            return
         runs: dict[tuple[str, str, str], list[Served]] = {}
         for rule in self.rules:
             for job in jobs:
@@ -159,9 +162,9 @@ class Versions:
     def failed(self, spec: ModelSpec, aliases: Sequence[str]) -> None:
         """Count jobs the model failed (Triton refused them or never answered in time)."""
         now = time.time()
-        for alias in aliases:
-            self.tally.outcome(alias, spec.name, now, None, error=True)
-            record_outcome(alias, spec.name, None)
+        for alias, count in Counter(aliases).items():
+            self.tally.outcome(alias, spec.name, now, None, error=True, jobs=count)
+            record_outcome(alias, spec.name, None, count)
 
     # -- extra runs ----------------------------------------------------------------------------------------
 

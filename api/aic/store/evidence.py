@@ -136,15 +136,18 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.counts)
 
-    def outcome(self, alias: str, model: str, at_s: float, latency_s: float | None, *, error: bool = False) -> None:
+    def outcome(
+        self, alias: str, model: str, at_s: float, latency_s: float | None, *, error: bool = False, jobs: int = 1
+    ) -> None:
+        """``jobs`` answered in ``latency_s`` each (or failed, ``error``)."""
         fields = self.counts[keys.evidence_outcomes(alias, model, bucket_of(at_s))]
         if error:
-            fields["errors"] += 1
+            fields["errors"] += jobs
             return
-        fields["jobs"] += 1
+        fields["jobs"] += jobs
         if latency_s is not None:
-            fields[f"lat:{latency_slot(latency_s)}"] += 1
-            fields["lat_sum_ms"] += round(latency_s * 1000)
+            fields[f"lat:{latency_slot(latency_s)}"] += jobs
+            fields["lat_sum_ms"] += round(latency_s * 1000) * jobs
 
     def comparison(
         self,
