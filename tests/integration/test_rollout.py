@@ -70,6 +70,7 @@ class NamingEmulator(kmock.KubernetesEmulator):
 
 
 class Rig(Cluster):
+    metrics_url: str
     client: httpx.AsyncClient
     api: Service
     dispatcher: Service
@@ -124,7 +125,12 @@ async def rig(
             "RATE_LIMIT_PER_MINUTE": "1000000",
             "RATE_LIMIT_BURST": "100000",
         }
-        services = [Service("operator", env).start(), Service("api", env).start(), Service("dispatcher", env).start()]
+        dispatcher_env = {**env, "METRICS_PORT": str(free_port())}  # its own port: the operator's is off
+        services = [
+            Service("operator", env).start(),
+            Service("api", env).start(),
+            Service("dispatcher", dispatcher_env).start(),
+        ]
         triton = grpcclient.InferenceServerClient(own_triton.grpc_url)
         try:
             await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/api/v1/health", 60, services[1])
@@ -143,6 +149,7 @@ async def rig(
                     services[0],
                 )
                 rig.client, rig.api, rig.dispatcher = client, services[1], services[2]
+                rig.metrics_url = f"http://127.0.0.1:{dispatcher_env['METRICS_PORT']}/metrics"
                 yield rig
         finally:
             stop_all(services)
@@ -241,6 +248,11 @@ async def test_a_shadow_version_changes_no_clients_result_and_reports_full_agree
     compared = await eventually(agreement, 120, lambda: f"{seen}; {rig.dispatcher.output()[-2000:]}")
     assert (compared["mode"], compared["reference"], compared["agreement"]) == ("shadow", "shadow-v1", 1.0)
     assert compared["compared"] == 12  # each shadowed job once
+    scraped = (await rig.client.get(rig.metrics_url)).text  # Prometheus says the same
+    pair = 'alias="shadowed",candidate="shadow-v2",reference="shadow-v1"'
+    assert f"aic_model_comparisons_total{{{pair}}} 12.0" in scraped
+    assert f"aic_model_comparison_top1_agreements_total{{{pair}}} 12.0" in scraped
+    assert 'aic_model_version_jobs_total{alias="shadowed",version="shadow-v2"} 12.0' in scraped
     as_client = (await rig.client.get("/models", headers={"X-API-Key": CLIENT_KEY})).json()
     assert set(as_client) == {"models", "default"}  # weights, shadows and rollouts are for the admin role
     assert compared["top5Overlap"] == 1.0 and compared["errors"] == 0
