@@ -165,6 +165,12 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
     return delete(args.names)
 
 
+def cmd_models_status(args: argparse.Namespace) -> int:
+    from aic_operator.local import status
+
+    return status(args.json)
+
+
 def cmd_models_register(args: argparse.Namespace) -> int:
     from aic_operator.register import register
 
@@ -294,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     remove = models.add_parser("delete", help="unload ModelVersions and remove their files and routes")
     remove.add_argument("names", nargs="+", help="ModelVersion names")
     remove.set_defaults(func=cmd_models_delete)
+    show = models.add_parser("status", help="weights, shadows' agreement and rollouts, from Redis (last 15 min)")
+    show.add_argument("--json", action="store_true", help="the same as GET /models shows an admin")
+    show.set_defaults(func=cmd_models_status)
     register = models.add_parser("register", help="make the models of a built repository ModelVersions of a cluster")
     register.add_argument("repository", help="a model repository (what `aic model build --repository` wrote)")
     register.add_argument(

@@ -15,6 +15,7 @@ import kopf
 from aic.store.connection import connect
 from aic.store.routes import RouteStore
 
+from aic_operator import rollout_handlers  # also registers the rollout timer with kopf
 from aic_operator.config import GROUP, PLURAL, VERSION, load_config
 from aic_operator.metrics import reconciling
 from aic_operator.reconcile import ReconcileError, Reconciler
@@ -84,10 +85,10 @@ async def resync(name: str, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo,
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 @reconciling("delete")
-async def delete(name: str, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def delete(name: str, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     reconciler: Reconciler = memo.reconciler
     try:
-        await reconciler.delete(name)
+        await reconciler.delete(name, restore=rollout_handlers.overridden(body))
     except ReconcileError as exc:
         raise kopf.TemporaryError(exc.status.message, delay=TEMPORARY_DELAY_S) from None
     logger.info("model %s unloaded and removed", name)
@@ -112,6 +113,8 @@ async def _apply(
 def _report(status: Status, current: kopf.Status, patch: kopf.Patch) -> None:
     """Patch the status only where it changed: a resync of a healthy model writes nothing."""
     wanted = status.as_dict(previous=current.get("conditions") or [])
+    own = {condition["type"] for condition in wanted["conditions"]}  # others' (the rollout's) are kept
+    wanted["conditions"] += [c for c in current.get("conditions") or [] if c.get("type") not in own]
     changes = {key: value for key, value in wanted.items() if current.get(key) != value}
     if changes:
         patch.status.update(changes)

@@ -15,6 +15,7 @@ from typing import Any
 
 from aic.core.modelspec import InvalidSpec, ModelSpec
 from aic.modelrepo import writer
+from aic.store.evidence import EvidenceStore
 from aic.store.routes import RouteStore
 
 from aic_operator import artifacts
@@ -44,6 +45,7 @@ class Reconciler:
         self.config = config
         self.fleet = fleet
         self.routes = routes
+        self.evidence = EvidenceStore(routes.redis)
         self._locks: dict[str, asyncio.Lock] = {}
         self._refused: dict[str, int | None] = {}
         """Models whose spec failed permanently, by the generation that failed: only a spec change helps."""
@@ -79,15 +81,33 @@ class Reconciler:
             if status.ready_replicas == 0:
                 raise self._refuse(status, permanent=status.reason == "LoadFailed")
             self._refused.pop(name, None)
-            await self.routes.publish(model, parsed.traffic.weight)
+            await self._publish(model, parsed)
             # Degraded (served, some replicas missing) is a status, not an error: the resync timer loads it
             # on the missing replicas as they come up.
             return status
 
-    async def delete(self, name: str) -> None:
-        """Withdraw routes first (no new jobs for it), then unload everywhere, then remove the files."""
+    async def _publish(self, model: ModelSpec, parsed: ModelVersionSpec) -> None:
+        """Routes, and what the version is compared with. A shadow never serves (weight 0); a version with a
+        rollout starts at weight 0 and the rollout (``aic_operator.rollout``) moves it from there."""
+        shadow = parsed.traffic.shadow
+        weight = 0 if shadow is not None else parsed.traffic.weight
+        await self.routes.publish(model, weight, "init:0" if parsed.rollout is not None else "")
+        if shadow is not None:
+            rule = {"mode": "shadow", "percent": shadow.percent, "aliases": list(model.aliases)}
+            await self.evidence.set_comparison(model.name, rule)
+        elif parsed.rollout is None:
+            await self.evidence.set_comparison(model.name, None)
+
+    async def delete(self, name: str, restore: tuple[str, ...] = ()) -> None:
+        """Withdraw routes first (no new jobs for it), then unload everywhere, then remove the files.
+
+        ``restore``: versions a rollout of this one had overridden: they get their requested weights back
+        before this one stops serving, so its aliases stay served."""
         async with self._locks.setdefault(name, asyncio.Lock()):
+            for other in restore:
+                await self.routes.override(other, None)
             await self.routes.withdraw(name)
+            await self.evidence.forget([name])
             replicas = await self.fleet.unload(name)
             unreachable = [r.url for r in replicas if not r.reachable]
             if unreachable:

@@ -141,9 +141,17 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     """What clients pass as ``model_version``."""
 
 
-class ModelsResponse(msgspec.Struct, kw_only=True):
+class ModelsResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     models: list[ModelInfo]
     default: str
+    versions: list[dict[str, Any]] | None = None
+    """Admin role only: each alias's versions, their published (effective), requested weights and the last
+    15 minutes' jobs, errors and p95 latency."""
+    comparisons: list[dict[str, Any]] | None = None
+    """Admin role only: shadows and rollout mirrors, with the last 15 minutes' top-1 agreement, top-5 overlap,
+    confidence delta and errors."""
+    rollouts: list[dict[str, Any]] | None = None
+    """Admin role only: each rollout's status (phase, step, effectiveWeight, lastAnalysis, message)."""
 
 
 class ProbeResponse(msgspec.Struct, kw_only=True):

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
+from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
 from aic.core.errors import ImageValidationError
@@ -38,8 +39,10 @@ from aic.dispatch.health import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, PULSE_S, Heal
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
+from aic.dispatch.versions import Served, Versions, VersionSettings
 from aic.store.connection import UNAVAILABLE
 from aic.store.deadlines import TIMEOUT_MESSAGE, DeadlineSweep
+from aic.store.evidence import EvidenceStore
 from aic.store.jobs import Job
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
@@ -149,6 +152,9 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
         self.stats = stats
         self.deadlines = DeadlineSweep(jobs.redis)
+        self.versions = Versions(
+            EvidenceStore(routes.redis), runner, self.specs.spec, self.pool, settings_mod.load(VersionSettings)
+        )
         self.completed = 0
         self.failed = 0
         self.health = health or Health(settings.loop_stall_s)
@@ -181,7 +187,13 @@ class Dispatcher:
         # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
         # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
         with telemetry.untraced():
-            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics(), self._sweep_deadlines())
+            background = (
+                self._heartbeat(),
+                self._renew_leases(),
+                self._queue_metrics(),
+                self._sweep_deadlines(),
+                self.versions.run(),
+            )
             helpers = [asyncio.create_task(helper) for helper in background]
             concurrency = max(1, self.settings.dispatcher_concurrency)
             loops = [asyncio.create_task(self._loop()) for _ in range(concurrency)]
@@ -333,13 +345,16 @@ class Dispatcher:
                 metrics.TRITON_ERRORS.labels(spec.name, kind).inc()
                 attempt += 1
                 if not exc.retryable:
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.MODEL_ERROR, dead_letter=True)
                     return None
                 if exc.outage:  # Triton down: wait for it, up to the outage deadline
                     if time.monotonic() > outage_deadline:
+                        self.versions.failed(spec, [w.job.model_version for w in work])
                         await self._fail(work, f"Triton unavailable: {exc}", ErrorCode.TIMEOUT, dead_letter=True)
                         return None
                 elif not self.retry.retries_left(attempt):
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.TIMEOUT, dead_letter=True)
                     return None
                 delay = self.retry.delay_s(attempt)
@@ -365,7 +380,8 @@ class Dispatcher:
             if late:  # its deadline passed during the call: the late result is discarded, the job times out
                 await self._fail([item for item in work if item.job.job_id in late], TIMEOUT_MESSAGE, ErrorCode.TIMEOUT)
             completions = []
-            for item, predictions in zip(work, top_k(logits, spec), strict=True):
+            answers = top_k(logits, spec)
+            for item, predictions in zip(work, answers, strict=True):
                 if item.job.job_id in late:
                     continue
                 result = ClassificationResult(
@@ -381,6 +397,14 @@ class Dispatcher:
             with _tracer.start_as_current_span("store results", attributes={"aic.jobs": len(work)}):
                 await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, same trip
             stored = time.perf_counter()
+        # only now, with every result stored: the evidence counts and any shadow/mirror run (never awaited); a job
+        # whose late result was discarded is no answer a client saw
+        served = [
+            Served(w.job.job_id, w.job.model_version, w.image, w.tensor, p)
+            for w, p in zip(work, answers, strict=True)
+            if w.job.job_id not in late
+        ]
+        self.versions.answered(spec, served, inferred - began)
         self.completed += len(completions)
         for item in work:
             if item.job.job_id not in late:

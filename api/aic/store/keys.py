@@ -98,6 +98,36 @@ MODEL_WEIGHTS: Final = "models:weights"
 """Hash: alias -> JSON {Triton model name: traffic weight}. Dispatchers split an alias's traffic by these
 weights; ``models:routes`` always names the heaviest of them (one script writes both)."""
 
+MODEL_REQUESTED: Final = "models:requested"
+"""Hash: Triton model name -> the weight its publisher asked for (the ModelVersion's ``traffic.weight``)."""
+MODEL_OVERRIDES: Final = "models:overrides"
+"""Hash: Triton model name -> the weight a progressive rollout publishes instead of the requested one (-1: the
+requested one). Written by the same script as the routes; removed with the model."""
+MODEL_COMPARE: Final = "models:compare"
+"""Hash: Triton model name -> JSON comparison it takes part in as the candidate (a shadow, or a rollout's canary
+mirrored onto its previous version): ``{"mode", "percent", "aliases", "reference"}``. One key, written outside
+any job's script; dispatchers read it every few seconds."""
+MODEL_ROLLOUTS: Final = "models:rollouts"
+"""Hash: Triton model name -> JSON of its rollout's status (what ``status.rollout`` of its ModelVersion says),
+for ``aic models status`` and ``GET /models`` without a cluster API."""
+
+EVIDENCE_BUCKET_S: Final = 10
+"""Width of one evidence bucket: a rollout's analysis reads whole buckets, so a step's window may take in up
+to this much of the step before it."""
+EVIDENCE_TTL_S: Final = 6 * 3600
+"""Evidence expires after this long: a rollout step's analysis window is capped to it."""
+
+
+def evidence_outcomes(alias: str, model: str, bucket: int) -> str:
+    """Hash: jobs, errors and latency histogram of one (alias, model version) in one bucket (its start, s)."""
+    return f"models:evidence:{alias}:{model}:{bucket}"
+
+
+def evidence_agreement(alias: str, candidate: str, reference: str, bucket: int) -> str:
+    """Hash: how a candidate's answers compared with a reference version's on the same jobs, in one bucket."""
+    return f"models:agreement:{alias}:{candidate}:{reference}:{bucket}"
+
+
 # -- webhooks -------------------------------------------------------------------------------------------------
 
 WEBHOOK_OUTBOX: Final = "webhooks:outbox"
