@@ -70,6 +70,18 @@ class ServiceUnavailableError(AppError):
     error_code = ErrorCode.SERVICE_UNAVAILABLE
 
 
+class StoreError(ServiceUnavailableError):
+    """A store call failed: Redis refused a command, or Redis or the object store did not answer. The one
+    exception that leaves ``aic.store`` (redis-py's and obstore's own never do): its cause is chained."""
+
+    def __init__(self, detail: str = "A dependency is unavailable; retry later", *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class StoreUnavailable(StoreError):
+    """Redis or the object store is unreachable (refused, reset, timed out): wait and retry, or answer 503."""
+
+
 class ModelError(AppError):
     status_code = 500
     error_code = ErrorCode.MODEL_ERROR

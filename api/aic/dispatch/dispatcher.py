@@ -28,7 +28,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
-from aic.core.errors import ImageValidationError
+from aic.core.errors import ImageValidationError, StoreUnavailable
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
 from aic.core.settings import DispatcherSettings
@@ -37,7 +37,6 @@ from aic.dispatch import metrics, preprocess
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
-from aic.store.connection import UNAVAILABLE
 from aic.store.jobs import Job
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
@@ -158,7 +157,7 @@ class Dispatcher:
             try:
                 await self.queue.ensure_groups()
                 break
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("waiting for redis: %s", exc)
                 await asyncio.sleep(1.0)
         log.info("dispatcher %s reading every priority queue", self.worker_id)
@@ -185,7 +184,7 @@ class Dispatcher:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            with contextlib.suppress(*UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable):
                 await self.heartbeats.gone(self.worker_id)
             self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -196,7 +195,7 @@ class Dispatcher:
                 entries = await self.intake.next_batch()
                 if entries:
                     await self._process(entries)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 self.intake.retry_later(entries)  # still pending for us: take them again once redis is back
                 await asyncio.sleep(1.0)
@@ -417,7 +416,7 @@ class Dispatcher:
             try:
                 for info in await self.stats.infos():  # one round trip for every priority
                     metrics.record_queue(info)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.debug("queue metrics: redis unavailable: %s", exc)
             await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
 
@@ -442,7 +441,7 @@ class Dispatcher:
                 await self.heartbeats.beat(self.worker_id, body)
                 metrics.READY.set(0 if problems else 1)
                 metrics.IN_FLIGHT.set(self.intake.count())
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the heartbeat must outlive any one bad round: without it the dispatcher looks gone
                 log.exception("heartbeat failed")
@@ -453,5 +452,5 @@ class Dispatcher:
             await asyncio.sleep(self.settings.lease_ms / 3000)
             try:
                 await self.intake.renew()
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)

@@ -24,7 +24,13 @@ from opentelemetry.trace import StatusCode
 
 from aic.core import telemetry
 from aic.core.enums import JobStatus, Priority
-from aic.core.errors import BadRequestError, ImageValidationError, JobNotFoundError, RequestValidationError
+from aic.core.errors import (
+    BadRequestError,
+    ImageValidationError,
+    JobNotFoundError,
+    RequestValidationError,
+    StoreUnavailable,
+)
 from aic.core.schemas import ClassificationResponse, ClassificationResult
 from aic.core.settings import ApiSettings, QueueSettings
 from aic.core.webhooks import DEFAULT_EVENTS, EVENTS
@@ -32,7 +38,6 @@ from aic.http import images, uploads
 from aic.http.observe import JOBS_SUBMITTED
 from aic.live.follow import wait_for_jobs
 from aic.live.hub import EventHub
-from aic.store.connection import UNAVAILABLE
 from aic.store.idempotency import IdempotencyStore, replay_missing
 from aic.store.jobs import Job, JobStore, NewJob
 from aic.store.routes import RouteStore
@@ -251,7 +256,7 @@ class Submitter:
             return [accepted(job, result) for job, result in await self.jobs.with_results(job_ids, tenant)], answer
         except JobNotFoundError:
             raise replay_missing() from None
-        except UNAVAILABLE:
+        except StoreUnavailable:
             if not fresh:
                 raise  # nothing was accepted by this request: a 503 is the truth
             return [accepted(job) for job in created], answer
