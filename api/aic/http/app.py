@@ -18,7 +18,7 @@ from litestar.routes import HTTPRoute
 from litestar.types import ControllerRouterHandler
 
 from aic.core import settings as settings_mod
-from aic.core.settings import ApiSettings, QueueSettings, RedisSettings, WebhookSettings
+from aic.core.settings import ApiSettings, ObjectStoreSettings, QueueSettings, RedisSettings, WebhookSettings
 from aic.http import errors
 from aic.http.auth import ApiKeyMiddleware, FailureThrottle, KeyRing
 from aic.http.controllers.account import AccountController
@@ -39,6 +39,7 @@ from aic.store.connection import Probe, connect
 from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
+from aic.store.objects import connect_uploads
 from aic.store.queue import QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
@@ -65,7 +66,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
         state = app.state
-        state.job_store = JobStore(redis)
+        state.job_store = JobStore(redis, connect_uploads(settings_mod.load(ObjectStoreSettings)))
         state.routes = RouteStore(redis)
         state.queue_stats = QueueStats(redis)
         state.heartbeats = Heartbeats(redis)

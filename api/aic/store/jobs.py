@@ -26,6 +26,8 @@ from aic.core.schemas import JobStatusResponse
 from aic.core.settings import QueueSettings
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts
+from aic.store.connection import guard, guarded
+from aic.store.objects import Uploads, upload_path
 
 ESTIMATE_BASE_S = 30.0  # seed 5.1: base processing time scaled by priority
 
@@ -51,6 +53,8 @@ class Job:
     tracestate: str | None = None
     attempts: int = 0
     image_metadata: dict[str, Any] = field(default_factory=dict)
+    upload: str | None = None
+    """The upload's path in the object store (``aic.store.objects``); None: its bytes are in Redis."""
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Job:
@@ -73,6 +77,7 @@ class Job:
             tracestate=h.get("tracestate") or None,
             attempts=int(h.get("attempts", 0)),
             image_metadata=json.loads(h.get("image_metadata") or "{}"),
+            upload=h.get("upload") or None,
         )
 
     def status_response(self) -> JobStatusResponse:
@@ -95,6 +100,7 @@ class Job:
         return msgspec.json.encode(body)
 
 
+@guard
 async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
     """Each job's status (None: gone), in order, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -125,11 +131,14 @@ class NewJob:
     the job's id when it ends; empty: nobody waits that way."""
 
 
+@guarded
 class JobStore:
     """The API's side of jobs. One per process, sharing the process's connection pool."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, uploads: Uploads | None = None) -> None:
         self.redis = redis
+        self.uploads = uploads
+        """With an object store: uploads are written there first, and the jobs keep their paths."""
         self._cancel = scripts.register(redis, "cancel")
         self._retry = scripts.register(redis, "retry")
         self._create = scripts.register(redis, "create")
@@ -139,7 +148,9 @@ class JobStore:
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction.
+        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction. With an
+        object store the uploads are written there first (StoreUnavailable: no job was created) and Redis gets
+        their paths; a refusal deletes them again (a crash in between leaves them to the sweep).
         """
         queue = queue or QueueSettings()
         aliases = {new.model_version for new in new_jobs}
@@ -147,6 +158,11 @@ class JobStore:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
         jobs: list[Job] = []
+        stored = {new.job_id: new.image for new in new_jobs}
+        if self.uploads is not None:
+            paths = {new.job_id: upload_path(new.tenant, new.job_id) for new in new_jobs}
+            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs])
+            stored = {job_id: path.encode() for job_id, path in paths.items()}
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
         args += [keys.JOB_STATUS_TTL_S, keys.JOB_METADATA_TTL_S]
@@ -165,6 +181,7 @@ class JobStore:
                 traceparent=new.traceparent,
                 tracestate=new.tracestate,
                 image_metadata=new.image_metadata,
+                upload=stored[new.job_id].decode() if self.uploads is not None else None,
             )
             record = {
                 "job_id": job.job_id,
@@ -186,6 +203,8 @@ class JobStore:
             }
             if new.waiter:
                 record["waiter"] = new.waiter
+            if job.upload:
+                record["upload"] = job.upload
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))
@@ -194,10 +213,12 @@ class JobStore:
             jobs.append(job)
         async with self.redis.pipeline(transaction=True) as pipe:
             for new in new_jobs:
-                pipe.set(keys.job_image(new.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
+                pipe.set(keys.job_image(new.job_id), stored[new.job_id], ex=keys.JOB_IMAGE_TTL_S)
             await self._create(keys=job_keys, args=args, client=pipe)
             reply = (await scripts.execute(self.redis, pipe))[-1]
         outcome = [_text(part) for part in reply]
+        if outcome[0] != "ok":
+            await self.delete_uploads(jobs)
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"
             raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")
@@ -258,12 +279,21 @@ class JobStore:
             keys.WEBHOOK_OUTBOX,
         ]
         outcome = _text(await self._cancel(keys=job_keys, args=[event, now, keys.JOB_RESULT_TTL_S]))
+        if outcome == "ok":
+            await self.delete_uploads([job])
         if outcome == "":
             raise JobNotFoundError(job.job_id)
         if outcome != "ok":
             raise JobEndedError(
                 f"Job already {outcome}: only pending or processing jobs can be cancelled", status=outcome
             )
+
+    async def delete_uploads(self, jobs: Sequence[Job]) -> None:
+        """Delete the upload objects of jobs that no longer need them (ended, cancelled, purged), best effort: one
+        left behind is the sweep's. Call it after the step that ended the jobs, never before. A no-op for uploads
+        kept in Redis (the job's own keys hold them)."""
+        if self.uploads is not None:
+            await self.uploads.delete([job.upload for job in jobs if job.upload])
 
     async def retry_dead(self, job: Job) -> None:
         """Put a dead-lettered job whose upload is still stored back on its queue (and out of the dead letters).

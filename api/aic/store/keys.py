@@ -31,7 +31,12 @@ def job_result(job_id: str) -> str:
 
 
 def job_image(job_id: str) -> str:
+    """The job's upload: its bytes, or with an object store (``aic.store.objects``) the object's path."""
     return f"job:{{{job_id}}}:image"
+
+
+UPLOAD_SWEEP_LOCK: Final = "uploads:sweep"
+"""Held (expiring) by the dispatcher that sweeps stray upload objects this interval: one sweep for all."""
 
 
 def job_metadata(job_id: str) -> str:

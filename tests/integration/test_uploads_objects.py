@@ -1,0 +1,205 @@
+"""Uploads by reference (OBJECT_STORE_URL): the store against a real Redis and a ``file://`` store, then the product
+against moto's S3 server: no image bytes in Redis, each object deleted once its job no longer needs it, strays swept,
+and a store away answered with 503 and nothing half made."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aic.core.enums import Priority
+from aic.core.errors import BadRequestError, StoreUnavailable
+from aic.core.settings import ObjectStoreSettings, RedisSettings
+from aic.local.triton import LocalTriton
+from aic.store import keys
+from aic.store.connection import connect
+from aic.store.jobs import JobStore, NewJob
+from aic.store.objects import Uploads, connect_uploads
+from aic.store.queue import QueueConsumer
+from aic.store.transitions import Completion, JobTransitions
+from conftest import Stack, WebhookCA, running_stack
+from helpers import jpeg, submit, wait_done
+from redis.asyncio import Redis
+from stack import RunningRedis
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
+    client = connect(RedisSettings(redis_url=own_redis.url))
+    await client.flushdb()
+    await client.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def uploads(tmp_path: Path) -> Uploads:
+    found = connect_uploads(ObjectStoreSettings(object_store_url=f"file://{tmp_path}/uploads"))
+    assert found is not None
+    return found
+
+
+def stored(root: Path) -> set[str]:
+    """Every object of a ``file://`` store, as ``<tenant>/<job id>``."""
+    return {str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()}
+
+
+def new_job(tenant: str = "acme", image: bytes = b"pixels") -> NewJob:
+    return NewJob(str(uuid.uuid4()), tenant, image, {"format": "JPEG"}, Priority.HIGH, "latest")
+
+
+async def taken_jobs(redis: Redis, transitions: JobTransitions) -> list[Completion]:
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
+    return [Completion(t.job, t.entry, b"{}") for t in await transitions.take(entries) if t.job and t.image]
+
+
+async def test_redis_keeps_the_path_and_the_dispatcher_reads_the_bytes(
+    redis: Redis, uploads: Uploads, tmp_path: Path
+) -> None:
+    store, transitions = JobStore(redis, uploads), JobTransitions(redis, uploads)
+    job = new_job(tenant="team/a b", image=b"\xff\xd8 the photo")
+    [created] = await store.create([job])
+    assert stored(tmp_path / "uploads") == {f"team%2Fa%20b/{job.job_id}"}, "one path segment per tenant"
+    assert await redis.get(keys.job_image(job.job_id)) == f"team%2Fa%20b/{job.job_id}".encode()
+    assert created.upload == f"team%2Fa%20b/{job.job_id}"
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
+    [taken] = await transitions.take(entries)
+    assert taken.image == b"\xff\xd8 the photo"
+
+
+async def test_completion_and_failure_delete_the_object_and_a_dead_letter_keeps_it_for_its_retry(
+    redis: Redis, uploads: Uploads, tmp_path: Path
+) -> None:
+    store, transitions = JobStore(redis, uploads), JobTransitions(redis, uploads)
+    done, failed, dead = new_job(), new_job(), new_job()
+    await store.create([done, failed, dead])
+    held = {item.job.job_id: item for item in await taken_jobs(redis, transitions)}
+    await transitions.complete([held[done.job_id]])
+    await transitions.fail([held[failed.job_id]], "bad image", "INVALID_IMAGE")
+    await transitions.fail([held[dead.job_id]], "no model", "MODEL_ERROR", dead_letter=True)
+    assert stored(tmp_path / "uploads") == {f"acme/{dead.job_id}"}
+    await store.retry_dead(await store.get(dead.job_id))
+    [again] = await taken_jobs(redis, transitions)
+    await transitions.complete([again])
+    assert stored(tmp_path / "uploads") == set()
+
+
+async def test_cancel_deletes_the_object_once_the_job_is_cancelled(
+    redis: Redis, uploads: Uploads, tmp_path: Path
+) -> None:
+    store = JobStore(redis, uploads)
+    job = new_job()
+    await store.create([job])
+    await store.cancel(await store.get(job.job_id))
+    assert stored(tmp_path / "uploads") == set()
+
+
+async def test_a_refused_request_leaves_no_object(redis: Redis, uploads: Uploads, tmp_path: Path) -> None:
+    store = JobStore(redis, uploads)
+    refused = NewJob(str(uuid.uuid4()), "acme", b"pixels", {}, Priority.HIGH, "no-such-model")
+    with pytest.raises(BadRequestError):
+        await store.create([refused])
+    assert stored(tmp_path / "uploads") == set()
+
+
+async def test_the_sweep_deletes_old_objects_no_job_needs_and_keeps_the_rest(
+    redis: Redis, uploads: Uploads, tmp_path: Path
+) -> None:
+    store, root = JobStore(redis, uploads), tmp_path / "uploads"
+    live = new_job()
+    await store.create([live])
+    stray = f"acme/{uuid.uuid4()}"  # written by a submit that crashed before creating its job
+    await uploads.put([(stray, b"pixels")])
+    assert await uploads.sweep(redis, older_than_s=3600) == 0, "young objects may belong to a submit in progress"
+    old = time.time() - 7200
+    for path in root.rglob("*"):
+        if path.is_file():
+            os.utime(path, (old, old))
+    assert await uploads.sweep(redis, older_than_s=3600) == 1
+    assert stored(root) == {f"acme/{live.job_id}"}
+    # one dispatcher of all sweeps per interval
+    assert await JobTransitions(redis, uploads).sweep_uploads(60, 3600) == 0
+    assert await JobTransitions(redis, uploads).sweep_uploads(60, 3600) is None
+
+
+async def test_a_store_away_is_store_unavailable_and_creates_no_job(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens: connections are refused
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    away = connect_uploads(ObjectStoreSettings(object_store_url="s3://uploads/x", object_store_retry_timeout_s=0.5))
+    store, job = JobStore(redis, away), new_job()
+    with pytest.raises(StoreUnavailable) as refused:
+        await store.create([job])
+    assert refused.value.status_code == 503 and int(refused.value.headers["Retry-After"]) >= 1
+    assert not await redis.exists(keys.job_status(job.job_id))
+    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+
+
+# -- the product on S3 (moto) ---------------------------------------------------------------------------------
+
+
+def test_an_upload_is_an_object_and_redis_holds_no_image_bytes(s3_quiet_stack: Stack) -> None:
+    stack, photo = s3_quiet_stack, jpeg()
+    with stack.client() as client:
+        job_id = submit(client, photo).json()["job_id"]
+        assert stack.s3 is not None
+        assert stack.s3.read(stack.s3_prefix, f"acme/{job_id}") == photo
+        r = stack.redis_client()
+        assert r.get(keys.job_image(job_id)) == f"acme/{job_id}".encode()
+        assert r.hget(keys.job_status(job_id), "upload") == f"acme/{job_id}".encode()
+        assert client.delete(f"/jobs/{job_id}").status_code == 200
+    assert not stack.upload_kept(job_id)
+
+
+def test_submit_while_s3_is_away_is_503_with_retry_after_and_makes_nothing(s3_quiet_stack: Stack) -> None:
+    stack, r = s3_quiet_stack, s3_quiet_stack.redis_client()
+    assert stack.s3 is not None
+    queued = r.xlen(keys.queue("normal"))
+    records = len(r.keys("job:*:status"))
+    stack.s3.stop()
+    try:
+        with stack.client() as client:
+            refused = submit(client, jpeg())
+    finally:
+        stack.s3.start()
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "SERVICE_UNAVAILABLE"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (r.xlen(keys.queue("normal")), len(r.keys("job:*:status"))) == (queued, records)
+    with stack.client() as client:
+        accepted = submit(client, jpeg())
+        assert accepted.status_code == 200, accepted.text
+        assert client.delete(f"/jobs/{accepted.json()['job_id']}").status_code == 200
+
+
+def test_a_stack_on_a_file_store_classifies_and_leaves_the_directory_empty(
+    triton_server: LocalTriton, webhook_ca: WebhookCA, tmp_path: Path
+) -> None:
+    root = tmp_path / "shared"
+    env = {"OBJECT_STORE_URL": f"file://{root}"}
+    with running_stack(triton_server, webhook_ca, with_dispatcher=True, **env) as stack, stack.client() as client:
+        job_id = submit(client, jpeg()).json()["job_id"]
+        assert wait_done(client, job_id)["status"] == "completed"
+        assert client.get(f"/result/{job_id}").json()["predictions"]
+        deadline = time.monotonic() + 60
+        while stored(root):  # deleted right after the step that completed the job
+            assert time.monotonic() < deadline, stored(root)
+            time.sleep(0.05)
