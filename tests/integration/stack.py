@@ -3,6 +3,7 @@ answers, else the local ``redis-server``), and the product's own ``aic api`` / `
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -210,6 +211,7 @@ class S3Server:
     def start(self) -> S3Server:
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         return self

@@ -100,9 +100,11 @@ class Uploads:
     async def delete(self, paths: Sequence[str]) -> None:
         """Delete each object, best effort: one the store could not delete now is left to ``sweep``."""
         outcomes = await asyncio.gather(*(self._delete(path) for path in paths), return_exceptions=True)
-        failed = [path for path, outcome in zip(paths, outcomes, strict=True) if isinstance(outcome, Exception)]
-        if failed:
-            log.warning("%d uploads not deleted (left to the sweep): %s", len(failed), outcomes[0])
+        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        if errors:  # obstore's message carries a whole debug dump: its first line says what happened
+            first = (str(errors[0]).splitlines() or [""])[0]
+            kind = type(errors[0]).__name__
+            log.warning("%d uploads not deleted (left to the sweep): %s: %s", len(errors), kind, first)
 
     async def _delete(self, path: str) -> None:
         with contextlib.suppress(*NOT_FOUND):
