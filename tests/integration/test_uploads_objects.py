@@ -10,13 +10,21 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from aic.core.enums import Priority
-from aic.core.errors import BadRequestError, StoreUnavailable
+from aic.core.errors import (
+    BadRequestError,
+    ImageValidationError,
+    JobConflictError,
+    StoreUnavailable,
+    UploadNotFoundError,
+)
 from aic.core.settings import ObjectStoreSettings, RedisSettings
 from aic.local.triton import LocalTriton
 from aic.store import keys
 from aic.store.connection import connect
+from aic.store.direct import HEAD_BYTES, DirectUploads, Reservation
 from aic.store.jobs import JobStore, NewJob
 from aic.store.objects import Uploads, connect_uploads
 from aic.store.queue import QueueConsumer
@@ -24,7 +32,7 @@ from aic.store.transitions import Completion, JobTransitions
 from conftest import Stack, WebhookCA, running_stack
 from helpers import jpeg, submit, wait_done
 from redis.asyncio import Redis
-from stack import RunningRedis
+from stack import RunningRedis, S3Server
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +211,88 @@ def test_a_stack_on_a_file_store_classifies_and_leaves_the_directory_empty(
         while stored(root):  # deleted right after the step that completed the job
             assert time.monotonic() < deadline, stored(root)
             time.sleep(0.05)
+
+
+# -- presigned direct uploads (the store's side) ---------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_uploads(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> tuple[Uploads, str]:
+    """The store's uploads on moto's S3 under a prefix of this test's own, and the prefix."""
+    prefix = f"direct-{uuid.uuid4().hex[:8]}"
+    for name, value in s3.env(prefix).items():
+        monkeypatch.setenv(name, value)
+    found = connect_uploads(ObjectStoreSettings(object_store_url=f"s3://{s3.bucket}/{prefix}"))
+    assert found is not None
+    return found, prefix
+
+
+def put(reservation: Reservation, body: bytes) -> None:
+    answer = httpx.request(reservation.method, reservation.url, content=body, headers=reservation.headers)
+    assert answer.status_code == 200, answer.text
+
+
+async def test_a_presigned_put_becomes_a_job_read_and_deleted_like_any_upload(
+    redis: Redis, s3: S3Server, s3_uploads: tuple[Uploads, str]
+) -> None:
+    uploads, prefix = s3_uploads
+    direct, photo = DirectUploads(redis, uploads, ttl_s=900, max_bytes=1 << 20), jpeg()
+    reservation = await direct.reserve("acme")
+    assert (reservation.method, reservation.max_bytes) == ("PUT", 1 << 20)
+    put(reservation, photo)
+    claimed = await direct.claim("acme", reservation.upload_id)
+    assert (claimed.path, claimed.size) == (f"acme/{reservation.upload_id}", len(photo))
+    assert claimed.head == photo[: len(claimed.head)] and 0 < len(claimed.head) <= HEAD_BYTES
+    job = NewJob(reservation.upload_id, "acme", b"", {"format": "JPEG"}, Priority.HIGH, "latest", upload=claimed.path)
+    await JobStore(redis, uploads).create([job])
+    assert await redis.get(keys.job_image(job.job_id)) == claimed.path.encode()
+    transitions = JobTransitions(redis, uploads)
+    [held] = await taken_jobs(redis, transitions)  # only jobs whose upload was read come back
+    assert held.job.upload == claimed.path
+    await transitions.complete([held])
+    assert s3.keys(prefix) == []
+
+
+async def test_an_upload_id_is_single_use_and_its_tenants_own(redis: Redis, s3_uploads: tuple[Uploads, str]) -> None:
+    uploads, _prefix = s3_uploads
+    direct = DirectUploads(redis, uploads, ttl_s=900, max_bytes=1 << 20)
+    reservation = await direct.reserve("acme")
+    put(reservation, jpeg())
+    with pytest.raises(UploadNotFoundError):
+        await direct.claim("globex", reservation.upload_id)
+    with pytest.raises(UploadNotFoundError):
+        await direct.claim("acme", str(uuid.uuid4()))
+    await direct.claim("acme", reservation.upload_id)
+    with pytest.raises(JobConflictError):
+        await direct.claim("acme", reservation.upload_id)
+
+
+async def test_a_claim_refused_for_its_object_can_be_made_again(redis: Redis, s3_uploads: tuple[Uploads, str]) -> None:
+    uploads, _prefix = s3_uploads
+    direct = DirectUploads(redis, uploads, ttl_s=900, max_bytes=1000)
+    reservation = await direct.reserve("acme")
+    with pytest.raises(BadRequestError, match="Nothing was uploaded"):
+        await direct.claim("acme", reservation.upload_id)
+    put(reservation, b"x" * 1001)
+    with pytest.raises(ImageValidationError, match="exceeds limit of 1000 bytes"):
+        await direct.claim("acme", reservation.upload_id)
+    put(reservation, b"x" * 1000)
+    assert (await direct.claim("acme", reservation.upload_id)).size == 1000
+
+
+async def test_the_sweep_keeps_a_reserved_upload_until_its_reservation_ends(
+    redis: Redis, s3: S3Server, s3_uploads: tuple[Uploads, str]
+) -> None:
+    uploads, prefix = s3_uploads
+    direct = DirectUploads(redis, uploads, ttl_s=900, max_bytes=1 << 20)
+    reservation = await direct.reserve("acme")
+    put(reservation, jpeg())
+    assert await uploads.sweep(redis, older_than_s=-60) == 0  # every object counts as old here
+    await redis.delete(keys.direct_upload(reservation.upload_id))  # the reservation expired unused
+    assert await uploads.sweep(redis, older_than_s=-60) == 1
+    assert s3.keys(prefix) == []
+
+
+async def test_a_file_store_signs_no_url_and_says_so(redis: Redis, uploads: Uploads) -> None:
+    with pytest.raises(BadRequestError, match="need an S3, GCS or Azure"):
+        await DirectUploads(redis, uploads, ttl_s=900, max_bytes=1 << 20).reserve("acme")

@@ -47,6 +47,17 @@ class JobNotFoundError(AppError):
         super().__init__(f"Job not found: {job_id}")
 
 
+class UploadNotFoundError(AppError):
+    """An upload id that is unknown, expired or another tenant's (all answered alike). An upload id is the id of the
+    job its submit creates, hence the job's error code."""
+
+    status_code = 404
+    error_code = ErrorCode.JOB_NOT_FOUND
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"Upload not found: {upload_id}")
+
+
 class JobConflictError(AppError):
     status_code = 409
     error_code = ErrorCode.CONFLICT

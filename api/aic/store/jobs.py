@@ -126,6 +126,9 @@ class NewJob:
     traceparent: str | None = None
     """W3C trace context of the job's enqueue span: the dispatcher continues the trace from it."""
     tracestate: str | None = None
+    upload: str | None = None
+    """The path of an object already in the object store (a claimed direct upload, ``aic.store.direct``; its
+    ``job_id`` is the upload id): nothing is written, ``image`` is ignored."""
     waiter: str = ""
     """The inbox channel of the API process that waits for the job to end (``Prefer: wait``; ``aic.live.hub``), told
     the job's id when it ends; empty: nobody waits that way."""
@@ -160,8 +163,8 @@ class JobStore:
         jobs: list[Job] = []
         stored = {new.job_id: new.image for new in new_jobs}
         if self.uploads is not None:
-            paths = {new.job_id: upload_path(new.tenant, new.job_id) for new in new_jobs}
-            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs])
+            paths = {new.job_id: new.upload or upload_path(new.tenant, new.job_id) for new in new_jobs}
+            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs if new.upload is None])
             stored = {job_id: path.encode() for job_id, path in paths.items()}
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
@@ -217,8 +220,8 @@ class JobStore:
             await self._create(keys=job_keys, args=args, client=pipe)
             reply = (await scripts.execute(self.redis, pipe))[-1]
         outcome = [_text(part) for part in reply]
-        if outcome[0] != "ok":
-            await self.delete_uploads(jobs)
+        if outcome[0] != "ok":  # what this call wrote goes again; a direct upload stays for another submit
+            await self.delete_uploads([job for job, new in zip(jobs, new_jobs, strict=True) if new.upload is None])
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"
             raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")

@@ -22,9 +22,10 @@ from urllib.parse import quote, unquote, urlsplit
 
 import obstore
 from obstore.exceptions import NotFoundError
-from obstore.store import LocalStore, from_url
+from obstore.store import AzureStore, GCSStore, LocalStore, S3Store, from_url
 from redis.asyncio import Redis
 
+from aic.core.errors import StoreUnavailable
 from aic.core.settings import ObjectStoreSettings
 from aic.store import keys
 from aic.store.connection import boundary
@@ -110,6 +111,28 @@ class Uploads:
         with contextlib.suppress(*NOT_FOUND):
             await obstore.delete_async(self.store, path)
 
+    async def sign_put(self, path: str, ttl_s: float) -> str | None:
+        """A presigned PUT URL to ``path``, valid ``ttl_s``; None where the store cannot sign (``file://``)."""
+        if not isinstance(self.store, S3Store | GCSStore | AzureStore):  # what obstore can sign for
+            return None
+        with boundary():
+            return await obstore.sign_async(self.store, "PUT", path, timedelta(seconds=ttl_s))
+
+    async def size(self, path: str) -> int | None:
+        """The object's size from a HEAD (None: nothing there)."""
+        try:
+            with boundary():
+                return int((await obstore.head_async(self.store, path))["size"])
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, NOT_FOUND):
+                return None
+            raise
+
+    async def first_bytes(self, path: str, length: int) -> bytes:
+        """The object's first ``length`` bytes (at most its size), without reading the rest."""
+        with boundary():
+            return bytes(await obstore.get_range_async(self.store, path, start=0, length=length))
+
     async def sweep(self, redis: Redis, older_than_s: float) -> int:
         """Delete objects older than ``older_than_s`` whose job no longer needs them (no ``job:{id}:image``): strays
         of a crash between writing an upload and creating its job, or between a job's end and the object's delete,
@@ -122,8 +145,9 @@ class Uploads:
                 if not old:
                     continue
                 async with redis.pipeline(transaction=False) as pipe:
-                    for path in old:
-                        pipe.exists(keys.job_image(path.rsplit("/", 1)[-1]))
+                    for path in old:  # needed by its job, or reserved for a submit (a direct upload)
+                        job_id = path.rsplit("/", 1)[-1]
+                        pipe.exists(keys.job_image(job_id), keys.direct_upload(job_id))
                     needed = await pipe.execute()
                 strays = [path for path, exists in zip(old, needed, strict=True) if not exists]
                 await self.delete(strays)
