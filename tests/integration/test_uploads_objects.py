@@ -296,3 +296,13 @@ async def test_the_sweep_keeps_a_reserved_upload_until_its_reservation_ends(
 async def test_a_file_store_signs_no_url_and_says_so(redis: Redis, uploads: Uploads) -> None:
     with pytest.raises(BadRequestError, match="need an S3, GCS or Azure"):
         await DirectUploads(redis, uploads, ttl_s=900, max_bytes=1 << 20).reserve("acme")
+
+
+async def test_a_dispatcher_without_the_object_store_leaves_such_jobs_waiting(redis: Redis, uploads: Uploads) -> None:
+    job = new_job()
+    await JobStore(redis, uploads).create([job])
+    consumer = QueueConsumer(redis, "test")
+    await consumer.ensure_groups()
+    entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
+    with pytest.raises(StoreUnavailable, match="no OBJECT_STORE_URL"):
+        await JobTransitions(redis).take(entries)  # never the path taken for an image

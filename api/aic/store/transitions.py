@@ -14,6 +14,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
+from aic.core.errors import StoreUnavailable
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts
 from aic.store.connection import guarded
@@ -71,6 +72,9 @@ class JobTransitions:
         raws = replies[::2]
         jobs = [Job.from_hash(raw) if entry.job_id and raw else None for entry, raw in zip(entries, raws, strict=True)]
         images: list[bytes | None] = replies[1::2]
+        if self.uploads is None and any(job and job.upload for job in jobs):
+            # a misconfigured dispatcher must not read a path as an image: the jobs wait, the log says why
+            raise StoreUnavailable("uploads are in an object store but this process has no OBJECT_STORE_URL")
         if self.uploads is not None:  # a job keeps its object's path as long as it would keep the bytes
             pairs = zip(jobs, images, strict=True)
             paths = [job.upload if job and job.upload and image else None for job, image in pairs]
