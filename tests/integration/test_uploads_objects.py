@@ -29,7 +29,7 @@ from aic.store.jobs import JobStore, NewJob
 from aic.store.objects import Uploads, connect_uploads
 from aic.store.queue import QueueConsumer
 from aic.store.transitions import Completion, JobTransitions
-from conftest import Stack, WebhookCA, running_stack
+from conftest import OTHER_TENANT_KEY, Stack, WebhookCA, running_stack
 from helpers import jpeg, submit, wait_done
 from redis.asyncio import Redis
 from stack import RunningRedis, S3Server
@@ -306,3 +306,76 @@ async def test_a_dispatcher_without_the_object_store_leaves_such_jobs_waiting(re
     entries = (await consumer.read({Priority.HIGH: 10}))[Priority.HIGH]
     with pytest.raises(StoreUnavailable, match="no OBJECT_STORE_URL"):
         await JobTransitions(redis).take(entries)  # never the path taken for an image
+
+
+# -- presigned direct uploads through the API -------------------------------------------------------------------
+
+
+def reserve_and_put(client: httpx.Client, body: bytes) -> str:
+    reservation = client.post("/uploads")
+    assert reservation.status_code == 200, reservation.text
+    answer = reservation.json()
+    assert set(answer) == {"upload_id", "url", "method", "headers", "expires_at", "max_bytes"}
+    put(Reservation(answer["upload_id"], answer["url"], answer["expires_at"], answer["max_bytes"]), body)
+    return str(answer["upload_id"])
+
+
+def test_a_direct_upload_is_classified_by_its_id_from_json_a_form_or_the_query(s3_stack: Stack) -> None:
+    stack, photo = s3_stack, jpeg()
+    with stack.client() as client:
+        by_json = reserve_and_put(client, photo)
+        by_form = reserve_and_put(client, photo)
+        by_query = reserve_and_put(client, photo)
+        answers = [
+            client.post("/classify", json={"upload_id": by_json, "priority": "high", "metadata": {"order": 7}}),
+            client.post("/classify", data={"upload_id": by_form}, files={"unused": ("", b"")}),
+            client.post("/classify", params={"upload_id": by_query}),
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200], [a.text for a in answers]
+        assert [a.json()["job_id"] for a in answers] == [by_json, by_form, by_query]
+        for upload_id in (by_json, by_form, by_query):
+            assert wait_done(client, upload_id)["status"] == "completed"
+            assert client.get(f"/result/{upload_id}").json()["predictions"][0]["class_id"] == 285
+        assert client.get(f"/status/{by_json}", params={"include_metadata": "true"}).json()["metadata"] == {"order": 7}
+    for upload_id in (by_json, by_form, by_query):
+        stack.wait_upload_deleted(upload_id)
+
+
+def test_a_batch_of_direct_uploads_makes_one_job_per_upload_in_order(s3_stack: Stack) -> None:
+    with s3_stack.client() as client:
+        ids = [reserve_and_put(client, jpeg()) for _ in range(2)]
+        answer = client.post("/classify/batch", json={"upload_ids": ids})
+        assert answer.status_code == 200, answer.text
+        assert [job["job_id"] for job in answer.json()["jobs"]] == ids
+        assert [wait_done(client, job_id)["status"] for job_id in ids] == ["completed", "completed"]
+
+
+def test_an_upload_id_is_refused_when_reused_foreign_empty_or_not_an_image(s3_quiet_stack: Stack) -> None:
+    stack = s3_quiet_stack
+    with stack.client() as client, stack.client(key=OTHER_TENANT_KEY) as other:
+        used = reserve_and_put(client, jpeg())
+        first = client.post("/classify", json={"upload_id": used}, headers={"Idempotency-Key": "direct-1"})
+        replay = client.post("/classify", json={"upload_id": used}, headers={"Idempotency-Key": "direct-1"})
+        again = client.post("/classify", json={"upload_id": used})
+        foreign = other.post("/classify", json={"upload_id": reserve_and_put(client, jpeg())})
+        empty = client.post("/classify", json={"upload_id": client.post("/uploads").json()["upload_id"]})
+        text = client.post("/classify", json={"upload_id": reserve_and_put(client, b"just some text, no image")})
+        malformed = client.post("/classify", json={"upload_id": "../../etc/passwd"})
+        both = client.post("/classify", data={"upload_id": used}, files={"file": ("x.jpg", jpeg())})
+        assert client.delete(f"/jobs/{used}").status_code == 200
+    assert first.status_code == 200 and first.json()["job_id"] == used
+    assert (replay.status_code, replay.headers.get("Idempotent-Replayed")) == (200, "true")
+    assert (again.status_code, again.json()["error"]) == (409, "CONFLICT")
+    assert foreign.status_code == 404, foreign.text
+    assert empty.status_code == 400 and "Nothing was uploaded" in empty.json()["detail"]
+    assert (text.status_code, text.json()["error"]) == (400, "INVALID_IMAGE")
+    assert malformed.status_code == 422 and malformed.json()["errors"][0]["field"] == "upload_id"
+    assert both.status_code == 422
+
+
+def test_without_an_object_store_direct_uploads_say_what_they_need(stack: Stack) -> None:
+    with stack.client() as client:
+        reserve = client.post("/uploads")
+        submit_by_id = client.post("/classify", json={"upload_id": str(uuid.uuid4())})
+    assert reserve.status_code == 400 and "OBJECT_STORE_URL" in reserve.json()["detail"]
+    assert submit_by_id.status_code == 400 and "OBJECT_STORE_URL" in submit_by_id.json()["detail"]

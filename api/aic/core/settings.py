@@ -144,6 +144,10 @@ class ObjectStoreSettings:
     """Bound of one request to the object store."""
     object_store_retry_timeout_s: float = 5.0
     """How long one call retries a failing store before it counts as unavailable (a submit then answers 503)."""
+    max_upload_size: int = 50 * 1024 * 1024
+    """Largest image a presigned direct upload may carry (``POST /uploads``; checked from a HEAD at submit)."""
+    upload_url_ttl_s: float = 900.0
+    """How long a presigned upload URL is valid; its upload id can be submitted for as long again."""
     upload_sweep_interval_s: float = 300.0
     """How often one dispatcher (of all) removes stray uploads: objects whose job no longer needs them."""
     upload_stray_age_s: float = 900.0

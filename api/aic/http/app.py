@@ -23,6 +23,7 @@ from aic.http import errors
 from aic.http.auth import ApiKeyMiddleware, FailureThrottle, KeyRing
 from aic.http.controllers.account import AccountController
 from aic.http.controllers.admin import AdminController
+from aic.http.controllers.direct import DirectUploadController
 from aic.http.controllers.health import health, livez, readyz
 from aic.http.controllers.jobs import JobController
 from aic.http.controllers.webhooks import WebhookController
@@ -36,6 +37,7 @@ from aic.http.submissions import Submitter
 from aic.http.tokens import signing_secret
 from aic.live.hub import EventHub
 from aic.store.connection import Probe, connect
+from aic.store.direct import DirectUploads
 from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
@@ -66,7 +68,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
         state = app.state
-        state.job_store = JobStore(redis, connect_uploads(settings_mod.load(ObjectStoreSettings)))
+        object_store = settings_mod.load(ObjectStoreSettings)
+        uploads = connect_uploads(object_store)
+        state.job_store = JobStore(redis, uploads)
         state.routes = RouteStore(redis)
         state.queue_stats = QueueStats(redis)
         state.heartbeats = Heartbeats(redis)
@@ -84,6 +88,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
             routes=state.routes,
             hub=hub,
             settings=api_settings,
+            direct=DirectUploads(redis, uploads, object_store.upload_url_ttl_s, object_store.max_upload_size)
+            if uploads is not None
+            else None,
         )
         await hub.start()
         try:
@@ -107,7 +114,14 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         "api_settings": api_settings,
         "secret_key": signing_secret(api_settings.secret_key),
     }
-    api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
+    api: list[ControllerRouterHandler] = [
+        JobController,
+        AccountController,
+        AdminController,
+        health,
+        WebhookController,
+        DirectUploadController,
+    ]
     app = Litestar(
         route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],
         plugins=tracing_plugins(),

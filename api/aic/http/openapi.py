@@ -16,6 +16,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -102,6 +103,18 @@ def _query_options() -> list[Parameter]:
     return [Parameter(name=name, param_in=ParamType.QUERY, schema=schema) for name, schema in _OPTIONS.items()]
 
 
+_UPLOAD_ID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID, description="An upload_id from POST /uploads")
+
+
+def _by_upload(field: str, schema: Schema) -> tuple[OpenAPIMediaType, Parameter]:
+    """A submit by direct upload (with OBJECT_STORE_URL): a JSON body naming it with the options, or the query."""
+    metadata = Schema(one_of=[_OPTIONS["metadata"], Schema(type=OpenAPIType.OBJECT)])
+    properties: dict[str, Schema | Reference] = {field: schema, **_OPTIONS, "metadata": metadata}
+    body = OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, properties=properties, required=[field]))
+    query_schema = _UPLOAD_ID if field == "upload_id" else Schema(type=OpenAPIType.STRING, description="Comma list")
+    return body, Parameter(name=field, param_in=ParamType.QUERY, schema=query_schema)
+
+
 def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
     """Operation classes of the submit routes by operation id, with this app's file limits."""
 
@@ -109,13 +122,18 @@ def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
     class ClassifyOperation(Operation):
         def __post_init__(self) -> None:
             self.request_body = _form(("file", _BINARY), raw=True)
-            self.parameters = [*(self.parameters or []), *_query_options()]
+            body, parameter = _by_upload("upload_id", _UPLOAD_ID)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(), parameter]
 
     @dataclass
     class BatchOperation(Operation):
         def __post_init__(self) -> None:
             files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
             self.request_body = _form(("files", files))
-            self.parameters = [*(self.parameters or []), *_query_options()]
+            ids = Schema(type=OpenAPIType.ARRAY, items=_UPLOAD_ID, min_items=1, max_items=settings.batch_max_files)
+            body, parameter = _by_upload("upload_ids", ids)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(), parameter]
 
     return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}
