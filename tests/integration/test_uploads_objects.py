@@ -379,3 +379,10 @@ def test_without_an_object_store_direct_uploads_say_what_they_need(stack: Stack)
         submit_by_id = client.post("/classify", json={"upload_id": str(uuid.uuid4())})
     assert reserve.status_code == 400 and "OBJECT_STORE_URL" in reserve.json()["detail"]
     assert submit_by_id.status_code == 400 and "OBJECT_STORE_URL" in submit_by_id.json()["detail"]
+
+
+async def test_an_object_replaced_by_a_larger_one_after_its_submit_is_not_read(tmp_path: Path) -> None:
+    uploads = connect_uploads(ObjectStoreSettings(object_store_url=f"file://{tmp_path}", max_upload_size=1000))
+    assert uploads is not None
+    await uploads.put([("acme/small", b"x" * 1000), ("acme/large", b"x" * 1001)])
+    assert await uploads.get(["acme/small", "acme/large"]) == [b"x" * 1000, b""]

@@ -76,8 +76,11 @@ class Uploads:
     """The uploads of one process's object store. Every call leaves as ``StoreUnavailable`` when the store does not
     answer; "not found" is an answer (None)."""
 
-    def __init__(self, store: ObjectStore) -> None:
+    def __init__(self, store: ObjectStore, max_bytes: int = ObjectStoreSettings.max_upload_size) -> None:
         self.store = store
+        self.max_bytes = max_bytes
+        """Largest object ``get`` reads: a presigned URL stays valid after its submit, so the object a job names
+        may have been replaced by a larger one since the submit checked it."""
 
     async def put(self, items: Sequence[tuple[str, bytes]]) -> None:
         """Write each (path, bytes), concurrently; StoreUnavailable unless every one was written."""
@@ -94,6 +97,9 @@ class Uploads:
             return None
         try:
             found = await obstore.get_async(self.store, path)
+            if found.meta["size"] > self.max_bytes:  # never read into memory: it fails as no image
+                log.warning("upload %s has %d bytes, over %d: not read", path, found.meta["size"], self.max_bytes)
+                return b""
             return bytes(await found.bytes_async())
         except NOT_FOUND:
             return None
@@ -165,4 +171,4 @@ class Uploads:
 def connect_uploads(settings: ObjectStoreSettings) -> Uploads | None:
     """The process's uploads store, when ``OBJECT_STORE_URL`` is set."""
     store = open_store(settings)
-    return Uploads(store) if store is not None else None
+    return Uploads(store, settings.max_upload_size) if store is not None else None
