@@ -20,6 +20,7 @@ from aic.core.settings import (
     ApiSettings,
     DispatcherSettings,
     MetricsSettings,
+    ObjectStoreSettings,
     RedisSettings,
     TritonSettings,
     WebhookSettings,
@@ -56,7 +57,9 @@ async def _dispatch() -> None:
     from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
     from aic.dispatch.health import Health
+    from aic.dispatch.sweep import sweep_uploads
     from aic.store.connection import connect
+    from aic.store.objects import connect_uploads
     from aic.store.queue import QueueConsumer, QueueStats
     from aic.store.routes import RouteStore
     from aic.store.sealing import Sealer
@@ -74,10 +77,12 @@ async def _dispatch() -> None:
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
     worker_id = new_worker_id()
+    object_store = settings_mod.load(ObjectStoreSettings)
+    uploads = connect_uploads(object_store)
     dispatcher = Dispatcher(
         queue=QueueConsumer(redis, worker_id),
         stats=QueueStats(redis),
-        jobs=JobTransitions(redis),
+        jobs=JobTransitions(redis, uploads),
         routes=RouteStore(redis),
         heartbeats=Heartbeats(redis),
         runner=runner,
@@ -90,6 +95,7 @@ async def _dispatch() -> None:
         WebhookStore(redis, Sealer.for_webhooks(webhook_settings)), webhook_settings, consumer=worker_id
     )
     webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
+    sweep_task = asyncio.create_task(sweep_uploads(dispatcher.jobs, object_store)) if uploads else None
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -104,7 +110,9 @@ async def _dispatch() -> None:
         await dispatcher.run()
     finally:
         webhooks.stop()
-        await asyncio.gather(webhook_task, return_exceptions=True)
+        if sweep_task is not None:
+            sweep_task.cancel()
+        await asyncio.gather(webhook_task, *([sweep_task] if sweep_task else []), return_exceptions=True)
         await runner.close()
         await redis.aclose()
 

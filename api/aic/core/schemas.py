@@ -18,6 +18,18 @@ class ClassificationResponse(msgspec.Struct, kw_only=True):
     """Only with ``Prefer: wait=N``, when the job completed within the wait."""
 
 
+class UploadReservation(msgspec.Struct, kw_only=True):
+    """``POST /uploads``: PUT the image to ``url`` (with ``headers``) before ``expires_at``, then submit
+    ``upload_id`` to ``/classify``."""
+
+    upload_id: str
+    url: str
+    method: str
+    headers: dict[str, str]
+    expires_at: str
+    max_bytes: int
+
+
 class BatchResponse(msgspec.Struct, kw_only=True):
     jobs: list[ClassificationResponse]
     """One job per file, in the order the files were sent."""

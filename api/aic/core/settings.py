@@ -132,6 +132,29 @@ class RedisSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectStoreSettings:
+    """Where uploads live while their jobs need them (README "Uploads in an object store")."""
+
+    object_store_url: str | None = None
+    """``s3://bucket/prefix``, ``gs://bucket/prefix``, ``az://container/prefix`` or ``file:///path``: each upload is
+    kept there as ``<prefix>/<tenant>/<job id>`` and its job keeps a reference. Unset: uploads stay in Redis.
+    Credentials come from the store's own variables (``AWS_*`` incl. ``AWS_ENDPOINT_URL``, ``GOOGLE_*``,
+    ``AZURE_*``) or workload identity."""
+    object_store_timeout_s: float = 30.0
+    """Bound of one request to the object store."""
+    object_store_retry_timeout_s: float = 5.0
+    """How long one call retries a failing store before it counts as unavailable (a submit then answers 503)."""
+    max_upload_size: int = 50 * 1024 * 1024
+    """Largest image a presigned direct upload may carry (``POST /uploads``; checked from a HEAD at submit)."""
+    upload_url_ttl_s: float = 900.0
+    """How long a presigned upload URL is valid; its upload id can be submitted for as long again."""
+    upload_sweep_interval_s: float = 300.0
+    """How often one dispatcher (of all) removes stray uploads: objects whose job no longer needs them."""
+    upload_stray_age_s: float = 900.0
+    """Only objects older than this are swept: younger ones may belong to a submit still creating its job."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TritonSettings:
     """The Triton server(s) and the model repository they serve."""
 

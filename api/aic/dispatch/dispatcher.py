@@ -29,7 +29,7 @@ from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
-from aic.core.errors import ImageValidationError
+from aic.core.errors import ImageValidationError, StoreUnavailable
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
 from aic.core.settings import DispatcherSettings
@@ -40,7 +40,6 @@ from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
 from aic.dispatch.versions import Served, Versions, VersionSettings
-from aic.store.connection import UNAVAILABLE
 from aic.store.deadlines import TIMEOUT_MESSAGE, DeadlineSweep
 from aic.store.evidence import EvidenceStore
 from aic.store.jobs import Job
@@ -151,7 +150,7 @@ class Dispatcher:
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
         self.stats = stats
-        self.deadlines = DeadlineSweep(jobs.redis)
+        self.deadlines = DeadlineSweep(jobs.redis, jobs.uploads)
         self.versions = Versions(
             EvidenceStore(routes.redis), runner, self.specs.spec, self.pool, settings_mod.load(VersionSettings)
         )
@@ -180,7 +179,7 @@ class Dispatcher:
             try:
                 await self.queue.ensure_groups()
                 break
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("waiting for redis: %s", exc)
                 await asyncio.sleep(1.0)
         log.info("dispatcher %s reading every priority queue", self.worker_id)
@@ -213,7 +212,7 @@ class Dispatcher:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            with contextlib.suppress(*UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable):
                 await self.heartbeats.gone(self.worker_id)
             self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -224,7 +223,7 @@ class Dispatcher:
                 entries = await self.intake.next_batch()
                 if entries:
                     await self._process(entries)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 self.intake.retry_later(entries)  # still pending for us: take them again once redis is back
                 await asyncio.sleep(1.0)
@@ -467,7 +466,7 @@ class Dispatcher:
             try:
                 for info in await self.stats.infos():  # one round trip for every priority
                     metrics.record_queue(info)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.debug("queue metrics: redis unavailable: %s", exc)
             await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
 
@@ -512,7 +511,7 @@ class Dispatcher:
                 await self.heartbeats.beat(self.worker_id, body)
                 metrics.READY.set(0 if problems else 1)
                 metrics.IN_FLIGHT.set(self.intake.count())
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the heartbeat must outlive any one bad round: without it the dispatcher looks gone
                 log.exception("heartbeat failed")
@@ -525,13 +524,13 @@ class Dispatcher:
             try:
                 for job in await self.deadlines.sweep():
                     metrics.JOBS_FAILED.labels(job.model_version, str(job.priority), str(ErrorCode.TIMEOUT)).inc()
-            except UNAVAILABLE as exc:
-                log.warning("deadline sweep: redis unavailable: %s", exc)
+            except StoreUnavailable as exc:
+                log.warning("deadline sweep: store unavailable: %s", exc)
 
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_ms / 3000)
             try:
                 await self.intake.renew()
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)

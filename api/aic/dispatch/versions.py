@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from aic.core.errors import StoreUnavailable
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import Prediction
 from aic.dispatch import preprocess
 from aic.dispatch.observe_versions import SKIPPED, record_comparison, record_outcome
-from aic.store.connection import UNAVAILABLE
 from aic.store.evidence import EvidenceStore, Tally
 from aic.triton.client import TritonRunner
 from aic.triton.topk import top_k
@@ -230,7 +230,7 @@ class Versions:
         try:
             await self.store.record(tally)
             self.rules = [Rule.of(name, raw) for name, raw in sorted((await self.store.comparisons()).items())]
-        except UNAVAILABLE as exc:
+        except StoreUnavailable as exc:
             log.debug("version evidence: redis unavailable: %s", exc)
             for key, fields in tally.counts.items():  # kept for the next flush
                 for name, count in fields.items():

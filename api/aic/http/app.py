@@ -18,11 +18,12 @@ from litestar.routes import HTTPRoute
 from litestar.types import ControllerRouterHandler
 
 from aic.core import settings as settings_mod
-from aic.core.settings import ApiSettings, QueueSettings, RedisSettings, WebhookSettings
+from aic.core.settings import ApiSettings, ObjectStoreSettings, QueueSettings, RedisSettings, WebhookSettings
 from aic.http import errors
 from aic.http.auth import ApiKeyMiddleware, FailureThrottle, KeyRing
 from aic.http.controllers.account import AccountController
 from aic.http.controllers.admin import AdminController
+from aic.http.controllers.direct import DirectUploadController
 from aic.http.controllers.health import health, livez, readyz
 from aic.http.controllers.jobs import JobController
 from aic.http.controllers.usage import UsageController
@@ -37,10 +38,12 @@ from aic.http.submissions import Submitter
 from aic.http.tokens import signing_secret
 from aic.live.hub import EventHub
 from aic.store.connection import Probe, connect
+from aic.store.direct import DirectUploads
 from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
 from aic.store.listing import JobIndex
+from aic.store.objects import connect_uploads
 from aic.store.queue import QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
@@ -80,7 +83,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         redis = connect(redis_settings)
         state = app.state
         queue_settings = settings_mod.load(QueueSettings)
-        state.job_store = JobStore(redis, queue_settings)
+        object_store = settings_mod.load(ObjectStoreSettings)
+        uploads = connect_uploads(object_store)
+        state.job_store = JobStore(redis, queue_settings, uploads)
         state.job_index = JobIndex(redis)
         state.usage_store = UsageStore(redis)
         state.routes = RouteStore(redis)
@@ -100,6 +105,9 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
             routes=state.routes,
             hub=hub,
             settings=api_settings,
+            direct=DirectUploads(redis, uploads, object_store.upload_url_ttl_s, object_store.max_upload_size)
+            if uploads is not None
+            else None,
         )
         await hub.start()
         try:
@@ -130,6 +138,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         health,
         WebhookController,
         UsageController,
+        DirectUploadController,
     ]
     app = Litestar(
         route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],

@@ -17,6 +17,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -132,6 +133,19 @@ def _query_options(queue: QueueSettings) -> list[Parameter]:
     return found
 
 
+_UPLOAD_ID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID, description="An upload_id from POST /uploads")
+
+
+def _by_upload(field: str, schema: Schema, queue: QueueSettings) -> tuple[OpenAPIMediaType, Parameter]:
+    """A submit by direct upload (with OBJECT_STORE_URL): a JSON body naming it with the options, or the query."""
+    options = _options(queue)
+    metadata = Schema(one_of=[options["metadata"], Schema(type=OpenAPIType.OBJECT)])
+    properties: dict[str, Schema | Reference] = {field: schema, **options, "metadata": metadata}
+    body = OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, properties=properties, required=[field]))
+    query_schema = _UPLOAD_ID if field == "upload_id" else Schema(type=OpenAPIType.STRING, description="Comma list")
+    return body, Parameter(name=field, param_in=ParamType.QUERY, schema=query_schema)
+
+
 def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, type[Operation]]:
     """Operation classes of the submit routes by operation id, with this app's file and lifetime limits."""
 
@@ -139,13 +153,18 @@ def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, 
     class ClassifyOperation(Operation):
         def __post_init__(self) -> None:
             self.request_body = _form(("file", _BINARY), queue, raw=True)
-            self.parameters = [*(self.parameters or []), *_query_options(queue)]
+            body, parameter = _by_upload("upload_id", _UPLOAD_ID, queue)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
 
     @dataclass
     class BatchOperation(Operation):
         def __post_init__(self) -> None:
             files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
             self.request_body = _form(("files", files), queue)
-            self.parameters = [*(self.parameters or []), *_query_options(queue)]
+            ids = Schema(type=OpenAPIType.ARRAY, items=_UPLOAD_ID, min_items=1, max_items=settings.batch_max_files)
+            body, parameter = _by_upload("upload_ids", ids, queue)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
 
     return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}

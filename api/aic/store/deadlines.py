@@ -16,16 +16,21 @@ from redis.asyncio import Redis
 from aic.core.enums import ErrorCode, JobStatus
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
+from aic.store.connection import guarded
 from aic.store.jobs import Job, now_ms_
+from aic.store.objects import Uploads
 
 SWEEP_BATCH: Final = 200
 """Due entries one sweep round takes; a longer backlog is worked off over the following rounds."""
 TIMEOUT_MESSAGE: Final = "Deadline exceeded: the job did not finish before its deadline_at"
 
 
+@guarded
 class DeadlineSweep:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, uploads: Uploads | None = None) -> None:
         self.redis = redis
+        self.uploads = uploads
+        """With an object store: the uploads of the jobs a sweep timed out are deleted after their steps."""
         self._timeout = scripts.register(redis, "timeout")
         self._usage = usage.UsageWriter()
 
@@ -55,6 +60,8 @@ class DeadlineSweep:
                 tally.add(job.tenant, usage.ended(str(JobStatus.FAILED), str(ErrorCode.TIMEOUT)))
             self._usage.add(pipe, tally.counts)
             await pipe.execute()
+        if self.uploads is not None:  # after the jobs' own steps, as for a finish (aic.store.transitions)
+            await self.uploads.delete([job.upload for job in timed_out if job.upload])
         return timed_out
 
     async def _time_out(self, jobs: Sequence[Job], now_ms: int) -> list[Job]:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aic.store import keys
+from aic.store.connection import guarded
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +37,7 @@ class Message:
     inbox: bool = False
 
 
+@guarded
 class EventSubscription:
     """One pub/sub connection for a whole process. A private channel keeps it subscribed, so a reader always
     has something to wait on even while no job is followed; it is also the process's inbox: a job created with it

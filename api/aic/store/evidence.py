@@ -19,6 +19,7 @@ from typing import Any, Final, cast
 from redis.asyncio import Redis
 
 from aic.store import keys
+from aic.store.connection import guarded
 
 LATENCY_BOUNDS_MS: Final = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Upper bounds of the latency histogram's buckets (ms); one more bucket holds everything slower."""
@@ -169,6 +170,7 @@ class Tally:
         fields["delta_micro"] += round(delta * 1e6)
 
 
+@guarded
 class EvidenceStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

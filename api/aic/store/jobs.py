@@ -30,7 +30,8 @@ from aic.core.schemas import JobStatusResponse
 from aic.core.settings import QueueSettings
 from aic.core.timeutil import iso, now_iso
 from aic.store import keys, scripts, usage
-from aic.store.connection import UNAVAILABLE
+from aic.store.connection import UNAVAILABLE, guard, guarded
+from aic.store.objects import Uploads, upload_path
 
 log = logging.getLogger("aic.store")
 
@@ -69,6 +70,8 @@ class Job:
     """Not finished by then (epoch ms), the job fails with TIMEOUT; 0 for a job stored before deadlines."""
     deadline_s: int = 0
     retention_s: int = keys.JOB_RESULT_TTL_S
+    upload: str | None = None
+    """The upload's path in the object store (``aic.store.objects``); None: its bytes are in Redis."""
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
@@ -98,6 +101,7 @@ class Job:
             deadline_ms=int(h.get("deadline_ms") or 0),
             deadline_s=int(h.get("deadline_s") or 0),
             retention_s=int(h.get("retention_s") or keys.JOB_RESULT_TTL_S),
+            upload=h.get("upload") or None,
         )
 
     def past_deadline(self, now_ms: int | None = None) -> bool:
@@ -134,6 +138,7 @@ class Job:
         return msgspec.json.encode(body)
 
 
+@guard
 async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
     """Each job's status (None: gone), in order, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -167,6 +172,9 @@ class NewJob:
     traceparent: str | None = None
     """W3C trace context of the job's enqueue span: the dispatcher continues the trace from it."""
     tracestate: str | None = None
+    upload: str | None = None
+    """The path of an object already in the object store (a claimed direct upload, ``aic.store.direct``; its
+    ``job_id`` is the upload id): nothing is written, ``image`` is ignored."""
     waiter: str = ""
     """The inbox channel of the API process that waits for the job to end (``Prefer: wait``; ``aic.live.hub``), told
     the job's id when it ends; empty: nobody waits that way."""
@@ -176,12 +184,15 @@ class NewJob:
     """Once ended, the job stays readable this long."""
 
 
+@guarded
 class JobStore:
     """The API's side of jobs. One per process, sharing the process's connection pool."""
 
-    def __init__(self, redis: Redis, queue: QueueSettings | None = None) -> None:
+    def __init__(self, redis: Redis, queue: QueueSettings | None = None, uploads: Uploads | None = None) -> None:
         self.redis = redis
         self.queue = queue or QueueSettings()
+        self.uploads = uploads
+        """With an object store: uploads are written there first, and the jobs keep their paths."""
         self._cancel = scripts.register(redis, "cancel")
         self._retry = scripts.register(redis, "retry")
         self._create = scripts.register(redis, "create")
@@ -201,7 +212,9 @@ class JobStore:
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
         One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction; then,
-        outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters.
+        outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters. With an
+        object store the uploads are written there first (StoreUnavailable: no job was created) and Redis gets
+        their paths; a refusal deletes them again (a crash in between leaves them to the sweep).
         """
         queue = queue or self.queue
         aliases = {new.model_version for new in new_jobs}
@@ -209,6 +222,11 @@ class JobStore:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
         jobs: list[Job] = []
+        stored = {new.job_id: new.image for new in new_jobs}
+        if self.uploads is not None:
+            paths = {new.job_id: new.upload or upload_path(new.tenant, new.job_id) for new in new_jobs}
+            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs if new.upload is None])
+            stored = {job_id: path.encode() for job_id, path in paths.items()}
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
         for new in new_jobs:
@@ -231,6 +249,7 @@ class JobStore:
                 deadline_ms=created_ms + new.deadline_s * 1000,
                 deadline_s=new.deadline_s,
                 retention_s=new.retention_s,
+                upload=stored[new.job_id].decode() if self.uploads is not None else None,
             )
             record = {
                 "job_id": job.job_id,
@@ -256,6 +275,8 @@ class JobStore:
             }
             if new.waiter:
                 record["waiter"] = new.waiter
+            if job.upload:
+                record["upload"] = job.upload
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))
@@ -264,10 +285,12 @@ class JobStore:
             jobs.append(job)
         async with self.redis.pipeline(transaction=True) as pipe:
             for new in new_jobs:
-                pipe.set(keys.job_image(new.job_id), new.image, ex=live_ttl_s(new.deadline_s))
+                pipe.set(keys.job_image(new.job_id), stored[new.job_id], ex=live_ttl_s(new.deadline_s))
             await self._create(keys=job_keys, args=args, client=pipe)
             reply = (await scripts.execute(self.redis, pipe))[-1]
         outcome = [_text(part) for part in reply]
+        if outcome[0] != "ok":  # what this call wrote goes again; a direct upload stays for another submit
+            await self.delete_uploads([job for job, new in zip(jobs, new_jobs, strict=True) if new.upload is None])
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"
             raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")
@@ -350,6 +373,8 @@ class JobStore:
             keys.WEBHOOK_OUTBOX,
         ]
         outcome = _text(await self._cancel(keys=job_keys, args=[event, now, keys.JOB_RESULT_TTL_S]))
+        if outcome == "ok":
+            await self.delete_uploads([job])
         if outcome == "":
             raise JobNotFoundError(job.job_id)
         if outcome != "ok":
@@ -388,6 +413,14 @@ class JobStore:
             pipe.zrem(keys.tenant_jobs(job.tenant), job_id)
             pipe.zrem(keys.DEADLINES, job_id)
             await pipe.execute()
+        await self.delete_uploads([job])  # an ended job's object (a dead letter keeps it): the record is gone now
+
+    async def delete_uploads(self, jobs: Sequence[Job]) -> None:
+        """Delete the upload objects of jobs that no longer need them (ended, cancelled, purged), best effort: one
+        left behind is the sweep's. Call it after the step that ended the jobs, never before. A no-op for uploads
+        kept in Redis (the job's own keys hold them)."""
+        if self.uploads is not None:
+            await self.uploads.delete([job.upload for job in jobs if job.upload])
 
     async def retry_dead(self, job: Job) -> None:
         """Put a dead-lettered job whose upload is still stored back on its queue (and out of the dead letters).

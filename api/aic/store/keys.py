@@ -36,7 +36,18 @@ def job_result(job_id: str) -> str:
 
 
 def job_image(job_id: str) -> str:
+    """The job's upload: its bytes, or with an object store (``aic.store.objects``) the object's path."""
     return f"job:{{{job_id}}}:image"
+
+
+def direct_upload(upload_id: str) -> str:
+    """A presigned direct upload reserved for a tenant (hash: ``tenant``, ``claimed`` once a submit used it); the
+    upload id is the id of the job its submit creates, so its object is ``<tenant>/<upload id>`` like any upload."""
+    return f"upload:{{{upload_id}}}"
+
+
+UPLOAD_SWEEP_LOCK: Final = "uploads:sweep"
+"""Held (expiring) by the dispatcher that sweeps stray upload objects this interval: one sweep for all."""
 
 
 def job_metadata(job_id: str) -> str:

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from aic.core.enums import JobStatus, Priority
 from aic.core.errors import BadRequestError
 from aic.store import keys
+from aic.store.connection import guarded
 from aic.store.jobs import Job
 
 SCAN_BUDGET: Final = 1000
@@ -78,6 +79,7 @@ class JobFilter:
         )
 
 
+@guarded
 class JobIndex:
     """Reads and trims the per-tenant index."""
 

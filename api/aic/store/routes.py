@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from aic.core import modelspec
 from aic.core.modelspec import ModelSpec
 from aic.store import keys, scripts
+from aic.store.connection import guarded
 
 DEFAULT_WEIGHT = scripts.DEFAULT_WEIGHT
 
@@ -31,6 +32,7 @@ class Route:
     model: str | None
 
 
+@guarded
 class RouteStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

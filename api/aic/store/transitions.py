@@ -15,10 +15,12 @@ import msgspec
 from redis.asyncio import Redis
 
 from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
+from aic.core.errors import StoreUnavailable
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
-from aic.store.connection import UNAVAILABLE
+from aic.store.connection import UNAVAILABLE, guarded
 from aic.store.jobs import Job, statuses
+from aic.store.objects import Uploads
 from aic.store.queue import Entry
 
 log = logging.getLogger("aic.store")
@@ -56,28 +58,38 @@ class Completion:
     """Its share of the Triton call's time."""
 
 
+@guarded
 class JobTransitions:
     """The dispatcher's side of jobs: every call is one round trip for a whole batch."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, uploads: Uploads | None = None) -> None:
         self.redis = redis
+        self.uploads = uploads
+        """With an object store: uploads are read from there, and deleted once their jobs have ended."""
         self._advance = scripts.register(redis, "advance")
         self._finish = scripts.register(redis, "finish")
         self._usage = usage.UsageWriter()
 
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
-        """The job and upload of each entry, in order."""
+        """The job and upload of each entry, in order; StoreUnavailable while an upload cannot be read."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
                 pipe.hgetall(keys.job_status(entry.job_id or "-"))
                 pipe.get(keys.job_image(entry.job_id or "-"))
             replies = await pipe.execute()
-        taken = []
-        for i, entry in enumerate(entries):
-            raw, image = replies[2 * i], replies[2 * i + 1]
-            job = Job.from_hash(raw) if entry.job_id and raw else None
-            taken.append(Taken(entry, job, image))
-        return taken
+        raws = replies[::2]
+        jobs = [Job.from_hash(raw) if entry.job_id and raw else None for entry, raw in zip(entries, raws, strict=True)]
+        images: list[bytes | None] = replies[1::2]
+        if self.uploads is None and any(job and job.upload for job in jobs):
+            # a misconfigured dispatcher must not read a path as an image: the jobs wait, the log says why
+            raise StoreUnavailable("uploads are in an object store but this process has no OBJECT_STORE_URL")
+        if self.uploads is not None:  # a job keeps its object's path as long as it would keep the bytes
+            pairs = zip(jobs, images, strict=True)
+            paths = [job.upload if job and job.upload and image else None for job, image in pairs]
+            if any(paths):
+                found = await self.uploads.get(paths)
+                images = [data if path else image for path, data, image in zip(paths, found, images, strict=True)]
+        return [Taken(entry, job, image) for entry, job, image in zip(entries, jobs, images, strict=True)]
 
     async def start(self, held: Sequence[Held]) -> list[bool]:
         """Count one more delivery of each job and move it to processing (``initializing``); whether each is live."""
@@ -128,6 +140,7 @@ class JobTransitions:
             for done in completions
         ]  # fmt: skip
         await self._ended([done.job for done in completions], finished, counts)
+        await self._delete_uploads([done.job for done, live in zip(completions, finished, strict=True) if live])
         return finished
 
     async def _ended(self, jobs: Sequence[Job], finished: Sequence[bool], counts: Sequence[dict[str, Any]]) -> None:
@@ -165,7 +178,21 @@ class JobTransitions:
             replies = await scripts.execute(self.redis, pipe)
         finished = [bool(reply) for reply in replies]
         await self._ended([item.job for item in held], finished, [usage.ended("failed", code)] * len(held))
+        if not dead_letter:  # a dead letter keeps its upload for a retry; the sweep deletes it once that expired
+            await self._delete_uploads([item.job for item, live in zip(held, finished, strict=True) if live])
         return finished
+
+    async def sweep_uploads(self, interval_s: float, older_than_s: float) -> int | None:
+        """Remove stray upload objects (``Uploads.sweep``), by one dispatcher of all per ``interval_s``: how many,
+        or None when it was another's turn (or uploads are kept in Redis)."""
+        if self.uploads is None:
+            return None
+        return await self.uploads.sweep_once_per_interval(self.redis, interval_s, older_than_s)
+
+    async def _delete_uploads(self, ended: Sequence[Job]) -> None:
+        """After the atomic finish (an object cannot be deleted inside it): the uploads of the jobs it ended."""
+        if self.uploads is not None:
+            await self.uploads.delete([job.upload for job in ended if job.upload])
 
     async def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from aic.core.schemas import TenantUsage, UsageCounts, UsageDay, UsageModel
 from aic.store import keys
+from aic.store.connection import guarded
 
 MAX_DAYS = keys.USAGE_MAX_DAYS
 """The longest range a report covers."""
@@ -110,6 +111,7 @@ def _sum(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return total
 
 
+@guarded
 class UsageStore:
     """Reads the counters back for ``GET /usage``."""
 

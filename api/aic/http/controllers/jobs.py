@@ -28,7 +28,7 @@ from aic.http.lifecycle import JobQuery, parse_job_query, tenant_scope
 from aic.http.middleware import websocket_errors
 from aic.http.observe import JOBS_CANCELLED
 from aic.http.openapi import SECURITY, error_responses
-from aic.http.submissions import FORM_FIELDS, Submitter
+from aic.http.submissions import FORM_FIELDS, UPLOAD_FIELDS, Submitter
 from aic.live.follow import follow
 from aic.live.hub import EventHub
 from aic.store.jobs import JobStore
@@ -71,7 +71,7 @@ class JobController(Controller):
         operation_id="classify",
         summary="Submit an image for classification",
         status_code=200,
-        responses=error_responses(400, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 422, 503),
     )
     async def classify(
         self,
@@ -89,7 +89,7 @@ class JobController(Controller):
         operation_id="classifyBatch",
         summary="Submit up to BATCH_MAX_FILES images; all are validated before any job is created",
         status_code=200,
-        responses=error_responses(400, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 422, 503),
     )
     async def classify_batch(
         self,
@@ -245,6 +245,8 @@ async def _submit(
         idempotency_key=idempotency_key,
         prefer=prefer,
         traceparent=request.headers.get("traceparent"),
-        query={name: request.query_params[name] for name in FORM_FIELDS if name in request.query_params},
+        query={
+            name: request.query_params[name] for name in (*FORM_FIELDS, *UPLOAD_FIELDS) if name in request.query_params
+        },
         cancel_after=cancel_after,
     )
