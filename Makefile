@@ -10,20 +10,28 @@ setup: system-deps $(STAMP) ## idempotent: a venv with the service, the local st
 
 # Debian packages the tests use, installed only where missing: redis-server for the fixtures (the embedded valkey
 # serves `make run`), chromium and chromium-driver for the web page's browser tests (Selenium drives them; no
-# browser is ever downloaded), podman, buildah, runc and mmdebstrap for `make images` and the chart's container test
-SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver \
+# browser is ever downloaded), prometheus for promtool, which checks and unit-tests the chart's alerts
+# (tests/integration/test_chart_alerts.py), and podman, buildah, runc and mmdebstrap for `make images` and the
+# chart's container test (tests/containers). Packages in NO_RECOMMENDS come without their Recommends
+# (prometheus's are the node exporter, smartmontools, ipmitool...: some 30 packages no test uses).
+SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver promtool:prometheus \
 	podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
+NO_RECOMMENDS := prometheus
 
 system-deps:
-	@missing=; for pair in $(SYSTEM_DEPS); do \
-	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages:$$missing"; \
+	@full=; lean=; for pair in $(SYSTEM_DEPS); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 && continue; \
+	  case " $(NO_RECOMMENDS) " in *" $${pair#*:} "*) lean="$$lean $${pair#*:}";; *) full="$$full $${pair#*:}";; esac; \
+	done; \
+	if [ -n "$$full$$lean" ]; then \
+	  echo "installing Debian packages:$$full$$lean"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; fi
+	  $$SUDO apt-get update -qq && \
+	  { [ -z "$$full" ] || $$SUDO apt-get install -y -qq $$full >/dev/null; } && \
+	  { [ -z "$$lean" ] || $$SUDO apt-get install -y -qq --no-install-recommends $$lean >/dev/null; }; fi
 
-# Installs come from the committed, hashed locks (README "Development"), so a commit installs the same packages
-# next week as today; pyproject.toml keeps the ranges and `make upgrade` moves the locks on purpose.
+# Installs come from the committed, hashed locks (README "Reproducible installs: the locks"), so a commit installs
+# the same packages next week as today; pyproject.toml keeps the ranges and `make upgrade` moves the locks on purpose.
 #   requirements.lock          everything below: runtime + the local, build, test, bench and lock extras
 #   requirements-runtime.lock  the [project] dependencies alone, at the same versions (the runtime image)
 #   requirements-torch.lock    torch alone: the CPU build. PyPI's torch of the same version is a CUDA build with
@@ -54,7 +62,7 @@ COMPILE := $(BIN)/uv pip compile pyproject.toml --no-config --quiet --generate-h
 
 lock: setup ## re-resolve the locks after a change to pyproject.toml, keeping every pin that still fits
 	$(COMPILE) $(UPGRADE) --extra local --extra build --extra test --extra bench --extra lock \
-	  --find-links $(TORCH_FIND_LINKS) --constraint $(TORCH_LOCK) --no-emit-package torch -o $(LOCK)
+	  $(foreach links,$(TORCH_FIND_LINKS),--find-links $(links)) --constraint $(TORCH_LOCK) --no-emit-package torch -o $(LOCK)
 	$(COMPILE) --constraint $(LOCK) -o $(RUNTIME_LOCK)
 
 upgrade: ## move every pin to the newest release pyproject.toml allows, reinstall, and gate it on the whole suite

@@ -1,6 +1,6 @@
 """A soak with chaos: many jobs with webhooks while dispatchers are killed and Triton and Redis restart.
 
-    .venv/bin/python bench/soak.py [--jobs 2000] [--in-flight 64] [--kill-every 20]
+    .venv/bin/python bench/soak.py [--jobs 2000] [--in-flight 64] [--kill-every 20] [--object-store s3|file]
 
 Runs the service as deployed on this machine: redis-server with its append-only file, the local Triton,
 `aic api`, two `aic dispatcher` processes, and a real HTTPS webhook receiver (tests/integration's, with a
@@ -11,7 +11,9 @@ while Redis is away (503, a reset connection) is not an accepted job and is sent
 Chaos, while jobs are in flight: one dispatcher is SIGKILLed every ``--kill-every`` seconds and a fresh one
 started (its jobs are reclaimed after LEASE_MS, 5 s here); Triton is stopped and started again once (after a
 quarter of the jobs were accepted) and Redis once (after half; SIGTERM, so the AOF is complete, then started on
-the same files).
+the same files). ``--object-store s3`` keeps the uploads in S3 (moto's server, in this process; stopped for 5 s once,
+after three quarters of the jobs were accepted), ``file`` in a ``file://`` store; with either the uploads'
+prefix must be empty at the end (each object deleted after its job ended, or swept: a short sweep here).
 
 Checks, each a count that must be 0 (the exit status is 1 otherwise):
 - an accepted job that did not end (completed or failed), or whose result exists when it failed or is missing
@@ -20,6 +22,7 @@ Checks, each a count that must be 0 (the exit status is 1 otherwise):
 - a job with more than one terminal event: as published (a pattern subscription, re-made after the Redis
   restart; events published while it is away are missed, never doubled) and as queued for its webhook (the
   receiver sees the event types of each job: exactly one terminal type per job);
+- an upload left in the object store once every job ended (``--object-store``);
 - a webhook event delivered (answered 2xx) more than once, or never. A request its SIGKILLed sender cut off
   (body short of its content-length, or no answer written) delivered nothing and is counted apart; the event is
   sent again when its claim's lease runs out.
@@ -66,6 +69,7 @@ from helpers import TERMINAL, EventRecorder  # noqa: E402
 from memory import rss_mib  # noqa: E402
 from photos import jpeg  # noqa: E402
 from skimage import data as skdata  # noqa: E402
+from stack import S3Server  # noqa: E402
 from webhook_receiver import Receiver  # noqa: E402
 
 TERMINAL_EVENTS = {"completed", "failed", "cancelled"}
@@ -82,6 +86,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=None, help="folder for logs and Redis's files (default: temp)")
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--tag", default="", help="results go to soak-TAG.{md,json} (default: soak.{md,json})")
+    parser.add_argument("--object-store", choices=("none", "s3", "file"), default="none", help="where uploads live")
     return parser.parse_args()
 
 
@@ -188,6 +193,16 @@ def main() -> int:  # noqa: C901 - one script, one timeline
             "WEBHOOK_MAX_ATTEMPTS": "10",
             "LOG_LEVEL": "WARNING",
         }
+        s3: S3Server | None = None
+        if args.object_store == "s3":
+            s3 = S3Server().start()
+            stack.callback(s3.stop)
+            s3.client().create_bucket(Bucket=s3.bucket)
+            env.update(s3.env("soak"))
+        elif args.object_store == "file":
+            env["OBJECT_STORE_URL"] = f"file://{work / 'uploads'}"
+        if args.object_store != "none":  # strays of the chaos (a delete while the store was away) go within the run
+            env.update({"UPLOAD_SWEEP_INTERVAL_S": "2", "UPLOAD_STRAY_AGE_S": "15"})
         api = procs.start_aic("api", env, work / "api.log")
         stack.callback(procs.stop, api)
         dispatchers = [procs.start_aic("dispatcher", env, work / f"dispatcher-{i}.log") for i in range(2)]
@@ -203,7 +218,7 @@ def main() -> int:  # noqa: C901 - one script, one timeline
         born = {d.pid: time.monotonic() for d in dispatchers}
 
         async def chaos(done: asyncio.Event) -> None:
-            triton_done = redis_done = False
+            triton_done = redis_done = s3_done = False
             last_kill = time.monotonic()
             last_sample = 0.0
             spawned = 2
@@ -241,6 +256,13 @@ def main() -> int:  # noqa: C901 - one script, one timeline
                     await asyncio.sleep(2)
                     redis_proc[0] = await asyncio.to_thread(procs.start_redis, redis_port, work, work / "redis.log")
                     timeline.note("redis: started again on its AOF")
+                if s3 is not None and not s3_done and len(load.accepted) >= 3 * args.jobs // 4:
+                    s3_done = True
+                    timeline.note("S3: stop")
+                    await asyncio.to_thread(s3.stop)
+                    await asyncio.sleep(5)
+                    await asyncio.to_thread(s3.start)
+                    timeline.note("S3: started again")
 
         async def run_load() -> None:
             done = asyncio.Event()
@@ -272,6 +294,13 @@ def main() -> int:  # noqa: C901 - one script, one timeline
                     pending.discard(job_id)
             time.sleep(0.5)
         timeline.note(f"webhooks settled ({len(pending)} still pending)")
+        uploads_left = uploads_stored(args.object_store, s3, work)
+        deadline = time.monotonic() + 120
+        while uploads_left and time.monotonic() < deadline:  # the last strays wait for their age and a sweep
+            time.sleep(1)
+            uploads_left = uploads_stored(args.object_store, s3, work)
+        if args.object_store != "none":
+            timeline.note(f"uploads left in the object store: {len(uploads_left)}")
         time.sleep(1)
         recorder.close()
 
@@ -314,6 +343,8 @@ def main() -> int:  # noqa: C901 - one script, one timeline
             "webhook requests with a bad signature": unsigned,
             "webhook events delivered (answered 2xx) more than once": len(redelivered),
         }
+        if args.object_store != "none":
+            violations["uploads left in the object store"] = len(uploads_left)
         result: dict[str, Any] = {
             "command": " ".join([".venv/bin/python", "bench/soak.py", *sys.argv[1:]]),
             "jobs_accepted": len(load.accepted),
@@ -343,10 +374,24 @@ def main() -> int:  # noqa: C901 - one script, one timeline
             "api_rss_mib": api_rss,
             "dispatcher_rss_mib": dispatcher_rss,
             "timeline": timeline.entries,
-            "settings": {"LEASE_MS": LEASE_MS, "kill_every_s": args.kill_every, "dispatchers": 2},
+            "settings": {
+                "LEASE_MS": LEASE_MS,
+                "kill_every_s": args.kill_every,
+                "dispatchers": 2,
+                "object_store": args.object_store,
+            },
         }
     write(result, args.out, args.tag)
     return 1 if any(violations.values()) else 0
+
+
+def uploads_stored(kind: str, s3: S3Server | None, work: Path) -> list[str]:
+    """The uploads the object store holds now (none without one)."""
+    if s3 is not None:
+        return s3.keys("soak")
+    if kind == "file":
+        return [str(path) for path in (work / "uploads").rglob("*") if path.is_file()]
+    return []
 
 
 def _at(life: list[tuple[float, float]], age_s: float) -> float:
@@ -368,7 +413,11 @@ def write(result: dict[str, Any], out: Path, tag: str = "") -> None:
         f"flight, webhooks on, in {result['load_s']} s ({result['jobs_per_s']} jobs/s); "
         f"LEASE_MS {result['settings']['LEASE_MS']}, a dispatcher SIGKILLed every "
         f"{result['settings']['kill_every_s']} s, "
-        "Triton restarted once, Redis (AOF) restarted once.",
+        "Triton restarted once, Redis (AOF) restarted once"
+        + {"s3": "; uploads in S3 (moto), stopped for 5 s once", "file": "; uploads in a file:// store"}.get(
+            result["settings"].get("object_store", "none"), ""
+        )
+        + ".",
         "",
         "## Exactly once",
         "",

@@ -162,6 +162,7 @@ def service_metrics() -> dict[str, set[str]]:
     The API's request metrics come from Litestar's Prometheus plugin, which makes them on the first request: their
     names follow from the prefix it is given (``aic.http.observe.prometheus``)."""
     from aic.dispatch import metrics as dispatch_metrics
+    from aic.dispatch import observe_versions
     from aic.http import observe
     from aic.webhooks import metrics as webhook_metrics
     from aic_operator.metrics import OperatorMetrics
@@ -177,7 +178,7 @@ def service_metrics() -> dict[str, set[str]]:
     }
     return {
         "api": http | emitted_metrics(observe),
-        "dispatcher": emitted_metrics(dispatch_metrics, webhook_metrics),
+        "dispatcher": emitted_metrics(dispatch_metrics, webhook_metrics, observe_versions),
         "operator": operator_names,
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import signal
@@ -14,11 +15,12 @@ from pathlib import Path
 
 from aic.core import malloc
 from aic.core import settings as settings_mod
-from aic.core.enums import Priority
+from aic.core.enums import JobStatus, Priority
 from aic.core.settings import (
     ApiSettings,
     DispatcherSettings,
     MetricsSettings,
+    ObjectStoreSettings,
     RedisSettings,
     TritonSettings,
     WebhookSettings,
@@ -54,7 +56,10 @@ async def _dispatch() -> None:
     """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
     from aic.core import metrics, telemetry
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
+    from aic.dispatch.health import Health
+    from aic.dispatch.sweep import sweep_uploads
     from aic.store.connection import connect
+    from aic.store.objects import connect_uploads
     from aic.store.queue import QueueConsumer, QueueStats
     from aic.store.routes import RouteStore
     from aic.store.sealing import Sealer
@@ -65,26 +70,32 @@ async def _dispatch() -> None:
     from aic.webhooks.worker import WebhookWorker
 
     telemetry.setup("aic-dispatcher")  # before connecting: redis-py is instrumented while spans are exported
-    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher")
+    dispatch_settings = settings_mod.load(DispatcherSettings)
+    health = Health(dispatch_settings.loop_stall_s)  # /livez and /readyz, answered from the metrics thread
+    metrics.serve(settings_mod.load(MetricsSettings), "dispatcher", {"/livez": health.live, "/readyz": health.ready})
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
     worker_id = new_worker_id()
+    object_store = settings_mod.load(ObjectStoreSettings)
+    uploads = connect_uploads(object_store)
     dispatcher = Dispatcher(
         queue=QueueConsumer(redis, worker_id),
         stats=QueueStats(redis),
-        jobs=JobTransitions(redis),
+        jobs=JobTransitions(redis, uploads),
         routes=RouteStore(redis),
         heartbeats=Heartbeats(redis),
         runner=runner,
-        settings=settings_mod.load(DispatcherSettings),
+        settings=dispatch_settings,
         worker_id=worker_id,
+        health=health,
     )
     webhook_settings = settings_mod.load(WebhookSettings)
     webhooks = WebhookWorker(
         WebhookStore(redis, Sealer.for_webhooks(webhook_settings)), webhook_settings, consumer=worker_id
     )
     webhook_task = asyncio.create_task(webhooks.run())  # beside inference on the same loop, only awaiting I/O
+    sweep_task = asyncio.create_task(sweep_uploads(dispatcher.jobs, object_store)) if uploads else None
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -99,7 +110,9 @@ async def _dispatch() -> None:
         await dispatcher.run()
     finally:
         webhooks.stop()
-        await asyncio.gather(webhook_task, return_exceptions=True)
+        if sweep_task is not None:
+            sweep_task.cancel()
+        await asyncio.gather(webhook_task, *([sweep_task] if sweep_task else []), return_exceptions=True)
         await runner.close()
         await redis.aclose()
 
@@ -160,6 +173,12 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
     return delete(args.names)
 
 
+def cmd_models_status(args: argparse.Namespace) -> int:
+    from aic_operator.local import status
+
+    return status(args.json)
+
+
 def cmd_models_register(args: argparse.Namespace) -> int:
     from aic_operator.register import register
 
@@ -179,7 +198,9 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     if not key:
         print("aic: selftest needs AIC_API_KEY", file=sys.stderr)
         return 2
-    return selftest(args.url, key, args.expect)
+    from aic.console.config import api_url
+
+    return selftest(api_url(args.url), key, args.expect)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -190,9 +211,30 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from aic.console.commands import jobs_command
+    from aic.console.commands import JobsOptions, jobs_command
 
-    return jobs_command(args.action, args.job_id, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
+    options = JobsOptions(args.action, args.job_id, status=args.status, limit=args.limit, purge=args.purge)
+    return jobs_command(options, url=args.url, key=args.key, as_json=args.json, top_k=args.top)
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from aic.console.commands import usage_command
+
+    return usage_command(args.start, args.end, url=args.url, key=args.key, as_json=args.json)
+
+
+def _limit(raw: str) -> int:
+    value = int(raw) if raw.isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of jobs, at least 1")
+    return value
+
+
+def _day(raw: str) -> str:
+    try:
+        return datetime.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a day, YYYY-MM-DD") from None
 
 
 def _top_k(raw: str) -> int:
@@ -204,7 +246,11 @@ def _top_k(raw: str) -> int:
 
 def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the API prefix (else AIC_URL, else the config file, else the local one)")
+    common.add_argument(
+        "--url",
+        help="the API prefix, http://HOST:8000/api/v1 (a server root gets /api/v1 appended; else AIC_URL, else the "
+        "config file, else the local one)",
+    )
     common.add_argument("--key", help="the API key (else AIC_API_KEY, else api_key in ~/.config/aic/config.toml)")
     common.add_argument("--json", action="store_true", help="JSON lines (the default when stdout is not a terminal)")
     common.add_argument("--top", type=_top_k, default=5, metavar="K", help="predictions shown per job (1-5)")
@@ -218,10 +264,25 @@ def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     classify.add_argument("--priority", choices=[p.value for p in Priority], help="queue priority (normal)")
     classify.add_argument("--model", help="a model_version alias listed by GET /models (latest)")
     classify.set_defaults(func=cmd_classify, client_command=True)
-    jobs = sub.add_parser("jobs", parents=[common], help="one job: status, result or cancel")
-    jobs.add_argument("action", choices=["status", "result", "cancel"])
-    jobs.add_argument("job_id", metavar="ID")
-    jobs.set_defaults(func=cmd_jobs, client_command=True)
+    jobs = sub.add_parser(
+        "jobs", help="your jobs: list them; one job's status, result, cancel or delete"
+    ).add_subparsers(dest="action", required=True)
+    listing = jobs.add_parser("list", parents=[common], help="your jobs, newest first")
+    listing.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this status")
+    listing.add_argument("--limit", type=_limit, default=20, metavar="N", help="at most N jobs (20)")
+    listing.set_defaults(func=cmd_jobs, client_command=True, job_id=None, purge=False)
+    for action, summary in (("status", "its status"), ("result", "its predictions"), ("cancel", "cancel it")):
+        one = jobs.add_parser(action, parents=[common], help=f"one job: {summary}")
+        one.add_argument("job_id", metavar="ID")
+        one.set_defaults(func=cmd_jobs, client_command=True, status=None, limit=20, purge=False)
+    remove = jobs.add_parser("delete", parents=[common], help="one job: cancel it, or with --purge erase it")
+    remove.add_argument("job_id", metavar="ID")
+    remove.add_argument("--purge", action="store_true", help="erase the job and its data (else: cancel it)")
+    remove.set_defaults(func=cmd_jobs, client_command=True, status=None, limit=20)
+    usage = sub.add_parser("usage", parents=[common], help="your usage per day: jobs, image bytes, inference time")
+    usage.add_argument("--from", dest="start", type=_day, metavar="D", help="first UTC day (30 days ago)")
+    usage.add_argument("--to", dest="end", type=_day, metavar="D", help="last UTC day (today)")
+    usage.set_defaults(func=cmd_usage, client_command=True)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -247,6 +308,9 @@ def parser() -> argparse.ArgumentParser:
     remove = models.add_parser("delete", help="unload ModelVersions and remove their files and routes")
     remove.add_argument("names", nargs="+", help="ModelVersion names")
     remove.set_defaults(func=cmd_models_delete)
+    show = models.add_parser("status", help="weights, shadows' agreement and rollouts, from Redis (last 15 min)")
+    show.add_argument("--json", action="store_true", help="the same as GET /models shows an admin")
+    show.set_defaults(func=cmd_models_status)
     register = models.add_parser("register", help="make the models of a built repository ModelVersions of a cluster")
     register.add_argument("repository", help="a model repository (what `aic model build --repository` wrote)")
     register.add_argument(
@@ -255,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     register.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"), help="(POD_NAMESPACE)")
     register.set_defaults(func=cmd_models_register)
     test = sub.add_parser("selftest", help="classify the bundled photo through a running API (AIC_API_KEY)")
-    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix")
+    test.add_argument("--url", default="http://127.0.0.1:8000/api/v1", help="the API prefix (or the server root)")
     test.add_argument("--expect", default="Egyptian cat", help="the top-1 class name that passes")
     test.set_defaults(func=cmd_selftest)
     _client_parsers(sub)

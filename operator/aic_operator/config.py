@@ -47,6 +47,8 @@ class OperatorSettings:
     """Name of the KopfPeering object replicas coordinate through (one works, the others stand by); empty: one
     replica runs standalone."""
     triton_load_timeout_s: float = 300.0
+    rollout_tick_s: float = 10.0
+    """How often a ModelVersion with a rollout is looked at (its step's interval is the spec's)."""
 
 
 @dataclasses.dataclass(frozen=True)

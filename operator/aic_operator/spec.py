@@ -78,8 +78,56 @@ class RuntimeSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fi
     max_queue_delay_microseconds: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 2000
 
 
+Percent = Annotated[float, msgspec.Meta(ge=0, le=100)]
+
+
+class Shadow(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """This share of its aliases' jobs also runs on this version, compared, never answered with."""
+
+    percent: Percent = 100
+
+
 class Traffic(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     weight: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 100
+    shadow: Shadow | None = None
+
+
+DURATION_PATTERN = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$"
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_s(text: str) -> float:
+    """``"10m"`` -> 600.0 (units ms, s, m, h; none: seconds)."""
+    match = re.match(DURATION_PATTERN, text)
+    if not match:
+        raise InvalidSpec(f"invalid duration {text!r}: a number with ms, s, m or h")
+    unit = match.group(2) or "s"
+    return float(text.removesuffix(unit) if match.group(2) else text) * _UNIT_S[unit]
+
+
+class RolloutSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
+    """A progressive rollout: the share of the first alias's traffic, step by step, while each step's analysis
+    passes (``aic_operator.rollout``)."""
+
+    steps: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=1, le=100)], ...], msgspec.Meta(min_length=1, max_length=20)
+    ] = (
+        5,
+        25,
+        50,
+        100,
+    )
+    interval: Annotated[str, msgspec.Meta(pattern=DURATION_PATTERN)] = "10m"
+    min_jobs: Annotated[int, msgspec.Meta(ge=0)] = 200
+    max_error_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
+    max_latency_p95_ms: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    min_agreement: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    mirror_percent: Percent = 100
+    paused: bool = False
+
+    @property
+    def interval_s(self) -> float:
+        return duration_s(self.interval)
 
 
 class ModelVersionSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unknown_fields=True):
@@ -97,6 +145,7 @@ class ModelVersionSpec(msgspec.Struct, frozen=True, rename="camel", forbid_unkno
     tensors: Tensors = Tensors()
     runtime: RuntimeSpec = RuntimeSpec()
     traffic: Traffic = Traffic()
+    rollout: RolloutSpec | None = None
 
 
 def parse(spec: Any) -> ModelVersionSpec:
@@ -107,7 +156,22 @@ def parse(spec: Any) -> ModelVersionSpec:
         raise InvalidSpec(f"invalid spec: {exc}") from None
     if parsed.format is Format.TENSORRT and parsed.fallback is None and parsed.runtime.device is Device.CPU:
         raise InvalidSpec("invalid spec: TensorRT runs only on GPU; device cpu needs an ONNX `fallback` source")
+    _check_rollout(parsed)
     return parsed
+
+
+def _check_rollout(parsed: ModelVersionSpec) -> None:
+    rollout = parsed.rollout
+    if rollout is None:
+        return
+    if parsed.traffic.shadow is not None:
+        raise InvalidSpec("invalid spec: a version either shadows (`traffic.shadow`) or rolls out (`rollout`)")
+    if list(rollout.steps) != sorted(set(rollout.steps)):
+        raise InvalidSpec(f"invalid spec: rollout.steps must increase, got {list(rollout.steps)}")
+    if rollout.interval_s < 1:
+        raise InvalidSpec(f"invalid spec: rollout.interval is at least 1s, got {rollout.interval!r}")
+    if rollout.min_agreement is not None and rollout.mirror_percent == 0:
+        raise InvalidSpec("invalid spec: rollout.minAgreement needs mirrored jobs (rollout.mirrorPercent > 0)")
 
 
 def check_name(name: str) -> str:

@@ -1,11 +1,17 @@
 """Fixtures of the integration tests: the local Triton, a Redis, the product's API and dispatcher as real
 processes (the shared ``stack``, and a ``quiet_stack`` whose queue nothing consumes until a test starts a
-dispatcher of its own), and an HTTPS webhook receiver with its CA."""
+dispatcher of its own), and an HTTPS webhook receiver with its CA.
+
+Uploads: the shared stacks keep them in Redis (``aic up``'s default). ``s3_stack`` / ``s3_quiet_stack`` are the same
+stacks with ``OBJECT_STORE_URL`` on moto's S3 server (``s3``); ``any_stack`` / ``any_quiet_stack`` run a test once
+against each, for the representative tests of each suite (submit/poll/result, cancel, dead-letter retry, webhooks;
+the fault suite switches its own rig, ``uploads`` in test_faults.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from aic.local import up
 from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
-from stack import RunningRedis, Service, redis_server, stop_all, wait_for_http
+from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
 
 API_KEY = "acme-test-key-0123456789abcdef"
@@ -57,6 +63,24 @@ class Stack:
     api: Service
     dispatcher: Service | None
     env: dict[str, str]
+    s3: S3Server | None = None
+    """Where the stack keeps its uploads (``s3_prefix`` in its bucket); None: in Redis."""
+    s3_prefix: str = ""
+
+    def uploads_stored(self) -> list[str]:
+        """The upload objects the stack keeps now (``<tenant>/<job id>``); none with uploads in Redis."""
+        return self.s3.keys(self.s3_prefix) if self.s3 is not None else []
+
+    def upload_kept(self, job_id: str) -> bool:
+        """Whether the job's upload object is stored (always False with uploads in Redis)."""
+        return any(key.endswith(f"/{job_id}") for key in self.uploads_stored())
+
+    def wait_upload_deleted(self, job_id: str, timeout_s: float = 60) -> None:
+        """Until the job's upload object is gone: it is deleted right after the step that ended the job."""
+        deadline = time.monotonic() + timeout_s
+        while self.upload_kept(job_id):
+            assert time.monotonic() < deadline, f"the upload of {job_id} was never deleted"
+            time.sleep(0.05)
 
     def client(self, key: str | None = API_KEY) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
@@ -176,3 +200,45 @@ def quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[S
     """An API whose queue no dispatcher reads: jobs stay pending until a test starts ``own_dispatcher()``."""
     with running_stack(triton_server, webhook_ca, with_dispatcher=False) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 API on a free port, one per session; each user keeps its uploads under a prefix of its own."""
+    with s3_server() as server:
+        yield server
+
+
+@contextmanager
+def s3_running_stack(
+    triton: LocalTriton, webhook_ca: WebhookCA, s3: S3Server, prefix: str, *, with_dispatcher: bool
+) -> Iterator[Stack]:
+    with running_stack(triton, webhook_ca, with_dispatcher=with_dispatcher, **s3.env(prefix)) as running:
+        running.s3, running.s3_prefix = s3, prefix
+        yield running
+
+
+@pytest.fixture(scope="session")
+def s3_stack(triton_server: LocalTriton, webhook_ca: WebhookCA, s3: S3Server) -> Iterator[Stack]:
+    """``stack`` with its uploads in S3 (moto)."""
+    with s3_running_stack(triton_server, webhook_ca, s3, "stack", with_dispatcher=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def s3_quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA, s3: S3Server) -> Iterator[Stack]:
+    """``quiet_stack`` with its uploads in S3 (moto)."""
+    with s3_running_stack(triton_server, webhook_ca, s3, "quiet", with_dispatcher=False) as running:
+        yield running
+
+
+@pytest.fixture(params=["redis", "s3"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    """The shared stack with its uploads in Redis, then in S3."""
+    return request.getfixturevalue("stack" if request.param == "redis" else "s3_stack")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(params=["redis", "s3"])
+def any_quiet_stack(request: pytest.FixtureRequest) -> Stack:
+    """The quiet stack with its uploads in Redis, then in S3."""
+    return request.getfixturevalue("quiet_stack" if request.param == "redis" else "s3_quiet_stack")  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@ answers, else the local ``redis-server``), and the product's own ``aic api`` / `
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -193,3 +195,73 @@ def stop_all(services: list[Service], timeout_s: float = 20.0) -> None:
         service.signal(signal.SIGTERM)
     for service in services:
         service.stop(timeout_s)
+
+
+@dataclass
+class S3Server:
+    """A real S3 API over HTTP: moto's server mode (``ThreadedMotoServer``) on a free loopback port, in this process
+    (no container). Stopped and started again on the same port it keeps its buckets and objects, so a test can take
+    the object store away from the product's processes for a while."""
+
+    port: int = field(default_factory=free_port)
+    bucket: str = "uploads"
+    server: Any = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> S3Server:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def env(self, prefix: str) -> dict[str, str]:
+        """What a product process needs to keep its uploads under ``s3://<bucket>/<prefix>`` here: the standard
+        ``AWS_*`` variables, the endpoint plain ``http://``."""
+        return {
+            "OBJECT_STORE_URL": f"s3://{self.bucket}/{prefix}",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
+
+    def keys(self, prefix: str) -> list[str]:
+        """The key of every object under ``prefix/``, without the prefix."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{prefix}/")
+        return [item["Key"].removeprefix(f"{prefix}/") for page in pages for item in page.get("Contents", [])]
+
+    def read(self, prefix: str, key: str) -> bytes:
+        body: bytes = self.client().get_object(Bucket=self.bucket, Key=f"{prefix}/{key}")["Body"].read()
+        return body
+
+
+@contextmanager
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server with the ``uploads`` bucket."""
+    server = S3Server().start()
+    try:
+        server.client().create_bucket(Bucket=server.bucket)
+        yield server
+    finally:
+        server.stop()

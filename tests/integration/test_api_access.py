@@ -130,10 +130,12 @@ def dead_lettered(stack: Stack, client: httpx.Client, alias: str) -> str:
     return str(job_id)
 
 
-def test_admin_lists_and_retries_a_dead_letter(stack: Stack) -> None:
+def test_admin_lists_and_retries_a_dead_letter(any_stack: Stack) -> None:
+    stack = any_stack
     real = layout.load(Path(stack.env["MODEL_REPOSITORY"]) / "efficientnet-lite0")
     with stack.client() as client, stack.client(key=ADMIN_KEY) as admin, ghost_alias(stack) as alias:
         job_id = dead_lettered(stack, client, alias)
+        assert stack.upload_kept(job_id) == (stack.s3 is not None), "a dead letter keeps its upload for a retry"
         listed = admin.get("/admin/dead-letters").json()
         # the operator fixes the route (the alias now names a model Triton serves), then retries
         fixed = msgspec.structs.replace(real, aliases=(*real.aliases, alias))
@@ -143,6 +145,7 @@ def test_admin_lists_and_retries_a_dead_letter(stack: Stack) -> None:
         assert retried.status_code == 200, retried.text
         assert retried.json()["status"] == "pending"
         assert wait_done(client, job_id)["status"] == "completed"
+        stack.wait_upload_deleted(job_id)
         remaining = admin.get("/admin/dead-letters").json()["dead_letters"]
         assert all(d["job_id"] != job_id for d in remaining)
         assert admin.post(f"/admin/jobs/{job_id}/retry").status_code == 409

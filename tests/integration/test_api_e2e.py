@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration
     [(skdata.chelsea, 285, "Egyptian cat"), (skdata.coffee, 967, "espresso")],
 )
 def test_real_photo_is_classified_with_status_moving_forward(
-    stack: Stack, photo: Any, class_id: int, name: str
+    any_stack: Stack, photo: Any, class_id: int, name: str
 ) -> None:
+    stack = any_stack
     recorder = EventRecorder(stack.redis.url)
     with stack.client() as client:
         accepted = submit(client, jpeg(photo()))
@@ -62,6 +63,7 @@ def test_real_photo_is_classified_with_status_moving_forward(
     progress = [e["progress"] for e in events]
     assert progress == sorted(progress) and len(set(progress)) == len(progress), progress
     assert [e["stage"] for e in events] == ["initializing", "preprocessing", "inference", "completed"]
+    stack.wait_upload_deleted(job["job_id"])
 
 
 def test_completed_job_keeps_status_as_long_as_result(stack: Stack) -> None:

@@ -74,8 +74,8 @@ def test_batch_file_over_the_limit_is_named(stack: Stack) -> None:
     assert "huge.jpg" in response.json()["detail"] and "exceeds limit" in response.json()["detail"]
 
 
-def test_cancel_a_pending_job(quiet_stack: Stack) -> None:
-    stack = quiet_stack
+def test_cancel_a_pending_job(any_quiet_stack: Stack) -> None:
+    stack = any_quiet_stack
     r = stack.redis_client()
     with stack.client() as client:
         job_id = submit(client, jpeg(), callback_url="https://example.com/hook").json()["job_id"]
@@ -84,6 +84,7 @@ def test_cancel_a_pending_job(quiet_stack: Stack) -> None:
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
     assert not r.exists(keys.job_image(job_id)), "the upload is dropped with the cancel"
+    assert not stack.upload_kept(job_id), "its object too, before the answer"
     assert r.ttl(keys.job_status(job_id)) > keys.JOB_STATUS_TTL_S, "kept as long as a result would be"
     assert [f[b"event"] for f in outbox] == [b"cancelled"]
     with stack.own_dispatcher(), stack.client() as client:

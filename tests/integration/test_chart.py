@@ -617,12 +617,38 @@ def test_without_metrics_nothing_listens_and_nothing_is_scraped(values: str | No
         "metrics.prometheusRule.enabled=true",
     )
     docs = render(values, *wanted)
-    for name in ("dispatcher", "operator"):
-        c = aic_containers(docs)[name]
-        assert env_of(c)["METRICS_PORT"] == "0", name
-        assert not [p for p in c.get("ports", []) if p["name"].endswith("metrics")], name
+    operator = aic_containers(docs)["operator"]
+    assert env_of(operator)["METRICS_PORT"] == "0"
+    assert not [p for p in operator.get("ports", []) if p["name"].endswith("metrics")]
+    dispatcher = aic_containers(docs)["dispatcher"]  # listens for its probes, scraped by nobody
+    assert env_of(dispatcher)["METRICS_PORT"] == "9090"
+    assert [p["containerPort"] for p in dispatcher["ports"] if p["name"] == "metrics"] == [9090]
     assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]
     assert f"{PREFIX}-dashboard" not in by_kind(docs, "ConfigMap")
+
+
+@pytest.mark.parametrize("values", [None, SMALL], ids=["default", "small"])
+@pytest.mark.parametrize("metrics", ["false", "true"])
+def test_dispatchers_and_the_operator_declare_readiness_and_liveness_on_ports_they_listen_on(
+    values: str | None, metrics: str
+) -> None:
+    docs = render(values, f"metrics.enabled={metrics}", "metrics.port=9464")
+    dispatcher = aic_containers(docs)["dispatcher"]
+    probes = {kind: dispatcher[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
+    assert probes == {
+        "readinessProbe": {"path": "/readyz", "port": "metrics"},
+        "livenessProbe": {"path": "/livez", "port": "metrics"},
+    }
+    ports = {p["name"]: p["containerPort"] for p in dispatcher["ports"]}
+    assert ports["metrics"] == int(env_of(dispatcher)["METRICS_PORT"]) == 9464  # what the process listens on
+    operator = aic_containers(docs)["operator"]
+    probes = {kind: operator[kind]["httpGet"] for kind in ("readinessProbe", "livenessProbe")}
+    assert probes == {
+        "readinessProbe": {"path": "/healthz", "port": "health"},
+        "livenessProbe": {"path": "/healthz", "port": "health"},
+    }
+    config = by_kind(docs, "ConfigMap")[f"{PREFIX}-config"]["data"]
+    assert {p["name"]: p["containerPort"] for p in operator["ports"]}["health"] == int(config["OPERATOR_HEALTH_PORT"])
 
 
 def test_network_policies_let_the_scrapers_reach_every_scraped_port() -> None:

@@ -240,6 +240,16 @@ def test_url_and_key_come_from_the_config_file_when_neither_flag_nor_environment
     assert flags_win.returncode == 3
 
 
+def test_the_servers_root_url_is_taken_for_its_api_prefix(
+    stack: Stack, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    root = stack.base_url.removesuffix("/api/v1")  # what the web page's address shows
+    assert root != stack.base_url
+    done = aic("classify", "--url", root, "--key", API_KEY, str(photos["cat"]), env=cli_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert json_lines(done.stdout)[0]["predictions"][0]["class_name"] == "Egyptian cat"
+
+
 # --- exit codes --------------------------------------------------------------------------------------------
 
 

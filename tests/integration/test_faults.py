@@ -2,7 +2,9 @@
 
 This module runs its own rig (redis-server with an append-only file, a local Triton, `aic api`, and as many
 `aic dispatcher` processes as a test needs) so it can kill and restart each of them without disturbing the
-rest of the suite. Leases are short (3 s) so reclaiming is observable in a test's time.
+rest of the suite. Leases are short (3 s) so reclaiming is observable in a test's time. The representative tests
+run with uploads in Redis and in S3 (moto; the ``uploads`` fixture restarts the rig's API with ``OBJECT_STORE_URL``),
+and one takes the S3 server away mid-run.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import json
 import signal
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -26,7 +30,7 @@ from aic.store import keys
 from conftest import API_KEY, publish_models
 from helpers import TERMINAL, EventRecorder, jpeg
 from skimage import data as skdata
-from stack import RedisServer, Service, stop_all, wait_for_http
+from stack import RedisServer, S3Server, Service, stop_all, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +99,25 @@ class Rig:
         stop_all(self.dispatchers)
         self.dispatchers.clear()
 
+    @contextmanager
+    def uploads_in(self, s3: S3Server) -> Iterator[str]:
+        """The rig with its uploads in S3 under a prefix of its own (yielded): the API restarted with it, and every
+        dispatcher started meanwhile; a short sweep so strays of a store outage go within a test's time."""
+        prefix, plain = f"faults-{uuid.uuid4().hex[:8]}", self.env
+        sweep = {"UPLOAD_SWEEP_INTERVAL_S": "1", "UPLOAD_STRAY_AGE_S": "10"}
+        self._restart_api({**plain, **s3.env(prefix), **sweep})
+        try:
+            yield prefix
+        finally:
+            self.stop_dispatchers()
+            self._restart_api(plain)
+
+    def _restart_api(self, env: dict[str, str]) -> None:
+        self.api.stop()
+        self.env = env
+        self.api = Service("api", env).start()
+        wait_for_http(f"{self.base_url}/health", 60, self.api)
+
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
@@ -140,6 +163,25 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "TRITON_", "API_", "LEASE"))}
 
 
+@pytest.fixture(params=["redis", "s3"])
+def uploads(request: pytest.FixtureRequest, rig: Rig) -> Iterator[str]:
+    """The test once with uploads in Redis (yields ""), once in S3 (yields the prefix)."""
+    if request.param == "redis":
+        yield ""
+        return
+    s3: S3Server = request.getfixturevalue("s3")
+    with rig.uploads_in(s3) as prefix:
+        yield prefix
+
+
+def wait_prefix_empty(s3: S3Server, prefix: str, timeout_s: float = 60) -> None:
+    """Until no upload is left under ``prefix``: deleted after each job's end, or swept."""
+    deadline = time.monotonic() + timeout_s
+    while left := s3.keys(prefix):
+        assert time.monotonic() < deadline, f"{len(left)} uploads left behind, e.g. {left[:3]}"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def recorder(rig: Rig) -> Iterator[EventRecorder]:
     rec = EventRecorder(rig.redis_server.url)
@@ -164,7 +206,9 @@ def test_health_is_degraded_without_dispatchers_and_healthy_with_them(rig: Rig, 
     assert body["services"]["dispatchers"] == "healthy (2 dispatchers)"
 
 
-def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder: EventRecorder) -> None:
+def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(
+    rig: Rig, uploads: str, recorder: EventRecorder, request: pytest.FixtureRequest
+) -> None:
     victim = rig.dispatcher(PREPROCESS_THREADS="1")
     job_ids = rig.submit(24)
     deadline = time.monotonic() + 60
@@ -178,6 +222,8 @@ def test_sigkill_mid_batch_jobs_are_reclaimed_and_finish_once(rig: Rig, recorder
     survivor = rig.dispatcher()
     rig.assert_exactly_once(recorder, job_ids, "completed")
     assert "reclaimed" in survivor.output()
+    if uploads:
+        wait_prefix_empty(request.getfixturevalue("s3"), uploads)
 
 
 def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: EventRecorder) -> None:
@@ -197,7 +243,7 @@ def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: EventRec
     assert "reclaimed" not in observer.output() and "reclaimed" not in worker.output()
 
 
-def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: EventRecorder) -> None:
+def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, uploads: str, recorder: EventRecorder) -> None:
     rig.dispatcher()
     rig.triton.stop()
     try:
@@ -208,6 +254,30 @@ def test_triton_stopped_then_restarted_jobs_wait_and_finish(rig: Rig, recorder: 
         rig.triton.start()
         rig.triton.wait_ready(120)
     rig.assert_exactly_once(recorder, job_ids, "completed")
+
+
+def test_s3_stopped_for_15_s_mid_run_every_job_completes_once(rig: Rig, s3: S3Server, recorder: EventRecorder) -> None:
+    with rig.uploads_in(s3) as prefix:
+        job_ids = rig.submit(200)
+        worker, observer = rig.dispatcher(), rig.dispatcher()
+        deadline = time.monotonic() + 120
+        while "completed" not in rig.statuses(job_ids).values():
+            assert time.monotonic() < deadline, "no job completed"
+            time.sleep(0.05)
+        s3.stop()
+        try:
+            waiting = [j for j, s in rig.statuses(job_ids).items() if s not in TERMINAL]
+            time.sleep(15)  # five leases: a job whose lease was not renewed would be reclaimed meanwhile
+            during = Counter(rig.statuses(job_ids).values())
+        finally:
+            s3.start()
+        assert waiting, "the outage came too late to leave work waiting"
+        assert during["failed"] == 0, during  # nothing failed or dead-lettered for the outage
+        rig.assert_exactly_once(recorder, job_ids, "completed")
+        r = rig.redis()
+        assert all(int(r.hget(keys.job_status(j), "attempts") or 0) == 1 for j in job_ids), "a delivery was counted"
+        assert "reclaimed" not in worker.output() + observer.output()
+        wait_prefix_empty(s3, prefix)
 
 
 def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: Rig, recorder: EventRecorder) -> None:

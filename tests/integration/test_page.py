@@ -281,3 +281,25 @@ def test_the_page_is_not_rate_limited_and_not_in_the_schema_while_unknown_paths_
         assert httpx.post(f"{root}/").json()["error"] == "HTTP_ERROR"
         paths = httpx.get(f"{root}/schema/openapi.json").json()["paths"]
         assert "/" not in paths and not [p for p in paths if p.startswith("/static")]
+
+
+def test_the_page_lists_the_tenants_recent_jobs_when_it_opens_and_after_a_reload(
+    stack: Stack, browser: WebDriver
+) -> None:
+    with stack.client() as client, stack.client(OTHER_TENANT_KEY) as other:
+        mine = client.post("/classify", files={"file": ("cat.jpg", jpeg(), "image/jpeg")}).json()["job_id"]
+        theirs = other.post("/classify", files={"file": ("cat.jpg", jpeg(), "image/jpeg")}).json()["job_id"]
+    page = fresh_page(browser, root_of(stack))
+    assert page.find_elements(By.CSS_SELECTOR, "#history li.job") == []  # no key yet: nothing to list
+    page.execute_script("sessionStorage.setItem('aic.api_key', arguments[0]);", API_KEY)
+    for _ in range(2):  # the page opening with the tab's key, then a reload: the history is the service's
+        page.get(f"{root_of(stack)}/")
+        (item,) = wait_for(page, f"#history li.job[data-job-id='{mine}']")
+        assert page.find_elements(By.CSS_SELECTOR, f"#history li.job[data-job-id='{theirs}']") == []
+        ids = [li.get_attribute("data-job-id") for li in page.find_elements(By.CSS_SELECTOR, "#history li.job")]
+        assert ids[0] == mine  # newest first
+    WebDriverWait(page, WAIT_S).until(lambda _: item.find_elements(By.CSS_SELECTOR, "button.show"))
+    item.find_element(By.CSS_SELECTOR, "button.show").click()
+    rows = wait_for(page, f"#history li.job[data-job-id='{mine}'] [data-testid=prediction]")
+    assert rows[0].text.startswith("Egyptian cat"), [r.text for r in rows]
+    assert csp_violations(page) == []

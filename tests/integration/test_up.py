@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -58,11 +59,22 @@ def port_is_free(port: int) -> bool:
         return True
 
 
+def up_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A user's environment: nothing of the stack configured but where its data goes, plus ``extra``."""
+    unset = ("REDIS_URL", "TRITON_URL", "API_KEYS", "API_HOST", "METRICS_PORT", "METRICS_HOST")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    return {**env, "AIC_DATA_DIR": str(tmp_path), **extra}
+
+
 def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TRITON_URL", "API_KEYS", "API_HOST")}
-    env.update({"API_PORT": str(port), "AIC_DATA_DIR": str(tmp_path), "RATE_LIMIT_PER_MINUTE": "0"})
+    env = up_env(tmp_path, API_PORT=str(port), RATE_LIMIT_PER_MINUTE="0")
     log = tmp_path / "up.log"
+    # what used to be the dispatcher's fixed metrics port is taken (by us, or by whoever has it already)
+    taken = socket.socket()
+    with contextlib.suppress(OSError):
+        taken.bind(("127.0.0.1", 9090))
+        taken.listen()
     with log.open("wb") as out:
         up = subprocess.Popen(
             [sys.executable, "-m", "aic.cli", "up"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path
@@ -77,6 +89,11 @@ def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_pa
         key = re.search(r"dev API key \(this run only\): (\S+)", output)
         assert key, output
         assert f"http://127.0.0.1:{port}/api/v1" in output
+        assert "models: latest -> efficientnet-lite0; v1.0 -> efficientnet-lite0" in output
+        metrics = re.search(r"(http://127\.0\.0\.1:(\d+))/metrics \(dispatcher; probes /livez, /readyz\)", output)
+        assert metrics and metrics[2] != "9090", output  # a free port, printed
+        assert "aic_dispatcher_ready" in httpx.get(f"{metrics[1]}/metrics", timeout=10).text
+        assert httpx.get(f"{metrics[1]}/livez", timeout=10).json() == {"status": "ok", "loop": "ok"}
         photo = io.BytesIO()
         Image.fromarray(skdata.chelsea()).save(photo, format="JPEG")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", headers={"X-API-Key": key[1]}) as client:
@@ -106,7 +123,22 @@ def test_aic_up_serves_a_classification_and_sigterm_leaves_nothing_behind(tmp_pa
     finally:
         up.send_signal(signal.SIGTERM)
         code = up.wait(60)
+        taken.close()
     assert code == 0, log.read_text(errors="replace")
+    assert '"level":"ERROR"' not in log.read_text(errors="replace")  # "cannot listen on 9090" was one
     time.sleep(0.5)
     assert not [pid for pid in children if alive(pid)], log.read_text(errors="replace")[-2000:]
     assert port_is_free(port)
+
+
+def test_aic_up_with_a_bad_setting_prints_the_childs_message_and_exits_non_zero_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    env = up_env(tmp_path, API_KEYS="dev:short", TRITON_URL="127.0.0.1:1", API_PORT=str(free_port()))  # no Triton
+    done = subprocess.run(
+        [sys.executable, "-m", "aic.cli", "up"], env=env, capture_output=True, text=True, cwd=tmp_path, timeout=180
+    )
+    assert done.returncode == 2, done.stdout + done.stderr  # the API's own exit code for a bad setting
+    assert "API_KEYS entry for tenant 'dev' must be 'tenant:key' or 'tenant:key:admin', key >= 16 chars" in done.stderr
+    assert "aic up: the api exited with 2 during start-up (its message is above); stopping" in done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

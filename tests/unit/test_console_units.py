@@ -10,8 +10,9 @@ from aic.client import AuthenticationError, BadRequest, Conflict, NotFound, Rate
 from aic.client.errors import ServiceUnavailable
 from aic.client.models import ErrorResponse, Prediction, Result, Status
 from aic.console.commands import ExitCode, InputError, exit_code_of, read_image
-from aic.console.config import DEFAULT_URL, ConfigError, config_path, export_line, resolve
+from aic.console.config import API_PREFIX, DEFAULT_URL, ConfigError, api_url, config_path, export_line, resolve
 from aic.console.view import Outcome
+from aic.core.settings import ApiSettings
 
 
 def write_config(home: Path, text: str) -> None:
@@ -34,6 +35,23 @@ def test_flags_win_over_environment_which_wins_over_the_config_file(tmp_path: Pa
 def test_without_any_source_the_url_is_the_local_default_and_there_is_no_key(tmp_path: Path) -> None:
     target = resolve(None, None, {"XDG_CONFIG_HOME": str(tmp_path)})
     assert (target.url, target.api_key) == (DEFAULT_URL, None)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("http://host:8000", "http://host:8000/api/v1"),  # the server root, as the web page's address shows it
+        ("http://host:8000/", "http://host:8000/api/v1"),
+        ("https://aic.example.com", "https://aic.example.com/api/v1"),
+        ("http://host:8000/api/v1/", "http://host:8000/api/v1"),
+        ("https://gateway.example.com/aic/api/v1", "https://gateway.example.com/aic/api/v1"),  # a path: as given
+    ],
+)
+def test_a_server_root_means_its_default_api_prefix(tmp_path: Path, given: str, used: str) -> None:
+    assert api_url(given) == used
+    assert resolve(given, None, {"XDG_CONFIG_HOME": str(tmp_path)}).url == used
+    assert resolve(None, None, {"XDG_CONFIG_HOME": str(tmp_path), "AIC_URL": given}).url == used
+    assert ApiSettings().api_prefix == API_PREFIX
 
 
 def test_the_config_file_lives_under_xdg_config_home_else_dot_config(tmp_path: Path) -> None:

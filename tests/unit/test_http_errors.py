@@ -6,14 +6,19 @@ import json
 from typing import Any
 
 import pytest
-from aic.core.errors import JobEndedError, JobNotFoundError, RateLimitedError, RequestValidationError
+from aic.core.errors import (
+    JobEndedError,
+    JobNotFoundError,
+    RateLimitedError,
+    RequestValidationError,
+    StoreUnavailable,
+)
 from aic.core.settings import ApiSettings, RedisSettings
 from aic.http.app import create_app
 from aic.http.errors import failure
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.routes import HTTPRoute, WebSocketRoute
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 MAX_FILE_SIZE = 10 * 1024 * 1024
 
@@ -33,7 +38,7 @@ def scope(**extra: Any) -> dict[str, Any]:
         (JobEndedError("Job already completed", status="completed"), 409, "CONFLICT"),
         (RateLimitedError("slow down", headers={"Retry-After": "3"}), 429, "RATE_LIMITED"),
         (RequestValidationError("Request validation failed", [{"field": "priority"}]), 422, "VALIDATION_ERROR"),
-        (RedisConnectionError("gone"), 503, "SERVICE_UNAVAILABLE"),
+        (StoreUnavailable(), 503, "SERVICE_UNAVAILABLE"),
         (RuntimeError("boom"), 500, "INTERNAL_ERROR"),
     ],
 )

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from aic.core.errors import StoreUnavailable
 from aic.live.hub import EventHub
 from aic.store.events import Message
 
@@ -42,7 +43,7 @@ class FakeSubscription:
         self.messages.put_nowait(Message(job_id, None, inbox=True))
 
     def lose_connection(self) -> None:
-        self.messages.put_nowait(ConnectionError("pub/sub connection lost"))
+        self.messages.put_nowait(StoreUnavailable("pub/sub connection lost"))
 
     async def next(self, timeout_s: float) -> Message | None:
         with contextlib.suppress(TimeoutError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 
 from aic.client import _wire
 from aic.client.errors import JobTimeout
-from aic.client.models import Image, Job, Models, Result, Status, Token
+from aic.client.models import Image, Job, JobPage, Models, Result, Status, Token, Usage
 from aic.core.retry import RetryPolicy
 from aic.core.schemas import BatchResponse
 
@@ -72,9 +73,12 @@ class Client:
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         wait_s: int | None = None,
+        deadline_s: int | None = None,
+        retention_s: int | None = None,
     ) -> Job:
         """Submit one image (bytes, a path or an ``Upload``); with ``wait_s`` the answer waits up to that long
-        for the job to end (``Prefer: wait``) and carries the result when it completed."""
+        for the job to end (``Prefer: wait``) and carries the result when it completed. ``deadline_s``: not finished
+        by then, the job fails with TIMEOUT; ``retention_s``: how long the ended job stays readable."""
         parts = _wire.submit_parts(
             [image],
             batch=False,
@@ -84,6 +88,8 @@ class Client:
             metadata=metadata,
             idempotency_key=idempotency_key,
             wait_s=wait_s,
+            deadline_s=deadline_s,
+            retention_s=retention_s,
         )
         return _wire.decode(self._submit(parts, wait_s), Job)
 
@@ -128,6 +134,61 @@ class Client:
     def cancel(self, job_id: str) -> Status:
         """Cancel a pending or processing job; ``Conflict`` once it has ended."""
         return _wire.decode(self._send("DELETE", f"/jobs/{job_id}"), Status)
+
+    def purge(self, job_id: str) -> None:
+        """Erase a job: cancelled if still live, then everything of it deleted; ``NotFound`` afterwards."""
+        response = self._send("DELETE", f"/jobs/{job_id}", params={"purge": "true"})
+        if response.is_error:
+            raise _wire.error_of(response)
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        priority: str | None = None,
+        model_version: str | None = None,
+        created_after: datetime | str | None = None,
+        created_before: datetime | str | None = None,
+        limit: int | None = None,
+        tenant: str | None = None,
+    ) -> Iterator[Status]:
+        """The caller's jobs (an admin: ``tenant``'s), newest first, following the pages' cursors; at most
+        ``limit`` of them (default: all the service still holds)."""
+        params = _wire.list_params(
+            status=status,
+            priority=priority,
+            model_version=model_version,
+            created_after=created_after,
+            created_before=created_before,
+            tenant=tenant,
+            page_size=min(limit or _wire.LIST_PAGE_SIZE, _wire.LIST_PAGE_SIZE),
+        )
+        given = 0
+        cursor: str | None = None
+        while True:
+            page = _wire.decode(
+                self._send("GET", "/jobs", params={**params, **({"cursor": cursor} if cursor else {})}), JobPage
+            )
+            for job in page.jobs:
+                if limit is not None and given >= limit:
+                    return
+                given += 1
+                yield job
+            cursor = page.next_cursor
+            if cursor is None or (limit is not None and given >= limit):
+                return
+
+    def usage(
+        self,
+        start: date | str | None = None,
+        end: date | str | None = None,
+        *,
+        group_by: str = "day",
+        tenant: str | None = None,
+    ) -> Usage:
+        """Jobs, bytes and inference time per UTC day (``group_by="model"``: per model version) from ``start`` to
+        ``end`` (default: the last 30 days); an admin may pass ``tenant`` (``"*"``: every tenant)."""
+        return _wire.decode(self._send("GET", "/usage", params=_wire.usage_params(start, end, group_by, tenant)), Usage)
 
     def token(self) -> Token:
         """Exchange the API key for a short-lived Bearer token (for a WebSocket, or to hand to a browser)."""

@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -106,6 +107,8 @@ def submit_parts(
     metadata: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     wait_s: int | None = None,
+    deadline_s: int | None = None,
+    retention_s: int | None = None,
 ) -> SubmitParts:
     uploads = [Upload.of(image) for image in images]
     field = "files" if batch else "file"
@@ -117,12 +120,53 @@ def submit_parts(
     }
     if metadata is not None:
         data["metadata"] = json.dumps(dict(metadata))
+    for name, seconds in (("deadline_s", deadline_s), ("retention_s", retention_s)):
+        if seconds is not None:
+            data[name] = str(int(seconds))
     headers = {}
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     if wait_s is not None:
         headers["Prefer"] = f"wait={int(wait_s)}"
     return SubmitParts("/classify/batch" if batch else "/classify", files, data, headers)
+
+
+LIST_PAGE_SIZE = 100
+"""Jobs asked for per page while ``list_jobs`` follows cursors (the service's largest page)."""
+
+
+def list_params(
+    *,
+    status: str | None = None,
+    priority: str | None = None,
+    model_version: str | None = None,
+    created_after: datetime | str | None = None,
+    created_before: datetime | str | None = None,
+    tenant: str | None = None,
+    page_size: int = LIST_PAGE_SIZE,
+) -> dict[str, str]:
+    """The query of ``GET /jobs`` (without the cursor)."""
+    params = {
+        "status": status,
+        "priority": priority,
+        "model_version": model_version,
+        "created_after": _moment(created_after),
+        "created_before": _moment(created_before),
+        "tenant": tenant,
+    }
+    return {"limit": str(page_size), **{name: value for name, value in params.items() if value is not None}}
+
+
+def usage_params(
+    start: date | str | None = None, end: date | str | None = None, group_by: str = "day", tenant: str | None = None
+) -> dict[str, str]:
+    """The query of ``GET /usage``."""
+    params = {"from": start, "to": end, "group_by": group_by, "tenant": tenant}
+    return {name: str(value) for name, value in params.items() if value is not None}
+
+
+def _moment(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
 
 
 class SseParser:

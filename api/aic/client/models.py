@@ -12,10 +12,12 @@ from aic.core.schemas import (
     ClassificationResponse,
     ClassificationResult,
     ErrorResponse,
+    JobListResponse,
     JobStatusResponse,
     ModelsResponse,
     Prediction,
     TokenResponse,
+    UsageResponse,
 )
 
 Job = ClassificationResponse
@@ -26,6 +28,10 @@ Result = ClassificationResult
 """``predictions`` (``class_name``, ``confidence``, ``class_id``; best first), ``processing_time``, ..."""
 Token = TokenResponse
 Models = ModelsResponse
+JobPage = JobListResponse
+"""One page of ``GET /jobs``: ``jobs`` (statuses, newest first) and ``next_cursor``."""
+Usage = UsageResponse
+"""``GET /usage``: per tenant its ``totals`` and ``days`` (or ``models``)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ __all__ = [
     "ErrorResponse",
     "Image",
     "Job",
+    "JobPage",
     "JobStatus",
     "Models",
     "Prediction",
@@ -62,4 +69,5 @@ __all__ = [
     "Status",
     "Token",
     "Upload",
+    "Usage",
 ]

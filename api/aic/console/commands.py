@@ -104,11 +104,41 @@ def classify_command(
     return target if isinstance(target, ExitCode) else classify(paths, options, target, view)
 
 
-def jobs_command(action: str, job_id: str, *, url: str | None, key: str | None, as_json: bool, top_k: int) -> ExitCode:
-    """``aic jobs status|result|cancel ID``."""
+@dataclass(frozen=True)
+class JobsOptions:
+    """``aic jobs``: the action, its job id (all but ``list``), and the options of ``list`` and ``delete``."""
+
+    action: str
+    job_id: str | None = None
+    status: str | None = None
+    limit: int = 20
+    purge: bool = False
+
+
+def jobs_command(options: JobsOptions, *, url: str | None, key: str | None, as_json: bool, top_k: int) -> ExitCode:
+    """``aic jobs status|result|cancel ID``, ``aic jobs list [--status S] [--limit N]``, ``aic jobs delete
+    [--purge] ID`` (without ``--purge``: a cancel)."""
     view = make_view(as_json, top_k)
+    if (options.action == "list") != (options.job_id is None):
+        view.error("aic jobs list takes no ID" if options.job_id else f"aic jobs {options.action} needs a job ID")
+        return ExitCode.BAD_INPUT
     target = target_or_exit(url, key, view)
-    return target if isinstance(target, ExitCode) else jobs(action, job_id, target, view)
+    return target if isinstance(target, ExitCode) else jobs(options, target, view)
+
+
+def usage_command(start: str | None, end: str | None, *, url: str | None, key: str | None, as_json: bool) -> ExitCode:
+    """``aic usage [--from D --to D]``: the tenant's usage per day."""
+    view = make_view(as_json, 5)
+    target = target_or_exit(url, key, view)
+    if isinstance(target, ExitCode):
+        return target
+    try:
+        with Client(target.url, target.api_key) as client:
+            view.show_usage(client.usage(start, end))
+    except ClientError as exc:
+        view.error(describe(exc))
+        return exit_code_of(exc)
+    return ExitCode.OK
 
 
 def target_or_exit(url: str | None, key: str | None, view: View) -> Target | ExitCode:
@@ -171,13 +201,19 @@ async def _track(client: AsyncClient, outcome: Outcome, view: View) -> None:
         outcome.result = await client.result(outcome.job_id)
 
 
-def jobs(action: str, job_id: str, target: Target, view: View) -> ExitCode:
+def jobs(options: JobsOptions, target: Target, view: View) -> ExitCode:
+    action, job_id = options.action, options.job_id or ""
     try:
         with Client(target.url, target.api_key) as client:
-            if action == "result":
+            if action == "list":
+                view.show_jobs(list(client.list_jobs(status=options.status, limit=options.limit)))
+            elif action == "result":
                 view.show_result(client.result(job_id))
+            elif action == "delete" and options.purge:
+                client.purge(job_id)
+                view.erased(job_id)
             else:
-                view.show_status(client.cancel(job_id) if action == "cancel" else client.status(job_id))
+                view.show_status(client.cancel(job_id) if action in ("cancel", "delete") else client.status(job_id))
     except ClientError as exc:
         view.error(describe(exc))
         return exit_code_of(exc)

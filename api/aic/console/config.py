@@ -1,18 +1,24 @@
 """Where ``aic classify`` and ``aic jobs`` find the service: ``--url``/``--key``, else ``AIC_URL``/``AIC_API_KEY``,
-else ``$XDG_CONFIG_HOME/aic/config.toml`` (``~/.config/aic/config.toml``), else the local default URL."""
+else ``$XDG_CONFIG_HOME/aic/config.toml`` (``~/.config/aic/config.toml``), else the local default URL.
+
+The URL is the API prefix (``http://host:8000/api/v1``); the server's root (``http://host:8000``, what a browser
+shows for the web page) is taken to mean the default prefix below it."""
 
 from __future__ import annotations
 
 import os
 import shlex
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 URL_ENV = "AIC_URL"
 KEY_ENV = "AIC_API_KEY"
-DEFAULT_URL = "http://127.0.0.1:8000/api/v1"
+API_PREFIX = "/api/v1"
+"""The service's default API_PREFIX."""
+DEFAULT_URL = f"http://127.0.0.1:8000{API_PREFIX}"
 
 
 class ConfigError(ValueError):
@@ -53,7 +59,16 @@ def resolve(url: str | None, api_key: str | None, env: Mapping[str, str] | None 
         stored = _from_file(config_path(env))
         url = url or stored.get("url")
         api_key = api_key or stored.get("api_key")
-    return Target((url or DEFAULT_URL).rstrip("/"), api_key)
+    return Target(api_url(url or DEFAULT_URL), api_key)
+
+
+def api_url(url: str) -> str:
+    """``url`` without a trailing slash; a server root (no path) gets the default API prefix appended."""
+    url = url.rstrip("/")
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme in ("http", "https") and parsed.netloc and not parsed.path:
+        return url + API_PREFIX
+    return url
 
 
 def export_line(url: str, api_key: str) -> str:

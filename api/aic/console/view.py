@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from aic.client import Result, Status
+from aic.client.models import Usage
 
 
 @dataclass
@@ -48,6 +49,9 @@ class View(Protocol):
     def finished(self, outcomes: list[Outcome], *, waited: bool) -> None: ...
     def show_status(self, status: Status) -> None: ...
     def show_result(self, result: Result) -> None: ...
+    def show_jobs(self, statuses: list[Status]) -> None: ...
+    def show_usage(self, usage: Usage) -> None: ...
+    def erased(self, job_id: str) -> None: ...
     def error(self, message: str) -> None: ...
     def close(self) -> None: ...
 
@@ -81,6 +85,16 @@ class JsonView:
         body = msgspec.to_builtins(result)
         body["predictions"] = body["predictions"][: self.top_k]
         self._line(body)
+
+    def show_jobs(self, statuses: list[Status]) -> None:
+        for status in statuses:
+            self._line(msgspec.to_builtins(status))
+
+    def show_usage(self, usage: Usage) -> None:
+        self._line(msgspec.to_builtins(usage))
+
+    def erased(self, job_id: str) -> None:
+        self._line({"job_id": job_id, "erased": True})
 
     def error(self, message: str) -> None:
         self.err.write(f"aic: {message}\n")
@@ -153,8 +167,37 @@ class TerminalView:
     def show_result(self, result: Result) -> None:
         self._table(f"{result.job_id} · {result.model_version}", result)
 
+    def show_jobs(self, statuses: list[Status]) -> None:
+        table = Table(title=f"{len(statuses)} jobs, newest first", title_justify="left")
+        for column in ("job", "status", "priority", "model", "created", "error"):
+            table.add_column(column)
+        for s in statuses:
+            error = escape(f"{s.error_code}: {s.error_message}") if s.error_code else ""
+            created = (s.created_at or "")[:19].replace("T", " ")
+            table.add_row(s.job_id, str(s.status), s.priority or "", escape(s.model_version or ""), created, error)
+        self.console.print(table)
+
+    def show_usage(self, usage: Usage) -> None:
+        counters = ("submitted", "completed", "failed", "cancelled", "timed_out", "image_bytes", "inference_ms")
+        for tenant in usage.tenants:
+            table = Table(title=f"{escape(tenant.tenant)} · {usage.from_date} to {usage.to_date}", title_justify="left")
+            table.add_column("day")
+            for name in counters:
+                table.add_column(name.replace("_", " "), justify="right")
+            for day in tenant.days or []:
+                table.add_row(day.date, *(_count(getattr(day, name)) for name in counters))
+            table.add_row("total", *(_count(getattr(tenant.totals, name)) for name in counters), style="bold")
+            self.console.print(table)
+
+    def erased(self, job_id: str) -> None:
+        self.console.print(f"{job_id}: erased")
+
     def error(self, message: str) -> None:
         self.errors.print(f"[red]aic:[/] {escape(message)}", highlight=False)
 
     def close(self) -> None:
         self.bars.stop()
+
+
+def _count(value: float) -> str:
+    return f"{value:,.1f}" if isinstance(value, float) else f"{value:,}"

@@ -47,6 +47,17 @@ class JobNotFoundError(AppError):
         super().__init__(f"Job not found: {job_id}")
 
 
+class UploadNotFoundError(AppError):
+    """An upload id that is unknown, expired or another tenant's (all answered alike). An upload id is the id of the
+    job its submit creates, hence the job's error code."""
+
+    status_code = 404
+    error_code = ErrorCode.JOB_NOT_FOUND
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"Upload not found: {upload_id}")
+
+
 class JobConflictError(AppError):
     status_code = 409
     error_code = ErrorCode.CONFLICT
@@ -68,6 +79,18 @@ class UnauthorizedError(AppError):
 class ServiceUnavailableError(AppError):
     status_code = 503
     error_code = ErrorCode.SERVICE_UNAVAILABLE
+
+
+class StoreError(ServiceUnavailableError):
+    """A store call failed: Redis refused a command, or Redis or the object store did not answer. The one
+    exception that leaves ``aic.store`` (redis-py's and obstore's own never do): its cause is chained."""
+
+    def __init__(self, detail: str = "A dependency is unavailable; retry later", *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class StoreUnavailable(StoreError):
+    """Redis or the object store is unreachable (refused, reset, timed out): wait and retry, or answer 503."""
 
 
 class ModelError(AppError):

@@ -132,6 +132,29 @@ class RedisSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class ObjectStoreSettings:
+    """Where uploads live while their jobs need them (README "Uploads in an object store")."""
+
+    object_store_url: str | None = None
+    """``s3://bucket/prefix``, ``gs://bucket/prefix``, ``az://container/prefix`` or ``file:///path``: each upload is
+    kept there as ``<prefix>/<tenant>/<job id>`` and its job keeps a reference. Unset: uploads stay in Redis.
+    Credentials come from the store's own variables (``AWS_*`` incl. ``AWS_ENDPOINT_URL``, ``GOOGLE_*``,
+    ``AZURE_*``) or workload identity."""
+    object_store_timeout_s: float = 30.0
+    """Bound of one request to the object store."""
+    object_store_retry_timeout_s: float = 5.0
+    """How long one call retries a failing store before it counts as unavailable (a submit then answers 503)."""
+    max_upload_size: int = 50 * 1024 * 1024
+    """Largest image a presigned direct upload may carry (``POST /uploads``; checked from a HEAD at submit)."""
+    upload_url_ttl_s: float = 900.0
+    """How long a presigned upload URL is valid; its upload id can be submitted for as long again."""
+    upload_sweep_interval_s: float = 300.0
+    """How often one dispatcher (of all) removes stray uploads: objects whose job no longer needs them."""
+    upload_stray_age_s: float = 900.0
+    """Only objects older than this are swept: younger ones may belong to a submit still creating its job."""
+
+
+@dataclasses.dataclass(frozen=True)
 class TritonSettings:
     """The Triton server(s) and the model repository they serve."""
 
@@ -179,15 +202,27 @@ class DispatcherSettings:
     """While Triton is unreachable jobs wait (backing off) this long, then fail with TIMEOUT."""
     shutdown_grace_s: float = 20.0
     """On SIGTERM in-flight batches get this long to finish; what is left is released to other dispatchers."""
+    loop_stall_s: float = 15.0
+    """``/livez`` fails once the event loop has been stuck this long (nothing it runs should block it for a second);
+    ``/readyz`` fails with it."""
+    deadline_sweep_interval_s: float = 5.0
+    """How often a dispatcher fails the jobs whose deadline passed (queued or running) with TIMEOUT."""
 
 
 @dataclasses.dataclass(frozen=True)
 class QueueSettings:
-    """Admission control shared by the API replicas."""
+    """Admission control and job lifetimes, shared by the API replicas and the dispatchers."""
 
     queue_max_depth: int = 10_000
     """Jobs waiting or in flight across all priorities; above it submit answers 503 with Retry-After."""
     queue_full_retry_after_s: int = 5
+    queue_ttl_s: int = 3600
+    """The deadline of a job submitted without ``deadline_s`` or ``Cancel-After``: not finished this many seconds
+    after its submit, it fails with TIMEOUT (the seed's 1 h a pending job lived)."""
+    max_deadline_s: int = 86_400
+    """The longest ``deadline_s`` (or ``Cancel-After``) a submit may ask for."""
+    max_retention_s: int = 30 * 86_400
+    """The longest ``retention_s`` a submit may ask for: how long a finished job stays readable (default 24 h)."""
 
 
 @dataclasses.dataclass(frozen=True)

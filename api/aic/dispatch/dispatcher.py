@@ -26,18 +26,22 @@ from numpy.typing import NDArray
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode
 
+from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
-from aic.core.errors import ImageValidationError
+from aic.core.errors import ImageValidationError, StoreUnavailable
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
 from aic.core.settings import DispatcherSettings
 from aic.core.timeutil import now_iso
 from aic.dispatch import metrics, preprocess
+from aic.dispatch.health import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, PULSE_S, Health
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
 from aic.dispatch.retry import triton_policy
-from aic.store.connection import UNAVAILABLE
+from aic.dispatch.versions import Served, Versions, VersionSettings
+from aic.store.deadlines import TIMEOUT_MESSAGE, DeadlineSweep
+from aic.store.evidence import EvidenceStore
 from aic.store.jobs import Job
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.routes import RouteStore
@@ -131,6 +135,7 @@ class Dispatcher:
         runner: TritonRunner,
         settings: DispatcherSettings,
         worker_id: str,
+        health: Health | None = None,
     ) -> None:
         self.queue = queue
         self.jobs = jobs
@@ -145,8 +150,14 @@ class Dispatcher:
         self.threads = settings.preprocess_threads or os.cpu_count() or 1
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="preprocess")
         self.stats = stats
+        self.deadlines = DeadlineSweep(jobs.redis, jobs.uploads)
+        self.versions = Versions(
+            EvidenceStore(routes.redis), runner, self.specs.spec, self.pool, settings_mod.load(VersionSettings)
+        )
         self.completed = 0
         self.failed = 0
+        self.health = health or Health(settings.loop_stall_s)
+        """What ``/livez`` and ``/readyz`` answer: this loop keeps it current (``_pulse``, ``_probe``)."""
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -154,18 +165,34 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Work until ``stop()``; then in-flight batches get ``shutdown_grace_s`` before being released."""
+        with telemetry.untraced():  # the probes' calls are no job's
+            probes = [asyncio.create_task(self._pulse()), asyncio.create_task(self._probe())]
+        try:
+            await self._run()
+        finally:
+            for task in probes:
+                task.cancel()
+            await asyncio.gather(*probes, return_exceptions=True)
+
+    async def _run(self) -> None:
         while True:
             try:
                 await self.queue.ensure_groups()
                 break
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("waiting for redis: %s", exc)
                 await asyncio.sleep(1.0)
         log.info("dispatcher %s reading every priority queue", self.worker_id)
         # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
         # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
         with telemetry.untraced():
-            background = (self._heartbeat(), self._renew_leases(), self._queue_metrics())
+            background = (
+                self._heartbeat(),
+                self._renew_leases(),
+                self._queue_metrics(),
+                self._sweep_deadlines(),
+                self.versions.run(),
+            )
             helpers = [asyncio.create_task(helper) for helper in background]
             concurrency = max(1, self.settings.dispatcher_concurrency)
             loops = [asyncio.create_task(self._loop()) for _ in range(concurrency)]
@@ -185,7 +212,7 @@ class Dispatcher:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            with contextlib.suppress(*UNAVAILABLE):
+            with contextlib.suppress(StoreUnavailable):
                 await self.heartbeats.gone(self.worker_id)
             self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -196,7 +223,7 @@ class Dispatcher:
                 entries = await self.intake.next_batch()
                 if entries:
                     await self._process(entries)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("redis unavailable, retrying: %s", exc)
                 self.intake.retry_later(entries)  # still pending for us: take them again once redis is back
                 await asyncio.sleep(1.0)
@@ -217,7 +244,9 @@ class Dispatcher:
             queued = _queued_s(job)
             if queued is not None:
                 metrics.STAGE_DURATION.labels("queued").observe(queued)
-            if job.attempts >= self.settings.max_deliveries:
+            if job.past_deadline():  # never sent to Triton once its deadline passed
+                await self._fail([item], TIMEOUT_MESSAGE, ErrorCode.TIMEOUT)
+            elif job.attempts >= self.settings.max_deliveries:
                 # delivered again and again without finishing: it kills or stalls dispatchers
                 reason = f"Gave up after {job.attempts} deliveries"
                 await self._fail([item], reason, ErrorCode.INTERNAL_ERROR, dead_letter=True)
@@ -315,13 +344,16 @@ class Dispatcher:
                 metrics.TRITON_ERRORS.labels(spec.name, kind).inc()
                 attempt += 1
                 if not exc.retryable:
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.MODEL_ERROR, dead_letter=True)
                     return None
                 if exc.outage:  # Triton down: wait for it, up to the outage deadline
                     if time.monotonic() > outage_deadline:
+                        self.versions.failed(spec, [w.job.model_version for w in work])
                         await self._fail(work, f"Triton unavailable: {exc}", ErrorCode.TIMEOUT, dead_letter=True)
                         return None
                 elif not self.retry.retries_left(attempt):
+                    self.versions.failed(spec, [w.job.model_version for w in work])
                     await self._fail(work, str(exc), ErrorCode.TIMEOUT, dead_letter=True)
                     return None
                 delay = self.retry.delay_s(attempt)
@@ -342,8 +374,15 @@ class Dispatcher:
             if logits is None:
                 return
             inferred = time.perf_counter()
+            share_ms = (inferred - began) * 1000 / len(work)
+            late = {item.job.job_id for item in work if item.job.past_deadline()}
+            if late:  # its deadline passed during the call: the late result is discarded, the job times out
+                await self._fail([item for item in work if item.job.job_id in late], TIMEOUT_MESSAGE, ErrorCode.TIMEOUT)
             completions = []
-            for item, predictions in zip(work, top_k(logits, spec), strict=True):
+            answers = top_k(logits, spec)
+            for item, predictions in zip(work, answers, strict=True):
+                if item.job.job_id in late:
+                    continue
                 result = ClassificationResult(
                     job_id=item.job.job_id,
                     predictions=predictions,
@@ -352,13 +391,23 @@ class Dispatcher:
                     image_metadata=item.job.image_metadata,
                     created_at=now_iso(),
                 )
-                completions.append(Completion(item.job, item.entry, msgspec.json.encode(result)))
+                encoded = msgspec.json.encode(result)
+                completions.append(Completion(item.job, item.entry, encoded, model=spec.name, inference_ms=share_ms))
             with _tracer.start_as_current_span("store results", attributes={"aic.jobs": len(work)}):
                 await self.jobs.complete(completions, through=Stage.INFERENCE)  # the inference event, same trip
             stored = time.perf_counter()
-        self.completed += len(work)
+        # only now, with every result stored: the evidence counts and any shadow/mirror run (never awaited); a job
+        # whose late result was discarded is no answer a client saw
+        served = [
+            Served(w.job.job_id, w.job.model_version, w.image, w.tensor, p)
+            for w, p in zip(work, answers, strict=True)
+            if w.job.job_id not in late
+        ]
+        self.versions.answered(spec, served, inferred - began)
+        self.completed += len(completions)
         for item in work:
-            self._completed(item, inferred - began, stored - inferred)
+            if item.job.job_id not in late:
+                self._completed(item, inferred - began, stored - inferred)
 
     def _completed(self, item: Work, inference_s: float, storing_s: float) -> None:
         job = item.job
@@ -417,11 +466,31 @@ class Dispatcher:
             try:
                 for info in await self.stats.infos():  # one round trip for every priority
                     metrics.record_queue(info)
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.debug("queue metrics: redis unavailable: %s", exc)
             await asyncio.sleep(QUEUE_METRICS_INTERVAL_S)
 
     # -- background --------------------------------------------------------------------------------------
+
+    async def _pulse(self) -> None:
+        """Liveness: the loop is not wedged while this runs on time."""
+        while True:
+            self.health.pulse()
+            await asyncio.sleep(PULSE_S)
+
+    async def _probe(self) -> None:
+        """Readiness: Redis answers and Triton is ready."""
+        while True:
+            problems: dict[str, str] = {}
+            try:
+                await asyncio.wait_for(self.heartbeats.redis.ping(), PROBE_TIMEOUT_S)
+            except Exception as exc:  # whatever the failure, it is the answer, and the checks go on
+                problems["redis"] = f"unreachable: {type(exc).__name__}: {exc}"
+            triton = await self.runner.server_problem()
+            if triton:
+                problems["triton"] = triton
+            self.health.probed(problems)
+            await asyncio.sleep(PROBE_INTERVAL_S)
 
     async def _heartbeat(self) -> None:
         started = now_iso()
@@ -442,16 +511,26 @@ class Dispatcher:
                 await self.heartbeats.beat(self.worker_id, body)
                 metrics.READY.set(0 if problems else 1)
                 metrics.IN_FLIGHT.set(self.intake.count())
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
             except Exception:  # the heartbeat must outlive any one bad round: without it the dispatcher looks gone
                 log.exception("heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval_s)
+
+    async def _sweep_deadlines(self) -> None:
+        """Fail the jobs whose deadline passed, queued or running (each dispatcher sweeps; a job ends once)."""
+        while True:
+            await asyncio.sleep(self.settings.deadline_sweep_interval_s)
+            try:
+                for job in await self.deadlines.sweep():
+                    metrics.JOBS_FAILED.labels(job.model_version, str(job.priority), str(ErrorCode.TIMEOUT)).inc()
+            except StoreUnavailable as exc:
+                log.warning("deadline sweep: store unavailable: %s", exc)
 
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self.settings.lease_ms / 3000)
             try:
                 await self.intake.renew()
-            except UNAVAILABLE as exc:
+            except StoreUnavailable as exc:
                 log.warning("lease renewal failed: %s", exc)

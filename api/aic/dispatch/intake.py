@@ -46,13 +46,16 @@ class Intake:
         self.held.discard(entry)
 
     def retry_later(self, entries: Iterable[Entry]) -> None:
-        """Entries still pending for us after a failure (e.g. Redis went away): take them again next."""
+        """Entries still pending for us after a failure (Redis or the object store went away): take them again
+        next; held meanwhile, so their leases are renewed and no peer takes them over (or counts a delivery)."""
         self._retry.extend(entries)
+        self.held.update(entries)
 
     async def next_batch(self) -> list[Entry]:
         """Up to ``batch_max_size`` entries, most urgent first: own retries, reclaimed, then new ones."""
         want = self.settings.batch_max_size
         found, self._retry = self._retry[:want], self._retry[want:]
+        self.held.difference_update(found)  # held again once loaded (``hold``), or dropped
         if len(found) < want:
             found += await self._reclaim(want - len(found))
         if len(found) < want:

@@ -40,6 +40,10 @@ class SpecCache:
             specs.append(await self._spec(name) if name else None)
         return specs
 
+    async def spec(self, name: str) -> ModelSpec | None:
+        """The published spec of model ``name`` (cached like the routes' own)."""
+        return await self._spec(name)
+
     async def _spec(self, name: str) -> ModelSpec | None:
         cached = self._specs.get(name)
         if cached is None or time.monotonic() - cached[0] > self._ttl_s:

@@ -18,13 +18,15 @@ from litestar.routes import HTTPRoute
 from litestar.types import ControllerRouterHandler
 
 from aic.core import settings as settings_mod
-from aic.core.settings import ApiSettings, QueueSettings, RedisSettings, WebhookSettings
+from aic.core.settings import ApiSettings, ObjectStoreSettings, QueueSettings, RedisSettings, WebhookSettings
 from aic.http import errors
 from aic.http.auth import ApiKeyMiddleware, FailureThrottle, KeyRing
 from aic.http.controllers.account import AccountController
 from aic.http.controllers.admin import AdminController
+from aic.http.controllers.direct import DirectUploadController
 from aic.http.controllers.health import health, livez, readyz
 from aic.http.controllers.jobs import JobController
+from aic.http.controllers.usage import UsageController
 from aic.http.controllers.webhooks import WebhookController
 from aic.http.middleware import RequestIdMiddleware, WebSocketErrorMiddleware
 from aic.http.observe import METRICS_PATH, metrics, prometheus, tracing_plugins
@@ -36,20 +38,35 @@ from aic.http.submissions import Submitter
 from aic.http.tokens import signing_secret
 from aic.live.hub import EventHub
 from aic.store.connection import Probe, connect
+from aic.store.direct import DirectUploads
 from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
+from aic.store.listing import JobIndex
+from aic.store.objects import connect_uploads
 from aic.store.queue import QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
 from aic.store.sealing import Sealer
+from aic.store.usage import UsageStore
 from aic.store.webhooks import WebhookStore
 from aic.store.workers import Heartbeats
 
 log = logging.getLogger("aic.api")
 
 MULTIPART_OVERHEAD = 64 * 1024  # form fields and part headers around the file
-INJECTED = ("job_store", "submitter", "hub", "routes", "queue_stats", "heartbeats", "probe", "webhook_store")
+INJECTED = (
+    "job_store",
+    "job_index",
+    "usage_store",
+    "submitter",
+    "hub",
+    "routes",
+    "queue_stats",
+    "heartbeats",
+    "probe",
+    "webhook_store",
+)
 """What the lifespan puts in the app's state and routes receive by name."""
 
 
@@ -65,7 +82,12 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
         state = app.state
-        state.job_store = JobStore(redis)
+        queue_settings = settings_mod.load(QueueSettings)
+        object_store = settings_mod.load(ObjectStoreSettings)
+        uploads = connect_uploads(object_store)
+        state.job_store = JobStore(redis, queue_settings, uploads)
+        state.job_index = JobIndex(redis)
+        state.usage_store = UsageStore(redis)
         state.routes = RouteStore(redis)
         state.queue_stats = QueueStats(redis)
         state.heartbeats = Heartbeats(redis)
@@ -78,11 +100,14 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         hub = state.hub = EventHub(EventSubscription(redis))
         state.submitter = Submitter(
             jobs=state.job_store,
-            queue=settings_mod.load(QueueSettings),
+            queue=queue_settings,
             idempotency=IdempotencyStore(redis),
             routes=state.routes,
             hub=hub,
             settings=api_settings,
+            direct=DirectUploads(redis, uploads, object_store.upload_url_ttl_s, object_store.max_upload_size)
+            if uploads is not None
+            else None,
         )
         await hub.start()
         try:
@@ -106,7 +131,15 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         "api_settings": api_settings,
         "secret_key": signing_secret(api_settings.secret_key),
     }
-    api: list[ControllerRouterHandler] = [JobController, AccountController, AdminController, health, WebhookController]
+    api: list[ControllerRouterHandler] = [
+        JobController,
+        AccountController,
+        AdminController,
+        health,
+        WebhookController,
+        UsageController,
+        DirectUploadController,
+    ]
     app = Litestar(
         route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],
         plugins=tracing_plugins(),
@@ -129,7 +162,14 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         request_max_body_size=api_settings.batch_max_files * api_settings.max_file_size + MULTIPART_OVERHEAD,
         cors_config=CORSConfig(
             allow_origins=list(api_settings.allowed_hosts),
-            allow_headers=[api_settings.api_key_header, "Authorization", "Idempotency-Key", "Prefer", "X-Request-ID"],
+            allow_headers=[
+                api_settings.api_key_header,
+                "Authorization",
+                "Idempotency-Key",
+                "Prefer",
+                "Cancel-After",
+                "X-Request-ID",
+            ],
             expose_headers=[
                 "X-Request-ID",
                 "Retry-After",
@@ -149,14 +189,14 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         debug=False,
         logging_config=None,  # aic.core.logs configured the process's logging (LOG_FORMAT): Litestar keeps off it
     )
-    _describe_submit_bodies(app, api_settings)
+    _describe_submit_bodies(app, api_settings, settings_mod.load(QueueSettings))
     return app
 
 
-def _describe_submit_bodies(app: Litestar, api_settings: ApiSettings) -> None:
+def _describe_submit_bodies(app: Litestar, api_settings: ApiSettings, queue: QueueSettings) -> None:
     """Give the submit routes their request bodies, with this app's limits (their handlers are copies made for
     this app, so another app with other settings is not affected)."""
-    operations = submit_operations(api_settings)
+    operations = submit_operations(api_settings, queue)
     for route in app.routes:
         if isinstance(route, HTTPRoute):
             for handler in route.route_handlers:

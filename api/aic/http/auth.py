@@ -17,11 +17,10 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from aic.core import logs
-from aic.core.errors import RateLimitedError, UnauthorizedError
+from aic.core.errors import RateLimitedError, StoreError, UnauthorizedError
 from aic.core.settings import SettingsError
 from aic.http import tokens
 from aic.http.ratelimit import identity
-from aic.store.connection import STORE_ERRORS
 from aic.store.ratelimit import RateLimiter
 
 WS_PROTOCOL = "aic.v1"
@@ -152,7 +151,7 @@ class FailureThrottle:
             return
         try:
             decision = await self.limiter.failed_authentication(ip)
-        except STORE_ERRORS:
+        except StoreError:
             return  # without Redis the 401 stands; the request limits fail open the same way
         if not decision.allowed:
             self._locked[ip] = time.monotonic() + decision.retry_after_s

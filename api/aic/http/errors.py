@@ -24,12 +24,10 @@ from aic.core.enums import ErrorCode
 from aic.core.errors import AppError, RequestValidationError
 from aic.core.schemas import ErrorResponse
 from aic.core.timeutil import now_iso
-from aic.store.connection import UNAVAILABLE
 
 log = logging.getLogger("aic.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-STORE_RETRY_AFTER_S = 1
 _HTTP_CODES = {
     401: ErrorCode.UNAUTHORIZED,
     403: ErrorCode.FORBIDDEN,
@@ -85,10 +83,6 @@ def failure(exc: BaseException, scope: Scope, max_file_size: int) -> Failure:
     elif isinstance(exc, HTTPException):
         status, detail, headers = exc.status_code, exc.detail, dict(exc.headers or {})
         code = _HTTP_CODES.get(status, ErrorCode.HTTP_ERROR)
-    elif isinstance(exc, UNAVAILABLE):
-        log.warning("redis unavailable: %s", exc)
-        status, code = 503, ErrorCode.SERVICE_UNAVAILABLE
-        detail, headers = "A dependency is unavailable; retry later", {"Retry-After": str(STORE_RETRY_AFTER_S)}
     else:
         log.error("unexpected error on %s", scope.get("path", "?"), exc_info=exc)
         status, code, detail = 500, ErrorCode.INTERNAL_ERROR, "An internal server error occurred"

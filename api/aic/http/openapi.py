@@ -6,6 +6,7 @@ Litestar to describe; their bodies and query options are described here, with th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -16,6 +17,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -24,8 +26,9 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from aic.core.enums import Priority
 from aic.core.schemas import ErrorResponse
-from aic.core.settings import ApiSettings
-from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES, RAW_IMAGE_TYPES
+from aic.core.settings import ApiSettings, QueueSettings
+from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES, RAW_ANY, RAW_IMAGE_TYPES
+from aic.store.jobs import DEFAULT_RETENTION_S
 
 API_KEY_SCHEME: Final = "ApiKey"
 BEARER_SCHEME: Final = "Bearer"
@@ -68,54 +71,100 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
 
 
 _BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
-_OPTIONS: dict[str, Schema] = {
-    "priority": Schema(type=OpenAPIType.STRING, enum=[p.value for p in Priority], default="normal"),
-    "model_version": Schema(type=OpenAPIType.STRING, default="latest", description="An alias listed by /models"),
-    "callback_url": Schema(
-        type=OpenAPIType.STRING, max_length=CALLBACK_URL_MAX, pattern="^https://", description="Webhook (https)"
-    ),
-    "metadata": Schema(type=OpenAPIType.STRING, description=f"A JSON object of at most {METADATA_MAX_BYTES} bytes"),
-    "webhook_events": Schema(
-        type=OpenAPIType.STRING,
-        description="Comma list of started, completed, failed, cancelled (default: the terminal three)",
-    ),
-}
-assert set(_OPTIONS) == set(FORM_FIELDS)
 
 
-def _form(files: tuple[str, Schema], *, raw: bool = False) -> RequestBody:
+def _options(queue: QueueSettings) -> dict[str, Schema]:
+    """The submit options as form fields (with their defaults)."""
+    options = {
+        "priority": Schema(type=OpenAPIType.STRING, enum=[p.value for p in Priority], default="normal"),
+        "model_version": Schema(type=OpenAPIType.STRING, default="latest", description="An alias listed by /models"),
+        "callback_url": Schema(
+            type=OpenAPIType.STRING, max_length=CALLBACK_URL_MAX, pattern="^https://", description="Webhook (https)"
+        ),
+        "metadata": Schema(type=OpenAPIType.STRING, description=f"A JSON object of at most {METADATA_MAX_BYTES} bytes"),
+        "webhook_events": Schema(
+            type=OpenAPIType.STRING,
+            description="Comma list of started, completed, failed, cancelled (default: the terminal three)",
+        ),
+        "deadline_s": Schema(
+            type=OpenAPIType.INTEGER,
+            minimum=1,
+            maximum=queue.max_deadline_s,
+            description=f"Seconds from the submit: not finished by then, the job fails with error_code TIMEOUT "
+            f"(default QUEUE_TTL_S, {queue.queue_ttl_s}). The Cancel-After header says the same as a duration.",
+        ),
+        "retention_s": Schema(
+            type=OpenAPIType.INTEGER,
+            minimum=1,
+            maximum=queue.max_retention_s,
+            description=f"Seconds the ended job's status, result and metadata stay readable "
+            f"(default {DEFAULT_RETENTION_S})",
+        ),
+    }
+    assert set(options) == set(FORM_FIELDS)
+    return options
+
+
+def _form(files: tuple[str, Schema], queue: QueueSettings, *, raw: bool = False) -> RequestBody:
     """The multipart form, and with ``raw`` the image itself as the body (its options in the query string)."""
-    schema = Schema(type=OpenAPIType.OBJECT, properties={files[0]: files[1], **_OPTIONS}, required=[files[0]])
+    schema = Schema(type=OpenAPIType.OBJECT, properties={files[0]: files[1], **_options(queue)}, required=[files[0]])
     content = {"multipart/form-data": OpenAPIMediaType(schema=schema)}
     if raw:
-        content.update({kind: OpenAPIMediaType(schema=_BINARY) for kind in RAW_IMAGE_TYPES})
+        content.update({kind: OpenAPIMediaType(schema=_BINARY) for kind in [*RAW_IMAGE_TYPES, RAW_ANY]})
     description = "A multipart form; options may also be query parameters (not both for one option)."
     if raw:
         description = (
             "A multipart form with the image as `file`, or the image itself as the body (`Content-Type: image/jpeg`, "
-            "`image/png` or `image/webp`, matching its bytes) with the options as query parameters."
+            "`image/png` or `image/webp`, matching its bytes, or `application/octet-stream`: the format is read from "
+            "the bytes) with the options as query parameters."
         )
     return RequestBody(content=content, required=True, description=description)
 
 
-def _query_options() -> list[Parameter]:
-    return [Parameter(name=name, param_in=ParamType.QUERY, schema=schema) for name, schema in _OPTIONS.items()]
+def _query_options(queue: QueueSettings) -> list[Parameter]:
+    """The submit options as query parameters, without defaults: a client generated from the document then sends an
+    option only where its caller set it, so it never sends a default both here and as a form field."""
+    found = []
+    for name, schema in _options(queue).items():
+        described = dataclasses.replace(schema, default=None)
+        if schema.default is not None:
+            described.description = f"{schema.description or ''} (default {schema.default})".strip()
+        found.append(Parameter(name=name, param_in=ParamType.QUERY, schema=described))
+    return found
 
 
-def submit_operations(settings: ApiSettings) -> dict[str, type[Operation]]:
-    """Operation classes of the submit routes by operation id, with this app's file limits."""
+_UPLOAD_ID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID, description="An upload_id from POST /uploads")
+
+
+def _by_upload(field: str, schema: Schema, queue: QueueSettings) -> tuple[OpenAPIMediaType, Parameter]:
+    """A submit by direct upload (with OBJECT_STORE_URL): a JSON body naming it with the options, or the query."""
+    options = _options(queue)
+    metadata = Schema(one_of=[options["metadata"], Schema(type=OpenAPIType.OBJECT)])
+    properties: dict[str, Schema | Reference] = {field: schema, **options, "metadata": metadata}
+    body = OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, properties=properties, required=[field]))
+    query_schema = _UPLOAD_ID if field == "upload_id" else Schema(type=OpenAPIType.STRING, description="Comma list")
+    return body, Parameter(name=field, param_in=ParamType.QUERY, schema=query_schema)
+
+
+def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, type[Operation]]:
+    """Operation classes of the submit routes by operation id, with this app's file and lifetime limits."""
 
     @dataclass
     class ClassifyOperation(Operation):
         def __post_init__(self) -> None:
-            self.request_body = _form(("file", _BINARY), raw=True)
-            self.parameters = [*(self.parameters or []), *_query_options()]
+            self.request_body = _form(("file", _BINARY), queue, raw=True)
+            body, parameter = _by_upload("upload_id", _UPLOAD_ID, queue)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
 
     @dataclass
     class BatchOperation(Operation):
         def __post_init__(self) -> None:
             files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
-            self.request_body = _form(("files", files))
-            self.parameters = [*(self.parameters or []), *_query_options()]
+            self.request_body = _form(("files", files), queue)
+            ids = Schema(type=OpenAPIType.ARRAY, items=_UPLOAD_ID, min_items=1, max_items=settings.batch_max_files)
+            body, parameter = _by_upload("upload_ids", ids, queue)
+            self.request_body.content["application/json"] = body
+            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
 
     return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}

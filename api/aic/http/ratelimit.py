@@ -9,8 +9,7 @@ from typing import Any
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from aic.core.errors import RateLimitedError
-from aic.store.connection import STORE_ERRORS
+from aic.core.errors import RateLimitedError, StoreError
 from aic.store.ratelimit import RateLimiter
 
 log = logging.getLogger("aic.ratelimit")
@@ -38,7 +37,7 @@ class RateLimitMiddleware(ASGIMiddleware):
             return
         try:
             decision = await limiter.take(*identity(scope))
-        except STORE_ERRORS:
+        except StoreError:
             log.warning("rate limiter cannot reach Redis; request let through")
             await next_app(scope, receive, send)
             return

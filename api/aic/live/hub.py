@@ -14,13 +14,13 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator, Sequence
 
-from aic.store.connection import STORE_ERRORS
+from aic.core.errors import StoreError
 from aic.store.events import EventSubscription, Message
 
 log = logging.getLogger("aic.live")
 
 SUBSCRIBE_TIMEOUT_S = 5.0
-RECONNECT_ON: tuple[type[BaseException], ...] = (*STORE_ERRORS, RuntimeError)
+RECONNECT_ON: tuple[type[BaseException], ...] = (StoreError, RuntimeError)
 """Redis went away (or redis-py's pub/sub was caught mid-reconnect): wait a second and read again."""
 LISTENER_QUEUE = 256
 
@@ -128,7 +128,7 @@ class EventHub:
                 if not self._listeners[job_id]:
                     del self._listeners[job_id]
                     self._forget_if_settled(job_id)
-                    with contextlib.suppress(*STORE_ERRORS):
+                    with contextlib.suppress(StoreError):
                         await self._subscription.unsubscribe(job_id)
 
     def _forget_if_settled(self, job_id: str) -> None:

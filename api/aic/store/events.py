@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aic.store import keys
+from aic.store.connection import guarded
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +37,7 @@ class Message:
     inbox: bool = False
 
 
+@guarded
 class EventSubscription:
     """One pub/sub connection for a whole process. A private channel keeps it subscribed, so a reader always
     has something to wait on even while no job is followed; it is also the process's inbox: a job created with it
@@ -81,4 +83,6 @@ class EventSubscription:
         return None
 
     async def close(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        # redis-py types aclose() from 8.x on; through a typed callable mypy --strict is clean on older releases too
+        aclose: Callable[[], Awaitable[None]] = self._pubsub.aclose
+        await aclose()

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from aic.core.errors import JobConflictError, RequestValidationError
 from aic.store import keys
+from aic.store.connection import guarded
 
 KEY_MAX_LENGTH = 255
 
@@ -44,6 +45,7 @@ def check_key(idempotency_key: str) -> None:
         )
 
 
+@guarded
 class IdempotencyStore:
     """Claims of one tenant's Idempotency-Keys, shared by every API replica."""
 

@@ -6,9 +6,13 @@ or a redelivery run as Lua scripts; the outcome comes back as a value or a domai
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import msgspec
@@ -24,10 +28,20 @@ from aic.core.errors import (
 )
 from aic.core.schemas import JobStatusResponse
 from aic.core.settings import QueueSettings
-from aic.core.timeutil import now_iso
-from aic.store import keys, scripts
+from aic.core.timeutil import iso, now_iso
+from aic.store import keys, scripts, usage
+from aic.store.connection import UNAVAILABLE, guard, guarded
+from aic.store.objects import Uploads, upload_path
+
+log = logging.getLogger("aic.store")
 
 ESTIMATE_BASE_S = 30.0  # seed 5.1: base processing time scaled by priority
+DEFAULT_DEADLINE_S = keys.JOB_STATUS_TTL_S
+"""A job's deadline when neither the submit nor ``QUEUE_TTL_S`` says otherwise."""
+INDEX_UPKEEP_S = 3600.0
+"""How often a store trims a tenant's index by age and renews its TTL (the TTL is the longest job lifetime, days)."""
+DEFAULT_RETENTION_S = keys.JOB_RESULT_TTL_S
+"""How long an ended job stays readable when its submit gave no ``retention_s`` (the seed's 24 h)."""
 
 
 @dataclass(frozen=True)
@@ -51,10 +65,20 @@ class Job:
     tracestate: str | None = None
     attempts: int = 0
     image_metadata: dict[str, Any] = field(default_factory=dict)
+    created_ms: int = 0
+    deadline_ms: int = 0
+    """Not finished by then (epoch ms), the job fails with TIMEOUT; 0 for a job stored before deadlines."""
+    deadline_s: int = 0
+    retention_s: int = keys.JOB_RESULT_TTL_S
+    upload: str | None = None
+    """The upload's path in the object store (``aic.store.objects``); None: its bytes are in Redis."""
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Job:
+    def from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
+        """The job, or None for a hash that is not a whole job record (a stray field written after it expired)."""
         h = {k.decode(): v.decode() for k, v in raw.items()}
+        if "job_id" not in h or "status" not in h:
+            return None
         return cls(
             job_id=h["job_id"],
             tenant=h.get("tenant", ""),
@@ -73,10 +97,24 @@ class Job:
             tracestate=h.get("tracestate") or None,
             attempts=int(h.get("attempts", 0)),
             image_metadata=json.loads(h.get("image_metadata") or "{}"),
+            created_ms=int(h.get("created_ms") or 0),
+            deadline_ms=int(h.get("deadline_ms") or 0),
+            deadline_s=int(h.get("deadline_s") or 0),
+            retention_s=int(h.get("retention_s") or keys.JOB_RESULT_TTL_S),
+            upload=h.get("upload") or None,
         )
+
+    def past_deadline(self, now_ms: int | None = None) -> bool:
+        """Whether the job's deadline has passed (a job without one never times out this way)."""
+        return bool(self.deadline_ms) and (now_ms if now_ms is not None else now_ms_()) >= self.deadline_ms
 
     def status_response(self) -> JobStatusResponse:
         """The job as ``GET /status/{id}`` shows it."""
+        expires_at = None
+        if self.status.terminal and self.updated_at:
+            with contextlib.suppress(ValueError):
+                ended = datetime.fromisoformat(self.updated_at)
+                expires_at = iso(ended + timedelta(seconds=self.retention_s))
         return JobStatusResponse(
             job_id=self.job_id,
             status=self.status,
@@ -85,6 +123,11 @@ class Job:
             updated_at=self.updated_at,
             error_message=self.error,
             error_code=self.error_code,
+            created_at=self.created_at or None,
+            priority=str(self.priority),
+            model_version=self.model_version,
+            deadline_at=iso_ms(self.deadline_ms) if self.deadline_ms else None,
+            expires_at=expires_at,
         )
 
     def event(self, **changes: Any) -> bytes:
@@ -95,6 +138,7 @@ class Job:
         return msgspec.json.encode(body)
 
 
+@guard
 async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
     """Each job's status (None: gone), in order, in one round trip."""
     async with redis.pipeline(transaction=False) as pipe:
@@ -102,6 +146,14 @@ async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | Non
             pipe.hget(keys.job_status(job_id), "status")
         replies = await pipe.execute()
     return [JobStatus(reply.decode()) if reply is not None else None for reply in replies]
+
+
+def now_ms_() -> int:
+    return int(time.time() * 1000)
+
+
+def iso_ms(epoch_ms: int) -> str:
+    return iso(datetime.fromtimestamp(epoch_ms / 1000, UTC))
 
 
 @dataclass(frozen=True)
@@ -120,38 +172,66 @@ class NewJob:
     traceparent: str | None = None
     """W3C trace context of the job's enqueue span: the dispatcher continues the trace from it."""
     tracestate: str | None = None
+    upload: str | None = None
+    """The path of an object already in the object store (a claimed direct upload, ``aic.store.direct``; its
+    ``job_id`` is the upload id): nothing is written, ``image`` is ignored."""
     waiter: str = ""
     """The inbox channel of the API process that waits for the job to end (``Prefer: wait``; ``aic.live.hub``), told
     the job's id when it ends; empty: nobody waits that way."""
+    deadline_s: int = DEFAULT_DEADLINE_S
+    """Not finished this many seconds after its submit, the job fails with TIMEOUT."""
+    retention_s: int = DEFAULT_RETENTION_S
+    """Once ended, the job stays readable this long."""
 
 
+@guarded
 class JobStore:
     """The API's side of jobs. One per process, sharing the process's connection pool."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, queue: QueueSettings | None = None, uploads: Uploads | None = None) -> None:
         self.redis = redis
+        self.queue = queue or QueueSettings()
+        self.uploads = uploads
+        """With an object store: uploads are written there first, and the jobs keep their paths."""
         self._cancel = scripts.register(redis, "cancel")
         self._retry = scripts.register(redis, "retry")
         self._create = scripts.register(redis, "create")
+        self._purge = scripts.register(redis, "purge")
+        self._usage = usage.UsageWriter()
+        self._index_kept: dict[str, float] = {}
+        """Tenant -> when this store last trimmed its index and renewed its TTL (monotonic s)."""
+
+    @property
+    def lifetime_s(self) -> int:
+        """The longest any job can live: its longest deadline, the slack, then its longest retention."""
+        return self.queue.max_deadline_s + keys.LIVE_SLACK_S + self.queue.max_retention_s
 
     async def create(self, new_jobs: Sequence[NewJob], queue: QueueSettings | None = None) -> list[Job]:
         """Store the uploads and job records of one request and enqueue them, in one atomic step: all or none.
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction.
+        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction; then,
+        outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters. With an
+        object store the uploads are written there first (StoreUnavailable: no job was created) and Redis gets
+        their paths; a refusal deletes them again (a crash in between leaves them to the sweep).
         """
-        queue = queue or QueueSettings()
+        queue = queue or self.queue
         aliases = {new.model_version for new in new_jobs}
         if len(aliases) != 1:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
         jobs: list[Job] = []
+        stored = {new.job_id: new.image for new in new_jobs}
+        if self.uploads is not None:
+            paths = {new.job_id: new.upload or upload_path(new.tenant, new.job_id) for new in new_jobs}
+            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs if new.upload is None])
+            stored = {job_id: path.encode() for job_id, path in paths.items()}
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
-        args += [keys.JOB_STATUS_TTL_S, keys.JOB_METADATA_TTL_S]
         for new in new_jobs:
-            now = now_iso()
+            created_ms = now_ms_()
+            now = iso_ms(created_ms)
             job = Job(
                 job_id=new.job_id,
                 tenant=new.tenant,
@@ -165,6 +245,11 @@ class JobStore:
                 traceparent=new.traceparent,
                 tracestate=new.tracestate,
                 image_metadata=new.image_metadata,
+                created_ms=created_ms,
+                deadline_ms=created_ms + new.deadline_s * 1000,
+                deadline_s=new.deadline_s,
+                retention_s=new.retention_s,
+                upload=stored[new.job_id].decode() if self.uploads is not None else None,
             )
             record = {
                 "job_id": job.job_id,
@@ -183,21 +268,29 @@ class JobStore:
                 "tracestate": job.tracestate or "",
                 "image_metadata": json.dumps(job.image_metadata),
                 "attempts": "0",
+                "created_ms": str(created_ms),
+                "deadline_ms": str(job.deadline_ms),
+                "deadline_s": str(new.deadline_s),
+                "retention_s": str(new.retention_s),
             }
             if new.waiter:
                 record["waiter"] = new.waiter
+            if job.upload:
+                record["upload"] = job.upload
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))
-            args += [job_id, json.dumps(new.metadata) if new.metadata else "", len(record)]
+            args += [job_id, json.dumps(new.metadata) if new.metadata else "", live_ttl_s(new.deadline_s), len(record)]
             args += [part for pair in record.items() for part in pair]
             jobs.append(job)
         async with self.redis.pipeline(transaction=True) as pipe:
             for new in new_jobs:
-                pipe.set(keys.job_image(new.job_id), new.image, ex=keys.JOB_IMAGE_TTL_S)
+                pipe.set(keys.job_image(new.job_id), stored[new.job_id], ex=live_ttl_s(new.deadline_s))
             await self._create(keys=job_keys, args=args, client=pipe)
             reply = (await scripts.execute(self.redis, pipe))[-1]
         outcome = [_text(part) for part in reply]
+        if outcome[0] != "ok":  # what this call wrote goes again; a direct upload stays for another submit
+            await self.delete_uploads([job for job, new in zip(jobs, new_jobs, strict=True) if new.upload is None])
         if outcome[0] == "unknown-model":
             known = ", ".join(sorted(outcome[1:])) or "none published yet"
             raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")
@@ -206,15 +299,36 @@ class JobStore:
                 f"Queue is full ({outcome[1]} jobs waiting, limit {queue.queue_max_depth}); retry later",
                 headers={"Retry-After": str(queue.queue_full_retry_after_s)},
             )
+        await self._created(jobs, [len(new.image) for new in new_jobs])
         return jobs
+
+    async def _created(self, jobs: Sequence[Job], sizes: Sequence[int]) -> None:
+        """Index, deadline and usage of created jobs: idempotent writes outside the jobs' step. The jobs are
+        accepted already: an outage here is logged, not raised (the client must not submit them again); such a
+        job is missing from its tenant's list and counters, and still times out when taken."""
+        tenant = jobs[0].tenant
+        tally = usage.Tally()
+        tally.add(tenant, {"submitted": len(jobs), "image_bytes": sum(sizes)})
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                index = keys.tenant_jobs(tenant)
+                pipe.zadd(index, {job.job_id: job.created_ms for job in jobs})
+                pipe.zadd(keys.DEADLINES, {job.job_id: job.deadline_ms for job in jobs})
+                if time.monotonic() - self._index_kept.get(tenant, -INDEX_UPKEEP_S) >= INDEX_UPKEEP_S:
+                    # entries older than any job can live, and the index's own TTL: an hourly chore, not per submit
+                    pipe.zremrangebyscore(index, "-inf", jobs[0].created_ms - self.lifetime_s * 1000)
+                    pipe.expire(index, self.lifetime_s)
+                    self._index_kept[tenant] = time.monotonic()
+                self._usage.add(pipe, tally.counts)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("jobs %s created but not indexed: %s", [job.job_id for job in jobs], exc)
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
         """The job, or JobNotFoundError; another tenant's job is reported exactly like an unknown one."""
         raw: dict[bytes, bytes] = await self.redis.hgetall(keys.job_status(job_id))  # type: ignore[assignment]
-        if not raw:
-            raise JobNotFoundError(job_id)
-        job = Job.from_hash(raw)
-        if tenant is not None and job.tenant != tenant:
+        job = Job.from_hash(raw) if raw else None
+        if job is None or (tenant is not None and job.tenant != tenant):
             raise JobNotFoundError(job_id)
         return job
 
@@ -247,7 +361,8 @@ class JobStore:
         return cast(bytes | None, await self.redis.get(keys.job_result(job_id)))
 
     async def cancel(self, job: Job) -> None:
-        """Cancel a live job atomically; JobNotFoundError when it is gone, JobEndedError once it has ended."""
+        """Cancel a live job atomically; JobNotFoundError when it is gone, JobEndedError once it has ended. A cancel
+        that happened is counted in the tenant's usage (once: the script says whether it did)."""
         now = now_iso()
         event = job.event(status=str(JobStatus.CANCELLED), updated_at=now)
         job_keys = [
@@ -258,12 +373,54 @@ class JobStore:
             keys.WEBHOOK_OUTBOX,
         ]
         outcome = _text(await self._cancel(keys=job_keys, args=[event, now, keys.JOB_RESULT_TTL_S]))
+        if outcome == "ok":
+            await self.delete_uploads([job])
         if outcome == "":
             raise JobNotFoundError(job.job_id)
         if outcome != "ok":
             raise JobEndedError(
                 f"Job already {outcome}: only pending or processing jobs can be cancelled", status=outcome
             )
+        tally = usage.Tally()
+        tally.add(job.tenant, usage.ended(str(JobStatus.CANCELLED)))
+        try:  # the cancel happened: an outage now costs the count, not the answer
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._usage.add(pipe, tally.counts)
+                pipe.zrem(keys.DEADLINES, job.job_id)
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("job %s cancelled but not counted: %s", job.job_id, exc)
+
+    async def purge(self, job: Job) -> None:
+        """Erase a job: cancel it if it is still live, then delete every key of it (status, result, upload,
+        metadata, webhook attempts, dead letter) in one step, then its index and deadline entries. Afterwards the
+        job is unknown everywhere. Its usage counts stay: they are the tenant's totals, not the job's data."""
+        if job.status.live:
+            with contextlib.suppress(JobEndedError, JobNotFoundError):  # it ended or went meanwhile: erased anyway
+                await self.cancel(job)
+        job_id = job.job_id
+        job_keys = [
+            keys.job_status(job_id),
+            keys.job_result(job_id),
+            keys.job_image(job_id),
+            keys.job_metadata(job_id),
+            keys.job_webhooks(job_id),
+            keys.DEAD_LETTER_STREAM,
+            keys.DEAD_LETTER_INDEX,
+        ]
+        await self._purge(keys=job_keys, args=[job_id])
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.tenant_jobs(job.tenant), job_id)
+            pipe.zrem(keys.DEADLINES, job_id)
+            await pipe.execute()
+        await self.delete_uploads([job])  # an ended job's object (a dead letter keeps it): the record is gone now
+
+    async def delete_uploads(self, jobs: Sequence[Job]) -> None:
+        """Delete the upload objects of jobs that no longer need them (ended, cancelled, purged), best effort: one
+        left behind is the sweep's. Call it after the step that ended the jobs, never before. A no-op for uploads
+        kept in Redis (the job's own keys hold them)."""
+        if self.uploads is not None:
+            await self.uploads.delete([job.upload for job in jobs if job.upload])
 
     async def retry_dead(self, job: Job) -> None:
         """Put a dead-lettered job whose upload is still stored back on its queue (and out of the dead letters).
@@ -283,7 +440,9 @@ class JobStore:
             keys.DEAD_LETTER_STREAM,
             keys.DEAD_LETTER_INDEX,
         ]
-        args: list[str | bytes | int] = [event, now, keys.JOB_STATUS_TTL_S, job.job_id]
+        deadline_s = job.deadline_s or self.queue.queue_ttl_s
+        deadline_ms = now_ms_() + deadline_s * 1000
+        args: list[str | bytes | int] = [event, now, live_ttl_s(deadline_s), job.job_id, deadline_ms]
         outcome = _text(await self._retry(keys=job_keys, args=args))
         if outcome == "":
             raise JobNotFoundError(job.job_id)
@@ -295,6 +454,15 @@ class JobStore:
             )
         if outcome != str(JobStatus.PENDING):
             raise JobEndedError(f"Job {job.job_id} cannot be retried from status {outcome}", status=outcome)
+        try:  # retried already: without its deadline entry it still times out when a dispatcher takes it late
+            await self.redis.zadd(keys.DEADLINES, {job.job_id: deadline_ms})
+        except UNAVAILABLE as exc:
+            log.warning("job %s retried without its deadline entry: %s", job.job_id, exc)
+
+
+def live_ttl_s(deadline_s: int) -> int:
+    """How long a live job's keys live: past its deadline by a slack, so the deadline sweep still finds it."""
+    return deadline_s + keys.LIVE_SLACK_S
 
 
 def _text(reply: object) -> str:

@@ -23,6 +23,7 @@ from aic.core.enums import Priority
 from aic.core.schemas import DeadLetter, QueueInfo
 from aic.core.timeutil import iso
 from aic.store import keys
+from aic.store.connection import guarded
 
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -53,6 +54,7 @@ def _by_stream(entries: Iterable[Entry]) -> dict[str, list[str | bytes | int | m
     return grouped
 
 
+@guarded
 class QueueConsumer:
     """Reads entries for one consumer of the group (one dispatcher process)."""
 
@@ -134,6 +136,7 @@ def _info(priority: Priority, length: int, groups: list[dict[Any, Any]], oldest:
     return QueueInfo(priority=priority, length=length, waiting=waiting, in_flight=in_flight, oldest_age_s=age)
 
 
+@guarded
 class QueueStats:
     """What an operator sees of the queue: depth, in flight and age per priority; the dead letters."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from aic.store import keys, scripts
+from aic.store.connection import guarded
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Decision:
     """Whole seconds until one request is allowed again (0 when allowed)."""
 
 
+@guarded
 class RateLimiter:
     def __init__(self, redis: Redis, per_minute: int, burst: int) -> None:
         self.per_minute = per_minute

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from aic.core import modelspec
 from aic.core.modelspec import ModelSpec
 from aic.store import keys, scripts
+from aic.store.connection import guarded
 
 DEFAULT_WEIGHT = scripts.DEFAULT_WEIGHT
 
@@ -31,23 +32,37 @@ class Route:
     model: str | None
 
 
+@guarded
 class RouteStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self._set_routes = scripts.register(redis, "routes")
 
-    async def publish(self, spec: ModelSpec, weight: int | None = None) -> None:
+    async def publish(self, spec: ModelSpec, weight: int | None = None, override: str = "") -> None:
         """Route every alias of ``spec`` to it with ``weight`` and store the spec; aliases it no longer has stop
-        routing to it. ``None`` keeps the model's current weight (``DEFAULT_WEIGHT`` when it has none)."""
+        routing to it. ``None`` keeps the model's requested weight (``DEFAULT_WEIGHT`` when it has none).
+
+        ``override`` changes the weight a progressive rollout imposes (see ``lua/routes.lua``): ``""`` leaves it,
+        ``"clear"`` removes it, ``"init:N"`` sets N where none is set, ``"N"`` sets N (-1: the requested weight).
+        """
         if weight is not None and weight < 0:
             raise ValueError(f"a traffic weight is >= 0, got {weight}")
-        argv: list[str | bytes] = [spec.name, "" if weight is None else str(weight), modelspec.encode(spec)]
+        argv: list[str | bytes] = [spec.name, "" if weight is None else str(weight), modelspec.encode(spec), override]
         argv += spec.aliases
         await self._set_routes(keys=_KEYS, args=argv)
 
+    async def override(self, name: str, weight: int | None) -> bool:
+        """Publish model ``name`` with ``weight`` in place of its requested weight (``None``: its requested weight
+        again), under the aliases it has; False when the model is not published."""
+        spec = await self.spec(name)
+        if spec is None:
+            return False
+        await self.publish(spec, None, "clear" if weight is None else str(weight))
+        return True
+
     async def withdraw(self, name: str) -> None:
-        """Remove model ``name`` from every alias and drop its spec."""
-        await self._set_routes(keys=_KEYS, args=[name, "-1", ""])
+        """Remove model ``name`` from every alias and drop its spec, requested weight and override."""
+        await self._set_routes(keys=_KEYS, args=[name, "-1", "", ""])
 
     async def aliases(self) -> dict[str, str]:
         """Every alias clients may pass as ``model_version`` -> the heaviest model serving it."""
@@ -79,4 +94,4 @@ class RouteStore:
         return [modelspec.decode(raw[name]) for name in sorted(raw)]
 
 
-_KEYS = [keys.MODEL_WEIGHTS, keys.MODEL_ROUTES, keys.MODEL_SPECS]
+_KEYS = [keys.MODEL_WEIGHTS, keys.MODEL_ROUTES, keys.MODEL_SPECS, keys.MODEL_REQUESTED, keys.MODEL_OVERRIDES]

@@ -38,6 +38,12 @@ local function queue_webhook(status_key, outbox, event)
     redis.call('XADD', outbox, '*', 'job_id', redis.call('HGET', status_key, 'job_id'), 'event', event)
   end
 end
+-- The ttl of an ended job: its own retention_s when it asked for one, else the default.
+local function retention_of(status_key, default)
+  local own = tonumber(redis.call('HGET', status_key, 'retention_s') or '')
+  if own and own > 0 then return own end
+  return tonumber(default)
+end
 -- Tells the API process waiting for the job (a submit with Prefer: wait) that it ended: the job id, on the inbox
 -- channel of that process's event hub that the job was created with ('waiter'), so the waiting submit needs no
 -- subscription of its own.

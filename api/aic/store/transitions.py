@@ -6,6 +6,7 @@ refuses a job that already ended, so a redelivered or cancelled job never gets a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,10 +15,15 @@ import msgspec
 from redis.asyncio import Redis
 
 from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
+from aic.core.errors import StoreUnavailable
 from aic.core.timeutil import now_iso
-from aic.store import keys, scripts
+from aic.store import keys, scripts, usage
+from aic.store.connection import UNAVAILABLE, guarded
 from aic.store.jobs import Job, statuses
+from aic.store.objects import Uploads
 from aic.store.queue import Entry
+
+log = logging.getLogger("aic.store")
 
 
 class Held(Protocol):
@@ -46,29 +52,44 @@ class Completion:
     job: Job
     entry: Entry
     result: bytes
+    model: str = ""
+    """The Triton model that served it (the tenant's usage counts its inference time per model)."""
+    inference_ms: float = 0.0
+    """Its share of the Triton call's time."""
 
 
+@guarded
 class JobTransitions:
     """The dispatcher's side of jobs: every call is one round trip for a whole batch."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, uploads: Uploads | None = None) -> None:
         self.redis = redis
+        self.uploads = uploads
+        """With an object store: uploads are read from there, and deleted once their jobs have ended."""
         self._advance = scripts.register(redis, "advance")
         self._finish = scripts.register(redis, "finish")
+        self._usage = usage.UsageWriter()
 
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
-        """The job and upload of each entry, in order."""
+        """The job and upload of each entry, in order; StoreUnavailable while an upload cannot be read."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
                 pipe.hgetall(keys.job_status(entry.job_id or "-"))
                 pipe.get(keys.job_image(entry.job_id or "-"))
             replies = await pipe.execute()
-        taken = []
-        for i, entry in enumerate(entries):
-            raw, image = replies[2 * i], replies[2 * i + 1]
-            job = Job.from_hash(raw) if entry.job_id and raw else None
-            taken.append(Taken(entry, job, image))
-        return taken
+        raws = replies[::2]
+        jobs = [Job.from_hash(raw) if entry.job_id and raw else None for entry, raw in zip(entries, raws, strict=True)]
+        images: list[bytes | None] = replies[1::2]
+        if self.uploads is None and any(job and job.upload for job in jobs):
+            # a misconfigured dispatcher must not read a path as an image: the jobs wait, the log says why
+            raise StoreUnavailable("uploads are in an object store but this process has no OBJECT_STORE_URL")
+        if self.uploads is not None:  # a job keeps its object's path as long as it would keep the bytes
+            pairs = zip(jobs, images, strict=True)
+            paths = [job.upload if job and job.upload and image else None for job, image in pairs]
+            if any(paths):
+                found = await self.uploads.get(paths)
+                images = [data if path else image for path, data, image in zip(paths, found, images, strict=True)]
+        return [Taken(entry, job, image) for entry, job, image in zip(entries, jobs, images, strict=True)]
 
     async def start(self, held: Sequence[Held]) -> list[bool]:
         """Count one more delivery of each job and move it to processing (``initializing``); whether each is live."""
@@ -81,17 +102,15 @@ class JobTransitions:
     async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
-                if count_attempt:
-                    pipe.hincrby(keys.job_status(item.job.job_id), "attempts", 1)
-                await self._advance_call(pipe, item.job, stage)
+                await self._advance_call(pipe, item.job, stage, count_attempt=count_attempt)
             replies = await scripts.execute(self.redis, pipe)
-        return [bool(reply) for reply in (replies[1::2] if count_attempt else replies)]
+        return [bool(reply) for reply in replies]
 
-    async def _advance_call(self, pipe: Any, job: Job, stage: Stage) -> None:
+    async def _advance_call(self, pipe: Any, job: Job, stage: Stage, *, count_attempt: bool = False) -> None:
         now = now_iso()
         status, progress = JobStatus.PROCESSING, STAGE_PROGRESS[stage]
         event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
-        args: list[str | bytes] = [event, "status", str(status), "stage", str(stage)]
+        args: list[str | bytes] = [event, "1" if count_attempt else "0", "status", str(status), "stage", str(stage)]
         args += ["progress", str(progress), "updated_at", now]
         job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
         await self._advance(keys=job_keys, args=args, client=pipe)
@@ -101,9 +120,10 @@ class JobTransitions:
         found = await statuses(self.redis, [item.job.job_id for item in held])
         return [status is not None and status.live for status in found]
 
-    async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> None:
+    async def complete(self, completions: Sequence[Completion], *, through: Stage | None = None) -> list[bool]:
         """Atomically per job: result, status, upload removal, event, webhook and acknowledgement. With ``through``
-        each job first passes that stage (its event and progress), in the same round trip."""
+        each job first passes that stage (its event and progress), in the same round trip. Whether each job was
+        completed by this call (False: it had ended already, e.g. cancelled or timed out: its result is dropped)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for done in completions:
                 if through is not None:
@@ -112,11 +132,38 @@ class JobTransitions:
                 fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
                 event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})
                 await self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
-            await scripts.execute(self.redis, pipe)
+            replies = await scripts.execute(self.redis, pipe)
+        finished = [bool(reply) for reply in (replies[1::2] if through is not None else replies)]
+        counts = [
+            {**usage.ended("completed"), **usage.inference(done.model, done.inference_ms)} if done.model
+            else usage.ended("completed")
+            for done in completions
+        ]  # fmt: skip
+        await self._ended([done.job for done in completions], finished, counts)
+        await self._delete_uploads([done.job for done, live in zip(completions, finished, strict=True) if live])
+        return finished
 
-    async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> None:
+    async def _ended(self, jobs: Sequence[Job], finished: Sequence[bool], counts: Sequence[dict[str, Any]]) -> None:
+        """After the jobs' own steps: count the ends that happened in their tenants' usage, forget their deadlines.
+        Outside the steps (not the jobs' keys); an outage here loses counts, never the jobs' ends."""
+        tally = usage.Tally()
+        for job, done, count in zip(jobs, finished, counts, strict=True):
+            if done:
+                tally.add(job.tenant, count)
+        if not tally.counts:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                self._usage.add(pipe, tally.counts)
+                pipe.zrem(keys.DEADLINES, *(job.job_id for job, done in zip(jobs, finished, strict=True) if done))
+                await pipe.execute()
+        except UNAVAILABLE as exc:
+            log.warning("usage of %d ended jobs not counted: %s", sum(finished), exc)
+
+    async def fail(self, held: Sequence[Held], error: str, code: str, *, dead_letter: bool = False) -> list[bool]:
         """Atomically per job: failed status, event, webhook and acknowledgement; with ``dead_letter`` the job
-        is copied to the dead-letter stream and keeps its upload for a retry."""
+        is copied to the dead-letter stream and keeps its upload for a retry. Whether each job was failed by this
+        call (False: it had ended already)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
                 job, entry = item.job, item.entry
@@ -128,7 +175,24 @@ class JobTransitions:
                     body = {"job_id": job.job_id, "stream": entry.stream, "error": error, "code": code}
                     letter = msgspec.json.encode(body)
                 await self._finish_call(pipe, job, entry, b"", event, letter, fields)
-            await scripts.execute(self.redis, pipe)
+            replies = await scripts.execute(self.redis, pipe)
+        finished = [bool(reply) for reply in replies]
+        await self._ended([item.job for item in held], finished, [usage.ended("failed", code)] * len(held))
+        if not dead_letter:  # a dead letter keeps its upload for a retry; the sweep deletes it once that expired
+            await self._delete_uploads([item.job for item, live in zip(held, finished, strict=True) if live])
+        return finished
+
+    async def sweep_uploads(self, interval_s: float, older_than_s: float) -> int | None:
+        """Remove stray upload objects (``Uploads.sweep``), by one dispatcher of all per ``interval_s``: how many,
+        or None when it was another's turn (or uploads are kept in Redis)."""
+        if self.uploads is None:
+            return None
+        return await self.uploads.sweep_once_per_interval(self.redis, interval_s, older_than_s)
+
+    async def _delete_uploads(self, ended: Sequence[Job]) -> None:
+        """After the atomic finish (an object cannot be deleted inside it): the uploads of the jobs it ended."""
+        if self.uploads is not None:
+            await self.uploads.delete([job.upload for job in ended if job.upload])
 
     async def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]

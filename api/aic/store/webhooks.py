@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from aic.core.webhooks import new_secret, webhook_id
 from aic.store import keys, scripts
+from aic.store.connection import guarded
 from aic.store.sealing import Sealer, open_unsealed
 
 
@@ -63,6 +64,7 @@ class TenantSecret:
         return [self.current]
 
 
+@guarded
 class WebhookStore:
     def __init__(self, redis: Redis, sealer: Sealer | None = None) -> None:
         self.redis = redis

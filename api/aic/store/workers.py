@@ -12,6 +12,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from aic.store import keys
+from aic.store.connection import guarded
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Heartbeat:
     body: dict[str, Any] = field(default_factory=dict)
 
 
+@guarded
 class Heartbeats:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

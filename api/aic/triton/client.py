@@ -116,6 +116,15 @@ class TritonRunner:
         ]
         return f"{spec.name}: {'; '.join(problems)}" if problems else None
 
+    async def server_problem(self) -> str | None:
+        """Why Triton is not ready to serve (unreachable, starting, stopping), or None."""
+        try:
+            if await self.client.is_server_ready(client_timeout=min(self.timeout_s, CHECK_TIMEOUT_S)):
+                return None
+            return "not ready"
+        except Exception as exc:
+            return str(classify_error(exc))
+
     async def close(self) -> None:
         await self.client.close()
 

@@ -23,11 +23,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from aic.core import telemetry
+from aic.core.errors import StoreError
 from aic.core.retry import parse_retry_after
 from aic.core.settings import WebhookSettings
 from aic.core.timeutil import now_iso
 from aic.core.webhooks import EVENT_TYPES
-from aic.store.connection import STORE_ERRORS
 from aic.store.sealing import SealedSecretError
 from aic.store.webhooks import Delivery, WebhookStore, now_ms
 from aic.webhooks import metrics
@@ -75,7 +75,7 @@ class WebhookWorker:
             try:
                 await self.store.ensure_outbox_group()
                 return
-            except STORE_ERRORS as exc:
+            except StoreError as exc:
                 log.warning("webhooks: redis unavailable, retrying: %s", exc)
                 await self._sleep(1.0)
 
@@ -85,7 +85,7 @@ class WebhookWorker:
         while not self._stopping.is_set():
             try:
                 moved = await self._intake_once()
-            except STORE_ERRORS as exc:
+            except StoreError as exc:
                 log.warning("webhook intake: redis unavailable, retrying: %s", exc)
                 await self._sleep(1.0)
                 continue
@@ -108,7 +108,7 @@ class WebhookWorker:
             free = self.settings.webhook_concurrency - len(self._in_flight)
             try:
                 due = await self.store.claim_due(free, self.lease_ms) if free > 0 else []
-            except STORE_ERRORS as exc:
+            except StoreError as exc:
                 log.warning("webhook schedule: redis unavailable, retrying: %s", exc)
                 due = []
             for delivery in due:
@@ -208,7 +208,7 @@ class WebhookWorker:
             try:
                 await self.store.record(delivery, attempt, summary, next_due)
                 return
-            except STORE_ERRORS as exc:
+            except StoreError as exc:
                 if time.monotonic() + 0.5 > deadline:
                     raise
                 log.warning("webhook %s: recording the attempt, redis unavailable: %s", delivery.webhook_id, exc)

@@ -147,10 +147,13 @@ app.kubernetes.io/part-of: async-image-classifier
 {{- end }}
 
 {{/* The env that names a component's telemetry: OTEL_SERVICE_NAME (aic-<component>; the endpoint comes from the
-ConfigMap) and, for a process with a /metrics port of its own (.metrics), METRICS_PORT. */}}
+ConfigMap) and, for a process with a /metrics port of its own (.metrics), METRICS_PORT: metrics.port where the
+process serves its probes there too (.probes: the dispatcher), else 0 unless metrics.enabled. */}}
 {{- define "async-image-classifier.telemetryEnv" -}}
 - {name: OTEL_SERVICE_NAME, value: {{ printf "aic-%s" .component }}}
-{{- if .metrics }}
+{{- if .probes }}
+- {name: METRICS_PORT, value: {{ .root.Values.metrics.port | quote }}}
+{{- else if .metrics }}
 - {name: METRICS_PORT, value: {{ include "async-image-classifier.metricsPort" .root | quote }}}
 {{- end }}
 {{- end }}
@@ -273,6 +276,11 @@ PVC_MOUNT_ROOT/<claim>, where pvc://<claim>/... sources are read. */}}
     - name: TRITON_SERVICE
       value: ""
     {{- end }}
+  # kopf's health endpoint (OPERATOR_HEALTH_PORT): it answers once the operator has started and logged in
+  readinessProbe:
+    httpGet: {path: /healthz, port: health}
+    periodSeconds: 10
+    failureThreshold: 3
   livenessProbe:
     httpGet: {path: /healthz, port: health}
     periodSeconds: 20

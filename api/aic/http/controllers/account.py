@@ -11,9 +11,10 @@ from litestar.di import NamedDependency
 from aic.core.errors import ForbiddenError
 from aic.core.schemas import ModelInfo, ModelsResponse, TokenResponse
 from aic.core.settings import ApiSettings
-from aic.http.auth import Principal
+from aic.http.auth import Principal, Role
 from aic.http.openapi import SECURITY, error_responses
 from aic.http.tokens import issue
+from aic.store import evidence
 from aic.store.routes import RouteStore
 
 
@@ -49,11 +50,21 @@ class AccountController(Controller):
         summary="Model versions and aliases clients may use",
         responses=error_responses(),
     )
-    async def models(self, routes: NamedDependency[RouteStore]) -> ModelsResponse:
+    async def models(
+        self, request: Request[Principal, Any, State], routes: NamedDependency[RouteStore]
+    ) -> ModelsResponse:
         by_model: dict[str, list[str]] = {}
         for alias, name in sorted((await routes.aliases()).items()):
             by_model.setdefault(name, []).append(alias)
-        return ModelsResponse(
+        response = ModelsResponse(
             models=[ModelInfo(name=name, aliases=aliases) for name, aliases in sorted(by_model.items())],
             default="latest",
         )
+        if request.user.role is Role.ADMIN:  # weights, shadows and rollouts are the operators' business
+            found = await evidence.overview(routes.redis)
+            response.versions, response.comparisons, response.rollouts = (
+                found["versions"],
+                found["comparisons"],
+                found["rollouts"],
+            )
+        return response

@@ -8,11 +8,11 @@ from litestar import get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
-from aic.core.errors import ServiceUnavailableError
+from aic.core.errors import ServiceUnavailableError, StoreError
 from aic.core.schemas import ErrorResponse, HealthResponse, ProbeResponse
 from aic.core.settings import ApiSettings
 from aic.core.timeutil import now_iso
-from aic.store.connection import STORE_ERRORS, Probe
+from aic.store.connection import Probe
 from aic.store.routes import RouteStore
 from aic.store.workers import Heartbeats
 
@@ -58,7 +58,7 @@ async def health(
         else:
             services["models"] = "no models published"
             overall = "degraded"
-    except STORE_ERRORS as exc:
+    except StoreError as exc:
         services["redis"] = f"unhealthy: {type(exc).__name__}"
         overall = "unhealthy"
     return HealthResponse(
@@ -87,6 +87,6 @@ async def livez() -> ProbeResponse:
 async def readyz(probe: NamedDependency[Probe]) -> ProbeResponse:
     try:
         await probe.ping()
-    except STORE_ERRORS:
+    except StoreError:
         raise ServiceUnavailableError("Redis is unreachable") from None
     return ProbeResponse(status="ready")

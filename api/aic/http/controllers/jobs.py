@@ -1,5 +1,5 @@
 """Job routes (seed section 4): submit one image or a batch, status, live progress (SSE, WebSocket), result,
-cancel."""
+cancel; and the tenant's job list and erasure (``GET /jobs``, ``DELETE /jobs/{id}?purge=true``)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,30 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, WebSocket, delete, get, post, websocket
 from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.params import HeaderParameter, Parameter, PathParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from aic.core.enums import JobStatus
 from aic.core.errors import JobConflictError
-from aic.core.schemas import BatchResponse, ClassificationResponse, ClassificationResult, JobStatusResponse
+from aic.core.schemas import (
+    BatchResponse,
+    ClassificationResponse,
+    ClassificationResult,
+    JobListResponse,
+    JobStatusResponse,
+)
 from aic.http.auth import WS_PROTOCOL, Principal
+from aic.http.lifecycle import JobQuery, parse_job_query, tenant_scope
 from aic.http.middleware import websocket_errors
 from aic.http.observe import JOBS_CANCELLED
 from aic.http.openapi import SECURITY, error_responses
-from aic.http.submissions import FORM_FIELDS, Submitter
+from aic.http.submissions import FORM_FIELDS, UPLOAD_FIELDS, Submitter
 from aic.live.follow import follow
 from aic.live.hub import EventHub
 from aic.store.jobs import JobStore
+from aic.store.listing import JobIndex
 
 JobId = Annotated[str, Parameter(description="The id returned by /classify", max_length=64)]
 IdempotencyKey = Annotated[
@@ -33,6 +42,22 @@ IdempotencyKey = Annotated[
 IncludeMetadata = Annotated[bool, QueryParameter(description="Also return the metadata the job was submitted with")]
 Prefer = Annotated[
     str | None, HeaderParameter(name="Prefer", description="wait=N (N <= 60): hold the response until the job ends")
+]
+CancelAfter = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Cancel-After",
+        description="A deadline as a duration (30s, 5m, 1h30m): not finished by then, the job fails with TIMEOUT. "
+        "The same as deadline_s (send one, or both equal).",
+        max_length=32,
+    ),
+]
+Purge = Annotated[
+    bool,
+    QueryParameter(
+        description="Erase the job: cancel it if still live, then delete its status, result, metadata, upload and "
+        "webhook log; 204, and 404 everywhere afterwards"
+    ),
 ]
 
 
@@ -46,7 +71,7 @@ class JobController(Controller):
         operation_id="classify",
         summary="Submit an image for classification",
         status_code=200,
-        responses=error_responses(400, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 422, 503),
     )
     async def classify(
         self,
@@ -54,8 +79,9 @@ class JobController(Controller):
         submitter: NamedDependency[Submitter],
         idempotency_key: IdempotencyKey = None,
         prefer: Prefer = None,
+        cancel_after: CancelAfter = None,
     ) -> Response[ClassificationResponse]:
-        jobs, headers = await _submit(request, submitter, idempotency_key, prefer, batch=False)
+        jobs, headers = await _submit(request, submitter, idempotency_key, prefer, cancel_after, batch=False)
         return Response(jobs[0], headers=headers)
 
     @post(
@@ -63,7 +89,7 @@ class JobController(Controller):
         operation_id="classifyBatch",
         summary="Submit up to BATCH_MAX_FILES images; all are validated before any job is created",
         status_code=200,
-        responses=error_responses(400, 409, 422, 503),
+        responses=error_responses(400, 404, 409, 422, 503),
     )
     async def classify_batch(
         self,
@@ -71,8 +97,9 @@ class JobController(Controller):
         submitter: NamedDependency[Submitter],
         idempotency_key: IdempotencyKey = None,
         prefer: Prefer = None,
+        cancel_after: CancelAfter = None,
     ) -> Response[BatchResponse]:
-        jobs, headers = await _submit(request, submitter, idempotency_key, prefer, batch=True)
+        jobs, headers = await _submit(request, submitter, idempotency_key, prefer, cancel_after, batch=True)
         return Response(BatchResponse(jobs=jobs), headers=headers)
 
     @get(
@@ -136,21 +163,50 @@ class JobController(Controller):
                     await socket.send_data(msgspec.json.encode(change).decode())
             await socket.close(code=1000)
 
+    @get(
+        "/jobs",
+        operation_id="listJobs",
+        summary="The caller's jobs, newest first, a page at a time",
+        responses=error_responses(403),
+        dependencies={"job_query": Provide(parse_job_query, sync_to_thread=False)},
+    )
+    async def list_jobs(
+        self,
+        request: Request[Principal, Any, State],
+        job_index: NamedDependency[JobIndex],
+        job_query: NamedDependency[JobQuery],
+    ) -> JobListResponse:
+        tenant = tenant_scope(request.user, job_query.tenant)
+        jobs, position = await job_index.page(tenant, job_query.limit, job_query.where(), job_query.after())
+        return JobListResponse(
+            jobs=[job.status_response() for job in jobs], next_cursor=position.cursor() if position else None
+        )
+
     @delete(
         "/jobs/{job_id:str}",
         operation_id="cancelJob",
-        summary="Cancel a pending or processing job",
+        summary="Cancel a pending or processing job; with purge=true erase it",
         status_code=200,
-        responses=error_responses(404, 409),
+        responses={
+            **error_responses(404, 409),
+            204: ResponseSpec(None, description="Erased (purge=true)", generate_examples=False),
+        },
     )
     async def cancel(
-        self, request: Request[Principal, Any, State], job_id: JobId, job_store: NamedDependency[JobStore]
-    ) -> JobStatusResponse:
+        self,
+        request: Request[Principal, Any, State],
+        job_id: JobId,
+        job_store: NamedDependency[JobStore],
+        purge: Purge = False,
+    ) -> Response[JobStatusResponse | None]:
         tenant = request.user.tenant
         job = await job_store.get(job_id, tenant)
+        if purge:
+            await job_store.purge(job)
+            return Response(None, status_code=204)
         await job_store.cancel(job)
         JOBS_CANCELLED.labels(job.model_version, str(job.priority)).inc()
-        return (await job_store.get(job_id, tenant)).status_response()
+        return Response((await job_store.get(job_id, tenant)).status_response())
 
     @get(
         "/result/{job_id:str}",
@@ -177,6 +233,7 @@ async def _submit(
     submitter: NamedDependency[Submitter],
     idempotency_key: str | None,
     prefer: str | None,
+    cancel_after: str | None,
     *,
     batch: bool,
 ) -> tuple[list[ClassificationResponse], dict[str, str]]:
@@ -188,5 +245,8 @@ async def _submit(
         idempotency_key=idempotency_key,
         prefer=prefer,
         traceparent=request.headers.get("traceparent"),
-        query={name: request.query_params[name] for name in FORM_FIELDS if name in request.query_params},
+        query={
+            name: request.query_params[name] for name in (*FORM_FIELDS, *UPLOAD_FIELDS) if name in request.query_params
+        },
+        cancel_after=cancel_after,
     )

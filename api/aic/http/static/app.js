@@ -1,4 +1,5 @@
-// The page's one script: submit images, follow each job over the WebSocket (polling if it fails), show the top 5.
+// The page's one script: submit images, follow each job over the WebSocket (polling if it fails), show the top 5;
+// list the tenant's recent jobs (GET /jobs) when the page opens with a key, so a reload keeps the history.
 // The API key lives in sessionStorage only; the WebSocket gets a short-lived token as a subprotocol, never a URL.
 "use strict";
 
@@ -21,6 +22,8 @@
   const message = document.getElementById("message");
   const jobs = document.getElementById("jobs");
   const empty = document.getElementById("empty");
+  const history = document.getElementById("history");
+  const historyNote = document.getElementById("history_note");
   let dropped = null;
   let token = null;
 
@@ -30,6 +33,7 @@
     sessionStorage.setItem(KEY_STORE, keyField.value.trim());
     token = null;
   });
+  keyField.addEventListener("change", () => recent());
   fileField.addEventListener("change", () => { dropped = null; });
 
   drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
@@ -204,6 +208,71 @@
     const submitted = group.length === 1 ? [answer] : answer.jobs;
     submitted.forEach((job, index) => follow(job.job_id, group[index].view));
   }
+
+  // --- the tenant's recent jobs -------------------------------------------------------------------------------
+
+  function historyCard(status) {
+    const item = el("li", { class: "job", "data-job-id": status.job_id, "data-history": "true" });
+    const body = el("div");
+    const created = (status.created_at || "").replace("T", " ").slice(0, 19);
+    const name = el("div", { class: "name" }, `${status.job_id.slice(0, 8)} · ${created} UTC`);
+    const state = el("div", { class: "state", role: "status" });
+    body.append(name, state);
+    item.append(body);
+    history.append(item);
+    const view = {
+      item, state, body,
+      progress(current) {
+        state.textContent = current.status === "processing" || current.status === "pending"
+          ? `${current.status}${current.stage ? ": " + current.stage : ""} (${current.progress}%)`
+          : current.status;
+      },
+      fail(text) {
+        item.dataset.state = "error";
+        state.textContent = "";
+        body.append(el("div", { class: "error" }, text));
+      },
+      predictions(result) {
+        const list = el("ol", { class: "predictions", "aria-label": `Top 5 of job ${status.job_id}` });
+        for (const p of result.predictions.slice(0, 5)) {
+          const row = el("li", { "data-testid": "prediction" });
+          row.append(el("span", { class: "label" }, p.class_name), el("span", { class: "pct" },
+            `${(p.confidence * 100).toFixed(1)}%`));
+          list.append(row);
+        }
+        body.append(list);
+        item.dataset.state = "completed";
+      },
+    };
+    view.progress(status);
+    return view;
+  }
+
+  async function recent() {
+    if (!keyField.value.trim()) return;
+    let page;
+    try {
+      page = await api("GET", "/jobs"); // the service's default page: the 20 newest (no query in a URL)
+    } catch (error) {
+      historyNote.textContent = `Recent jobs are not shown: ${explain(error)}`;
+      return;
+    }
+    history.replaceChildren();
+    historyNote.textContent = page.jobs.length ? "" : "No job of yours is stored any more.";
+    historyNote.hidden = page.jobs.length > 0;
+    for (const status of page.jobs) {
+      const view = historyCard(status);
+      if (!TERMINAL.has(status.status)) follow(status.job_id, view);
+      else if (status.status === "completed") {
+        // results on demand: twenty at once would spend a small rate limit's whole burst
+        const show = el("button", { type: "button", class: "show" }, "Show top 5");
+        show.addEventListener("click", () => { show.remove(); finish(status.job_id, status, view); });
+        view.body.append(show);
+      } else finish(status.job_id, status, view);
+    }
+  }
+
+  recent();
 
   // --- following a job ------------------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@
 -- no second queue entry - and drops the uploads the resend stored again for jobs that no longer need them.
 -- KEYS: model routes, the priority queues (ARGV[2] of them), the dead-letter index, then per job: status, image,
 --       metadata, its queue
--- ARGV: alias, number of queues, max depth, status ttl, metadata ttl,
---       then per job: its job id, metadata JSON ('' for none), the record's field count n, then n field/value pairs
+-- ARGV: alias, number of queues, max depth,
+--       then per job: its job id, metadata JSON ('' for none), the ttl of its live keys (its deadline and a slack),
+--       the record's field count n, then n field/value pairs
 local queues = tonumber(ARGV[2])
 local jobs = (#KEYS - 2 - queues) / 4
 local first = 3 + queues
@@ -17,14 +18,14 @@ local function refuse(reply)
   return reply
 end
 if redis.call('EXISTS', KEYS[first]) == 1 then
-  local a = 6
+  local a = 4
   for j = 0, jobs - 1 do
     local st = redis.call('HGET', KEYS[first + 4 * j], 'status')
     -- a pending or processing job needs its upload (the bytes are the same), a dead-lettered one keeps it
     if not LIVE[st] and redis.call('HEXISTS', KEYS[2 + queues], ARGV[a]) == 0 then
       redis.call('DEL', KEYS[first + 1 + 4 * j])
     end
-    a = a + 3 + 2 * tonumber(ARGV[a + 2])
+    a = a + 4 + 2 * tonumber(ARGV[a + 3])
   end
   return {'ok'}
 end
@@ -34,13 +35,13 @@ end
 local depth = 0
 for q = 2, queues + 1 do depth = depth + redis.call('XLEN', KEYS[q]) end
 if depth + jobs > tonumber(ARGV[3]) then return refuse({'full', tostring(depth)}) end
-local a = 6
+local a = 4
 for j = 0, jobs - 1 do
-  local k, n = first + 4 * j, tonumber(ARGV[a + 2])
-  redis.call('HSET', KEYS[k], unpack(ARGV, a + 3, a + 2 + 2 * n))
-  redis.call('EXPIRE', KEYS[k], ARGV[4])
-  if ARGV[a + 1] ~= '' then redis.call('SET', KEYS[k + 2], ARGV[a + 1], 'EX', ARGV[5]) end
+  local k, ttl, n = first + 4 * j, ARGV[a + 2], tonumber(ARGV[a + 3])
+  redis.call('HSET', KEYS[k], unpack(ARGV, a + 4, a + 3 + 2 * n))
+  redis.call('EXPIRE', KEYS[k], ttl)
+  if ARGV[a + 1] ~= '' then redis.call('SET', KEYS[k + 2], ARGV[a + 1], 'EX', ttl) end
   redis.call('XADD', KEYS[k + 3], '*', 'job_id', ARGV[a])
-  a = a + 3 + 2 * n
+  a = a + 4 + 2 * n
 end
 return {'ok'}

@@ -5,12 +5,14 @@
 -- KEYS: status, result, image, metadata, stream, events, dead-letter stream, webhook outbox, dead-letter index
 -- ARGV: group, entry id, result body ('' when failing), ttl, event json, dead-letter json ('' for none),
 --       image ttl when dead-lettered, then field/value pairs for the status hash
+-- The job's own retention_s (asked for at submit) replaces the ttl when it has one.
 local live = LIVE[redis.call('HGET', KEYS[1], 'status')]
 if live then
-  if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
+  local ttl = retention_of(KEYS[1], ARGV[4])
+  if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl) end
   redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[4], ttl)
   if ARGV[6] ~= '' then
     -- dead-lettered: keep the upload for an operator's retry, for as long as a pending job would keep it
     redis.call('EXPIRE', KEYS[3], ARGV[7])
