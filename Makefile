@@ -4,16 +4,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps lock upgrade run test lint bench model clean
+.PHONY: setup system-deps lock upgrade images run test lint bench model clean
 
 setup: system-deps $(STAMP) ## idempotent: a venv with the service, the local stack, the build, test and bench tools, from the locks
 
 # Debian packages the tests use, installed only where missing: redis-server for the fixtures (the embedded valkey
 # serves `make run`), chromium and chromium-driver for the web page's browser tests (Selenium drives them; no
 # browser is ever downloaded), prometheus for promtool, which checks and unit-tests the chart's alerts
-# (tests/integration/test_chart_alerts.py). Packages in NO_RECOMMENDS come without their Recommends (prometheus's are
-# the node exporter, smartmontools, ipmitool...: some 30 packages no test uses).
-SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver promtool:prometheus
+# (tests/integration/test_chart_alerts.py), and podman, buildah, runc and mmdebstrap for `make images` and the
+# chart's container test (tests/containers). Packages in NO_RECOMMENDS come without their Recommends
+# (prometheus's are the node exporter, smartmontools, ipmitool...: some 30 packages no test uses).
+SYSTEM_DEPS := redis-server:redis-server chromium:chromium chromedriver:chromium-driver promtool:prometheus \
+	podman:podman buildah:buildah runc:runc mmdebstrap:mmdebstrap
 NO_RECOMMENDS := prometheus
 
 system-deps:
@@ -74,17 +76,24 @@ model: setup ## build the default model into MODEL_REPOSITORY (cached)
 run: setup ## the whole product on this machine: embedded Redis, local Triton, default model, API, dispatcher
 	$(BIN)/aic up
 
-test: setup ## the whole test suite against real Redis and Triton, then lint, types and the import rules
+# podman builds the Dockerfile's targets; where no registry answers, from a local Debian base (containers/). The
+# host's pip configuration is mounted into the builds (HOST_PYTHON's `pip config list`), never copied into a layer.
+images: setup ## runtime, model-builder, dev and triton-cpu images with podman (cached layers: seconds when unchanged)
+	HOST_PYTHON=$(BIN)/python containers/build-images.sh runtime model-builder dev triton-cpu
+
+test: images ## the whole test suite against real Redis and Triton, the chart in podman, then lint, types, import rules
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests/unit
 	$(BIN)/python -m pytest -p no:randomly tests/integration
-	$(BIN)/ruff check api operator tests bench
-	$(BIN)/ruff format --check api operator tests bench
+	HOST_PYTHON=$(BIN)/python containers/build-images.sh redis-test
+	$(BIN)/python -m pytest -p no:randomly tests/containers
+	$(BIN)/ruff check api operator tests bench containers
+	$(BIN)/ruff format --check api operator tests bench containers
 	$(BIN)/mypy
 
 lint: setup
 	$(BIN)/lint-imports
-	$(BIN)/ruff check api operator tests bench
+	$(BIN)/ruff check api operator tests bench containers
 	$(BIN)/mypy
 
 # Not part of `make test`: NVIDIA's perf_analyzer lands in $(BENCH_DIR) (git-ignored), outside the venv.

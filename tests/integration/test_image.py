@@ -41,8 +41,8 @@ def values(stage: list[dict[str, str]], instruction: str) -> list[str]:
     return [i["value"] for i in stage if i["instruction"] == instruction]
 
 
-def test_the_dockerfile_has_a_runtime_a_model_builder_and_a_dev_stage() -> None:
-    assert list(stages()) == ["build", "runtime", "model-builder", "dev"]
+def test_the_dockerfile_has_a_runtime_a_model_builder_a_dev_and_a_triton_cpu_stage() -> None:
+    assert list(stages()) == ["build", "runtime", "model-builder", "dev", "triton-cpu"]
     parser = DockerfileParser(str(ROOT / "Dockerfile"))
     global_args = dict(
         i["value"].split("=", 1) for i in parser.structure if i["instruction"] == "ARG" and "=" in i["value"]
@@ -53,7 +53,7 @@ def test_the_dockerfile_has_a_runtime_a_model_builder_and_a_dev_stage() -> None:
     assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", base), base
 
 
-@pytest.mark.parametrize("stage", ["runtime", "model-builder", "dev"])
+@pytest.mark.parametrize("stage", ["runtime", "model-builder", "dev", "triton-cpu"])
 def test_final_stages_run_as_a_numeric_non_root_user_with_aic_as_entry_point(stage: str) -> None:
     found = stages()
     users = values(found[stage], "USER")
@@ -69,7 +69,11 @@ def test_the_runtime_carries_oci_labels_and_no_compiler() -> None:
         assert f"org.opencontainers.image.{label}=" in labels
     recipe = " ".join(values(runtime, "RUN"))
     assert not re.search(r"\b(gcc|g\+\+|build-essential|apt-get)\b", recipe)
-    assert "--no-index --find-links /wheels" in recipe
+    assert "pip install --require-hashes -r /opt/aic/requirements-runtime.lock" in recipe
+    assert "pip install --no-index --no-deps /opt/aic/wheels/async_image_classifier-*.whl" in recipe
+    # copied, not bind-mounted: buildah keeps a bind mount's content out of a step's cache key
+    assert "requirements-runtime.lock /opt/aic/requirements-runtime.lock" in values(runtime, "COPY")
+    assert "--from=build /wheels /opt/aic/wheels" in values(runtime, "COPY")
 
 
 def test_every_copied_source_exists_and_the_context_is_limited() -> None:
@@ -93,34 +97,25 @@ def test_the_chart_and_the_tiltfile_name_the_images_the_dockerfile_builds() -> N
 
 
 def test_the_install_recipe_gives_a_venv_whose_aic_serves_the_api(tmp_path: Path) -> None:
-    """The build stage's `pip wheel --wheel-dir /wheels .`, then the runtime stage's `pip install --no-index
-    --find-links /wheels async-image-classifier` into a fresh venv: nothing from this checkout but the wheels."""
+    """The build stage's `pip wheel --no-deps --wheel-dir /wheels .`, then the runtime stage's hashed install of
+    requirements-runtime.lock and the project's wheel with --no-deps into a fresh venv: nothing from this checkout but
+    the wheel and the lock."""
     found = stages()
-    assert "python -m pip wheel --wheel-dir /wheels ." in values(found["build"], "RUN")
+    assert " python -m pip wheel --no-deps --wheel-dir /wheels ." in " ".join(values(found["build"], "RUN"))
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--wheel-dir", str(wheels), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
         check=True,
         timeout=900,
     )
     target = tmp_path / "venv"
     venv.create(target, with_pip=True)
     python = target / "bin" / "python"
-    subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-index",
-            "--find-links",
-            str(wheels),
-            "async-image-classifier",
-        ],
-        check=True,
-        timeout=600,
-    )
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    lock = ROOT / "requirements-runtime.lock"
+    subprocess.run([*pip, "--require-hashes", "-r", str(lock)], check=True, timeout=600)
+    [wheel] = wheels.glob("async_image_classifier-*.whl")
+    subprocess.run([*pip, "--no-index", "--no-deps", str(wheel)], check=True, timeout=600)
     check = "from importlib import resources; assert resources.files('aic.local').joinpath('selftest.jpg').is_file()"
     subprocess.run([str(python), "-c", check], check=True, cwd=tmp_path)
     port = free_port()

@@ -85,3 +85,29 @@ def test_resources_are_the_charts_workloads_with_port_forwards_and_dependencies(
         assert all(dep in resources for dep in kwargs.get("resource_deps", []))
     [(_, args, kwargs)] = named(calls, "local_resource")
     assert args[0] == "default-model" and kwargs["trigger_mode"] == "manual"
+
+
+def context_paths(stage_names: set[str]) -> set[str]:
+    """What the named Dockerfile stages take from the build context: COPY sources and bind mounts without `from=`."""
+    paths: set[str] = set()
+    stage = ""
+    for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines():
+        words = line.split()
+        if words[:1] == ["FROM"]:
+            stage = words[-1]
+        if stage not in stage_names:
+            continue
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            paths.update(w.rstrip("/") for w in words[1:-1] if not w.startswith("--"))
+        for word in words:
+            if word.startswith("--mount=type=bind,") and ",from=" not in word:
+                paths.add(dict(kv.split("=", 1) for kv in word[len("--mount=") :].split(","))["source"])
+    return paths
+
+
+@pytest.mark.parametrize("target", ["dev", "model-builder"])
+def test_tilts_build_context_holds_every_file_the_targets_stages_read(calls: list[Call], target: str) -> None:
+    build = next(kwargs for _, _, kwargs in named(calls, "docker_build") if kwargs["target"] == target)
+    needed = context_paths({"build", "runtime", target})
+    assert "requirements-runtime.lock" in needed
+    assert needed <= set(build["only"]), needed - set(build["only"])
