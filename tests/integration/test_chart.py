@@ -19,6 +19,7 @@ import yaml
 from aic.core.settings import (
     ApiSettings,
     DispatcherSettings,
+    ObjectStoreSettings,
     QueueSettings,
     RedisSettings,
     TritonSettings,
@@ -899,6 +900,185 @@ def test_api_and_dispatchers_share_the_key_that_seals_webhook_secrets() -> None:
         own = env["WEBHOOK_SECRETS_KEY"]["valueFrom"]["secretKeyRef"]
         assert (own["key"], own["optional"]) == ("webhook-secrets-key", True)
         assert env["WEBHOOK_SECRETS_KEY_PREVIOUS"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+# -- uploads in an object store ----------------------------------------------------------------------------------
+
+OBJECT_STORE = str(CHART / "ci" / "object-store-values.yaml")
+STORE_SETTINGS = {f.upper() for f in ObjectStoreSettings.__dataclass_fields__}
+AWS_KEYS = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL"]
+
+
+def env_refs(c: Manifest) -> dict[str, Manifest]:
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+MARKED = "networkPolicy.objectStoreTo[0].ipBlock.cidr=203.0.113.0/24"
+"""A store peer no other rule has: without a url, no NetworkPolicy may carry it."""
+
+
+@pytest.mark.parametrize("values", [None, *(str(v) for v in CI if v.name != "object-store-values.yaml")])
+def test_without_a_url_uploads_stay_in_redis_and_nothing_of_the_store_is_rendered(values: str | None) -> None:
+    docs = render(values, MARKED)
+    for name, c in aic_containers(docs).items():
+        store = {n for n in env_refs(c) if n in STORE_SETTINGS or n.startswith(("AWS_", "GOOGLE_", "AZURE_"))}
+        assert store == set(), name
+        assert all(m["name"] != "uploads" for m in c["volumeMounts"]), name
+    assert "203.0.113.0/24" not in json.dumps(by_kind(docs, "NetworkPolicy"))
+
+
+def test_the_store_and_its_settings_reach_the_api_and_the_dispatchers_but_not_the_operator() -> None:
+    found = aic_containers(render(OBJECT_STORE))
+    assert not {n for n in env_refs(found["operator"]) if n in STORE_SETTINGS or n.startswith("AWS_")}
+    for component in ("api", "dispatcher"):
+        env = env_of(found[component])
+        values = {n: v for n, v in env.items() if n in STORE_SETTINGS}
+        assert values == {
+            "OBJECT_STORE_URL": "s3://aic/uploads",
+            "OBJECT_STORE_TIMEOUT_S": "30",
+            "OBJECT_STORE_RETRY_TIMEOUT_S": "5",
+            "MAX_UPLOAD_SIZE": "52428800",
+            "UPLOAD_URL_TTL_S": "900",
+            "UPLOAD_SWEEP_INTERVAL_S": "120",
+            "UPLOAD_STRAY_AGE_S": "900",
+        }, component
+        # the code reads them as the chart means them; the defaults are the code's
+        loaded = load(ObjectStoreSettings, {n: v for n, v in values.items() if v is not None})
+        assert loaded == ObjectStoreSettings(object_store_url="s3://aic/uploads", upload_sweep_interval_s=120.0)
+        assert (env["AWS_ENDPOINT_URL"], env["AWS_REGION"]) == ("http://minio.minio:9000", "us-east-1")
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{name}`" in readme for name in STORE_SETTINGS)
+
+
+def test_the_credentials_secret_is_mapped_key_by_key_and_values_win_over_its_keys() -> None:
+    for component in ("api", "dispatcher"):
+        # the endpoint and the region are values in the ci file: only the credentials come from the Secret
+        refs = env_refs(container(render(OBJECT_STORE), component, component))
+        from_secret = {
+            n: e["valueFrom"]["secretKeyRef"] for n, e in refs.items() if n.startswith("AWS_") and "valueFrom" in e
+        }
+        assert from_secret == {
+            key: {"name": "aic-object-store", "key": key, "optional": True} for key in AWS_KEYS[:3]
+        }, component
+        assert refs["AWS_ENDPOINT_URL"]["value"] == "http://minio.minio:9000"
+    secret_only = render(None, "objectStore.url=s3://aic/uploads", "objectStore.existingSecret=creds")
+    refs = env_refs(container(secret_only, "api", "api"))
+    assert [n for n in refs if n.startswith("AWS_")] == AWS_KEYS
+    assert all(refs[k]["valueFrom"]["secretKeyRef"]["name"] == "creds" for k in AWS_KEYS)
+    azure = render(
+        None,
+        "objectStore.url=az://uploads/aic",
+        "objectStore.existingSecret=creds",
+        "objectStore.secretKeys={AZURE_STORAGE_ACCOUNT_NAME,AZURE_STORAGE_ACCOUNT_KEY}",
+    )
+    refs = env_refs(container(azure, "dispatcher", "dispatcher"))
+    assert [n for n in refs if n.startswith(("AWS_", "AZURE_"))] == [
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+    ]
+    no_secret = env_refs(container(render(None, "objectStore.url=s3://aic/uploads"), "api", "api"))
+    assert not [n for n in no_secret if n.startswith("AWS_")], "no Secret: web identity or the instance"
+
+
+def test_workload_identity_annotates_the_service_account_of_the_api_and_the_dispatchers() -> None:
+    docs = render(OBJECT_STORE)
+    accounts = by_kind(docs, "ServiceAccount")
+    workload = accounts[f"{PREFIX}-workload"]
+    assert workload["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/aic-uploads"
+    }
+    for component in ("api", "dispatcher"):
+        spec = by_kind(docs, "Deployment")[f"{PREFIX}-{component}"]["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == f"{PREFIX}-workload"
+    assert all("annotations" not in a["metadata"] for n, a in accounts.items() if n != f"{PREFIX}-workload")
+    assert "annotations" not in by_kind(render(None), "ServiceAccount")[f"{PREFIX}-workload"]["metadata"]
+
+
+STORE_PEERS = [
+    {"ipBlock": {"cidr": "0.0.0.0/0"}},
+    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "minio"}}},
+]
+"""networkPolicy.objectStoreTo of ci/object-store-values.yaml."""
+
+
+def store_rules(docs: tuple[Manifest, ...], component: str) -> list[Manifest]:
+    policy = by_kind(docs, "NetworkPolicy")[f"{PREFIX}-{component}"]["spec"]
+    return [r for r in policy["egress"] if r.get("to") == STORE_PEERS]
+
+
+@pytest.mark.parametrize(
+    ("sets", "ports"),
+    [
+        ((), {443, 9000}),  # the ci file's MinIO endpoint: http on 9000
+        (("objectStore.endpoint=https://s3.internal.example",), {443}),
+        (("objectStore.endpoint=http://ceph.storage",), {443, 80}),
+        (("objectStore.endpoint=", "networkPolicy.objectStorePorts={443,8443}"), {443, 8443}),
+    ],
+)
+def test_with_network_policies_the_api_and_the_dispatchers_may_reach_the_store(
+    sets: tuple[str, ...], ports: set[int]
+) -> None:
+    docs = render(OBJECT_STORE, *sets)
+    for component in ("api", "dispatcher"):
+        [rule] = store_rules(docs, component)
+        assert [p["protocol"] for p in rule["ports"]] == ["TCP"] * len(ports)
+        assert {p["port"] for p in rule["ports"]} == ports, component
+    for component in ("operator", "triton", "redis"):
+        assert store_rules(docs, component) == [], component
+    # a file:// store is a mounted volume: no traffic to let through
+    mounted = render(OBJECT_STORE, "objectStore.url=file:///srv/uploads", "objectStore.existingClaim=uploads")
+    assert store_rules(mounted, "api") == [] and store_rules(mounted, "dispatcher") == []
+
+
+def test_a_file_store_mounts_its_claim_at_the_urls_path_in_the_api_and_the_dispatchers() -> None:
+    docs = render(None, "objectStore.url=file:///srv/uploads", "objectStore.existingClaim=shared-uploads")
+    for component in ("api", "dispatcher"):
+        spec = by_kind(docs, "Deployment")[f"{PREFIX}-{component}"]["spec"]["template"]["spec"]
+        assert {"name": "uploads", "persistentVolumeClaim": {"claimName": "shared-uploads"}} in spec["volumes"]
+        assert {"name": "uploads", "mountPath": "/srv/uploads"} in spec["containers"][0]["volumeMounts"]
+    operator = aic_containers(docs)["operator"]
+    assert all(m["name"] != "uploads" for m in operator["volumeMounts"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "error"),
+    [
+        (("objectStore.url=http://bucket/uploads",), "objectStore/url"),
+        (("objectStore.url=s3://",), "objectStore/url"),
+        (("objectStore.url=s3://aic/up loads",), "objectStore/url"),
+        (("objectStore.endpoint=minio:9000",), "objectStore/endpoint"),
+        (("objectStore.secretKeys={SECRET_KEY}",), "objectStore/secretKeys"),
+        (("objectStore.maxUploadSize=0",), "objectStore/maxUploadSize"),
+        (("objectStore.sweepIntervalSeconds=0",), "objectStore/sweepIntervalSeconds"),
+        (("networkPolicy.objectStorePorts={0}",), "networkPolicy/objectStorePorts"),
+        (("serviceAccount.bogus=1",), "bogus"),
+        (("objectStore.url=file:///srv/uploads",), "set objectStore.existingClaim"),
+        (("objectStore.url=s3://aic/uploads", "objectStore.existingClaim=c"), "file:// objectStore.url only"),
+    ],
+)
+def test_bad_object_store_values_are_refused_with_the_reason(sets: tuple[str, ...], error: str) -> None:
+    args = [x for item in sets for x in ("--set", item)]
+    result = run_helm("template", "r", str(CHART), *args, check=False)
+    assert result.returncode != 0 and error in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("url", ["s3://aic", "gs://aic-uploads/prefix", "az://uploads/aic/x", "file:///srv/u"])
+def test_every_store_the_code_opens_is_accepted(url: str) -> None:
+    sets = ["--set", f"objectStore.url={url}"]
+    if url.startswith("file://"):
+        sets += ["--set", "objectStore.existingClaim=c"]
+    assert run_helm("template", "r", str(CHART), *sets, check=False).returncode == 0
+
+
+def test_notes_say_where_uploads_are_kept() -> None:
+    def notes(*args: str) -> str:
+        return run_helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client", *args).stdout.split(
+            "NOTES:", 1
+        )[1]
+
+    assert "Uploads are kept in Redis" in notes()
+    stored = notes("-f", OBJECT_STORE)
+    assert "Uploads are kept in s3://aic/uploads" in stored and "lifecycle rule" in stored
 
 
 def without_generated(docs: tuple[Manifest, ...]) -> list[Manifest]:

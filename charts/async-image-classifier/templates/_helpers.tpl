@@ -213,6 +213,12 @@ spec:
 {{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) }}
 {{- fail "redis.enabled is false: set externalRedis.url (and externalRedis.existingSecret)" }}
 {{- end }}
+{{- if and (hasPrefix "file://" .Values.objectStore.url) (not .Values.objectStore.existingClaim) }}
+{{- fail "a file:// objectStore.url is a directory every API and dispatcher Pod shares: set objectStore.existingClaim (a ReadWriteMany claim)" }}
+{{- end }}
+{{- if and .Values.objectStore.existingClaim (not (hasPrefix "file://" .Values.objectStore.url)) }}
+{{- fail "objectStore.existingClaim is mounted for a file:// objectStore.url only" }}
+{{- end }}
 {{- if eq (default .Chart.AppVersion .Values.image.tag) "latest" }}
 {{- fail "image.tag latest is refused: pin a version" }}
 {{- end }}
@@ -492,5 +498,80 @@ spec:
 command: [watchfiles, --filter, python, {{ printf "aic %s" (join " " .args) | quote }}, /src/api, /src/operator]
 {{- else }}
 args: {{ toJson .args }}
+{{- end }}
+{{- end }}
+
+{{/* The object store's settings and credentials (api and dispatchers; nothing while objectStore.url is empty):
+the values as variables, then each of objectStore.secretKeys from objectStore.existingSecret, optional. */}}
+{{- define "async-image-classifier.objectStoreEnv" -}}
+{{- $store := .Values.objectStore }}
+{{- if $store.url }}
+- {name: OBJECT_STORE_URL, value: {{ $store.url | quote }}}
+- {name: OBJECT_STORE_TIMEOUT_S, value: {{ $store.timeoutSeconds | toString | quote }}}
+- {name: OBJECT_STORE_RETRY_TIMEOUT_S, value: {{ $store.retryTimeoutSeconds | toString | quote }}}
+- {name: MAX_UPLOAD_SIZE, value: {{ int64 $store.maxUploadSize | toString | quote }}}
+- {name: UPLOAD_URL_TTL_S, value: {{ $store.uploadUrlTtlSeconds | toString | quote }}}
+- {name: UPLOAD_SWEEP_INTERVAL_S, value: {{ $store.sweepIntervalSeconds | toString | quote }}}
+- {name: UPLOAD_STRAY_AGE_S, value: {{ $store.strayAgeSeconds | toString | quote }}}
+{{- $given := dict }}
+{{- with $store.endpoint }}
+{{- $_ := set $given "AWS_ENDPOINT_URL" true }}
+- {name: AWS_ENDPOINT_URL, value: {{ . | quote }}}
+{{- end }}
+{{- with $store.region }}
+{{- $_ := set $given "AWS_REGION" true }}
+- {name: AWS_REGION, value: {{ . | quote }}}
+{{- end }}
+{{- if $store.existingSecret }}
+{{- range $store.secretKeys }}
+{{- if not (hasKey $given .) }}
+- name: {{ . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $store.existingSecret }}
+      key: {{ . }}
+      optional: true
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A file:// store's claim, mounted at the url's path (volumeMounts entry, then the volume). */}}
+{{- define "async-image-classifier.objectStoreMount" -}}
+{{- if hasPrefix "file://" .Values.objectStore.url }}
+- {name: uploads, mountPath: {{ (urlParse .Values.objectStore.url).path | quote }}}
+{{- end }}
+{{- end }}
+
+{{- define "async-image-classifier.objectStoreVolume" -}}
+{{- if hasPrefix "file://" .Values.objectStore.url }}
+- name: uploads
+  persistentVolumeClaim:
+    claimName: {{ .Values.objectStore.existingClaim }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy egress to the object store (not for a file:// one): networkPolicy.objectStoreTo on
+networkPolicy.objectStorePorts and the endpoint's port. */}}
+{{- define "async-image-classifier.objectStoreEgress" -}}
+{{- $url := .Values.objectStore.url }}
+{{- if and $url (not (hasPrefix "file://" $url)) }}
+{{- $ports := list }}
+{{- range .Values.networkPolicy.objectStorePorts }}
+{{- $ports = append $ports (int .) }}
+{{- end }}
+{{- with .Values.objectStore.endpoint }}
+{{- $endpoint := urlParse . }}
+{{- $port := regexFind ":[0-9]+$" $endpoint.host | trimPrefix ":" | default (ternary "443" "80" (eq $endpoint.scheme "https")) }}
+{{- $ports = append $ports (atoi $port) }}
+{{- end }}
+# the object store
+- to:
+    {{- toYaml .Values.networkPolicy.objectStoreTo | nindent 4 }}
+  ports:
+    {{- range uniq $ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
 {{- end }}
 {{- end }}
