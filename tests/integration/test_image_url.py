@@ -1,0 +1,164 @@
+"""Images by URL (``image_url``): the dispatcher's vetted fetch against a real HTTPS server, and submits by URL
+against the real stack with uploads in Redis and in S3."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import quote
+
+import pytest
+from aic.core.netguard import make_client
+from aic.dispatch.fetch import FetchRefused, FetchUnavailable, ImageFetcher
+from conftest import Stack, WebhookCA
+from helpers import jpeg, submit, wait_done
+from image_server import ImageServer
+
+
+@pytest.fixture
+async def fetcher(webhook_ca: WebhookCA) -> AsyncIterator[ImageFetcher]:
+    found = ImageFetcher(make_client(webhook_ca.bundle, 5, 10), max_bytes=200_000, timeout_s=10, allow_loopback=True)
+    try:
+        yield found
+    finally:
+        await found.close()
+
+
+def redirect(server: ImageServer, to: str) -> str:
+    return server.url(f"/redirect?to={quote(to, safe='')}")
+
+
+# -- the fetch -------------------------------------------------------------------------------------------------
+
+
+async def test_a_fetch_returns_the_bytes_through_up_to_three_redirects(
+    fetcher: ImageFetcher, image_server: ImageServer
+) -> None:
+    image = jpeg()
+    url = image_server.serve("fetch.jpg", image)
+    assert await fetcher.fetch(url) == image
+    assert await fetcher.fetch(redirect(image_server, redirect(image_server, redirect(image_server, url)))) == image
+    with pytest.raises(FetchRefused, match="redirected more than 3 times"):
+        await fetcher.fetch(
+            redirect(image_server, redirect(image_server, redirect(image_server, redirect(image_server, url))))
+        )
+
+
+async def test_a_4xx_is_refused_and_a_5xx_is_worth_another_try(
+    fetcher: ImageFetcher, image_server: ImageServer
+) -> None:
+    with pytest.raises(FetchRefused, match="answered 404"):
+        await fetcher.fetch(image_server.url("/missing"))
+    with pytest.raises(FetchUnavailable, match="answered 503"):
+        await fetcher.fetch(image_server.url(f"/down/{uuid.uuid4()}"))
+
+
+async def test_a_body_over_the_limit_is_given_up_while_streaming(
+    fetcher: ImageFetcher, image_server: ImageServer
+) -> None:
+    with pytest.raises(FetchRefused, match="exceeds the limit of 200000 bytes"):
+        await fetcher.fetch(image_server.url("/big"))
+
+
+@pytest.mark.parametrize(
+    ("to", "reason"),
+    [
+        ("https://169.254.169.254/latest/meta-data/", "cloud metadata address"),
+        ("https://10.1.2.3/cat.jpg", "private address"),
+        ("https://[fe80::1]/cat.jpg", "link-local address"),
+        ("https://[::ffff:192.168.0.1]/cat.jpg", "private address"),
+        ("http://localhost/cat.jpg", "must be https"),
+    ],
+)
+async def test_a_redirect_is_vetted_again_before_any_connection(
+    fetcher: ImageFetcher, image_server: ImageServer, to: str, reason: str
+) -> None:
+    with pytest.raises(FetchRefused, match=reason):
+        await fetcher.fetch(redirect(image_server, to))
+
+
+async def test_without_the_test_setting_loopback_is_refused_before_connecting(
+    webhook_ca: WebhookCA, image_server: ImageServer
+) -> None:
+    strict = ImageFetcher(make_client(webhook_ca.bundle, 5, 10), max_bytes=200_000, timeout_s=10)
+    try:
+        url = image_server.serve("strict.jpg", jpeg())
+        with pytest.raises(FetchRefused, match="image host resolves to a loopback address"):
+            await strict.fetch(url)
+        assert image_server.asked("/img/strict.jpg") == 0
+    finally:
+        await strict.close()
+
+
+# -- submits by URL, against the stack -------------------------------------------------------------------------
+
+
+def test_a_job_by_url_is_classified_from_a_form_json_or_the_query(any_stack: Stack, image_server: ImageServer) -> None:
+    url = image_server.serve("cat.jpg", jpeg())
+    with any_stack.client() as client:
+        answers = [
+            client.post("/classify", files={"image_url": (None, url)}),  # a multipart form's text field
+            client.post("/classify", json={"image_url": url, "priority": "high"}),
+            client.post("/classify", params={"image_url": url}),
+        ]
+        for answer in answers:
+            assert answer.status_code == 200, answer.text
+            job_id = answer.json()["job_id"]
+            assert wait_done(client, job_id)["status"] == "completed", client.get(f"/status/{job_id}").json()
+            result = client.get(f"/result/{job_id}").json()
+            assert result["predictions"]
+            assert result["image_metadata"]["format"] == "JPEG"
+        batch = client.post("/classify/batch", json={"image_urls": [url, url]})
+        assert batch.status_code == 200, batch.text
+        for job in batch.json()["jobs"]:
+            assert wait_done(client, job["job_id"])["status"] == "completed"
+
+
+def test_a_url_answering_404_or_not_an_image_fails_the_job_as_invalid_image(
+    any_stack: Stack, image_server: ImageServer
+) -> None:
+    text = image_server.serve("notes.jpg", b"not an image at all" * 10)
+    with any_stack.client() as client:
+        gone = image_server.url("/missing")
+        missing = client.post("/classify", files={"image_url": (None, gone)}).json()["job_id"]
+        wrong = client.post("/classify", files={"image_url": (None, text)}).json()["job_id"]
+        ended = wait_done(client, missing)
+        assert (ended["status"], ended["error_code"]) == ("failed", "INVALID_IMAGE")
+        assert "answered 404" in ended["error_message"]
+        ended = wait_done(client, wrong)
+        assert (ended["status"], ended["error_code"]) == ("failed", "INVALID_IMAGE")
+        assert "Unsupported file type" in ended["error_message"]
+
+
+def test_a_url_answering_503_is_retried_until_it_answers(any_stack: Stack, image_server: ImageServer) -> None:
+    image_server.serve("later.jpg", jpeg())
+    key = str(uuid.uuid4())
+    with any_stack.client() as client:
+        flaky = image_server.url(f"/flaky/{key}/later.jpg")
+        job_id = client.post("/classify", files={"image_url": (None, flaky)}).json()["job_id"]
+        assert wait_done(client, job_id)["status"] == "completed"
+    assert image_server.asked(f"/flaky/{key}/") == 2
+
+
+def test_the_api_checks_the_urls_form_and_idempotency_covers_it(stack: Stack, image_server: ImageServer) -> None:
+    url = image_server.serve("same.jpg", jpeg())
+    with stack.client() as client:
+        for bad in (
+            "http://example.com/cat.jpg",
+            "https://",
+            "https://user:pw@example.com/a.jpg",
+            "https://x/" + "a" * 2048,
+        ):
+            answer = client.post("/classify", files={"image_url": (None, bad)})
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["errors"][0]["field"] == "image_url"
+        both = submit(client, jpeg(), image_url=url)
+        assert both.status_code == 422 and "not more than one" in both.text
+        key = {"Idempotency-Key": f"url-{uuid.uuid4()}"}
+        first = client.post("/classify", json={"image_url": url}, headers=key)
+        again = client.post("/classify", json={"image_url": url}, headers=key)
+        assert first.status_code == again.status_code == 200
+        assert again.json()["job_id"] == first.json()["job_id"]
+        assert again.headers["Idempotent-Replayed"] == "true"
+        other = client.post("/classify", json={"image_url": url + "?v=2"}, headers=key)
+        assert other.status_code == 422, other.text
