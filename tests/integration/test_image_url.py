@@ -3,14 +3,20 @@ against the real stack with uploads in Redis and in S3."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from aic.client import AsyncClient, BadRequest, Client
 from aic.core.netguard import make_client
 from aic.dispatch.fetch import FetchRefused, FetchUnavailable, ImageFetcher
-from conftest import Stack, WebhookCA
+from conftest import API_KEY, Stack, WebhookCA
 from helpers import jpeg, submit, wait_done
 from image_server import ImageServer
 
@@ -162,3 +168,43 @@ def test_the_api_checks_the_urls_form_and_idempotency_covers_it(stack: Stack, im
         assert again.headers["Idempotent-Replayed"] == "true"
         other = client.post("/classify", json={"image_url": url + "?v=2"}, headers=key)
         assert other.status_code == 422, other.text
+
+
+# -- the client and the CLI ------------------------------------------------------------------------------------
+
+
+def test_the_client_submits_by_url_and_by_a_direct_upload_it_made(s3_stack: Stack, image_server: ImageServer) -> None:
+    url = image_server.serve("client.jpg", jpeg())
+    with Client(s3_stack.base_url, API_KEY) as client:
+        by_url = client.submit(image_url=url, priority="high")
+        upload_id = client.upload(jpeg())
+        by_upload = client.submit(upload_id=upload_id)
+        assert by_upload.job_id == upload_id  # a direct upload's job takes its id
+        batch = client.submit_batch(image_urls=[url, url])
+        for job in [by_url, by_upload, *batch]:
+            assert client.wait(job.job_id, timeout_s=120).status == "completed"
+            assert client.result(job.job_id).predictions[0].class_name == "Egyptian cat"
+        with pytest.raises(ValueError, match="exactly one"):
+            client.submit(jpeg(), image_url=url)
+        with pytest.raises(BadRequest):  # the API checks the URL's form
+            client.submit(image_url="http://example.com/cat.jpg")
+
+
+async def test_the_async_client_submits_by_url(stack: Stack, image_server: ImageServer) -> None:
+    url = image_server.serve("async.jpg", jpeg())
+    async with AsyncClient(stack.base_url, API_KEY) as client:
+        job = await client.submit(image_url=url)
+        assert (await client.wait(job.job_id, timeout_s=120)).status == "completed"
+
+
+def test_aic_classify_takes_an_https_url(stack: Stack, image_server: ImageServer, tmp_path: Path) -> None:
+    url = image_server.serve("cli.jpg", jpeg())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIC_")}
+    env |= {"XDG_CONFIG_HOME": str(tmp_path), "AIC_URL": stack.base_url, "AIC_API_KEY": API_KEY}
+    done = subprocess.run(
+        [sys.executable, "-m", "aic.cli", "classify", url], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = [json.loads(text) for text in done.stdout.splitlines() if text.strip()]
+    assert (line["file"], line["status"]) == (url, "completed")
+    assert line["predictions"][0]["class_name"] == "Egyptian cat"
