@@ -1,8 +1,9 @@
 """A real HTTPS server of images for tests of submits by URL: TLS from a trustme CA, behaviour chosen by path.
 
-``/img/<name>`` an image set with ``serve``; ``/missing`` 404; ``/flaky/<key>/<name>`` 503 the first time a key is
-asked for, then the image; ``/down/<key>`` always 503; ``/redirect?to=<url>`` 302 to ``url``; ``/big`` more bytes
-than a small limit allows, without a content-length. Every request's path is recorded.
+``/img/<name>`` an image set with ``serve``; ``/missing`` 404; ``/gate/<key>/<name>`` the image once the test
+lets it (``hold``); ``/flaky/<key>/<name>`` 503 the first time a key is asked for, then the image; ``/down/<key>``
+always 503; ``/redirect?to=<url>`` 302 to ``url``; ``/big`` more bytes than a small limit allows, without a
+content-length. Every request's path is recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ImageServer:
         self.images: dict[str, bytes] = {}
         self.paths: list[str] = []
         self._seen: Counter[str] = Counter()
+        self._gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert("localhost", "127.0.0.1", "::1").configure_cert(context)
@@ -68,6 +70,11 @@ class ImageServer:
         self.images[name] = content
         return self.url(f"/img/{name}")
 
+    def hold(self, key: str) -> threading.Event:
+        """``/gate/<key>/<name>`` answers only once the returned event is set (at most a minute later)."""
+        gate = self._gates[key] = threading.Event()
+        return gate
+
     def asked(self, prefix: str) -> int:
         """How many requests had a path starting with ``prefix``."""
         with self._lock:
@@ -90,6 +97,9 @@ class ImageServer:
                 first = self._seen[segments[1]] == 1
             if first:
                 return 503, {}, b"try again"
+            return 200, {"content-type": "image/jpeg"}, self.images[segments[2]]
+        if segments[0] == "gate" and len(segments) == 3 and segments[2] in self.images:
+            self._gates[segments[1]].wait(60)
             return 200, {"content-type": "image/jpeg"}, self.images[segments[2]]
         if segments[0] == "down":
             return 503, {}, b"down"

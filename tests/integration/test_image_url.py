@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,6 +119,23 @@ def test_a_job_by_url_is_classified_from_a_form_json_or_the_query(any_stack: Sta
         assert batch.status_code == 200, batch.text
         for job in batch.json()["jobs"]:
             assert wait_done(client, job["job_id"])["status"] == "completed"
+
+
+def test_while_its_image_is_fetched_a_job_is_in_the_downloading_stage(stack: Stack, image_server: ImageServer) -> None:
+    image_server.serve("held.jpg", jpeg())
+    key = str(uuid.uuid4())
+    gate = image_server.hold(key)
+    with stack.client() as client:
+        job_id = client.post("/classify", json={"image_url": image_server.url(f"/gate/{key}/held.jpg")}).json()[
+            "job_id"
+        ]
+        deadline = time.monotonic() + 60
+        while (status := client.get(f"/status/{job_id}").json())["stage"] != "downloading":
+            assert time.monotonic() < deadline and status["status"] in ("pending", "processing"), status
+            time.sleep(0.05)
+        assert (status["status"], status["progress"]) == ("processing", 20)
+        gate.set()  # the server answers now
+        assert wait_done(client, job_id)["status"] == "completed"
 
 
 def test_a_url_answering_404_or_not_an_image_fails_the_job_as_invalid_image(

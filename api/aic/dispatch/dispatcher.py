@@ -289,6 +289,7 @@ class Dispatcher:
         """Fetch the images of jobs submitted by URL, each as an upload is checked: the work whose image is in hand.
         A refused fetch or a 4xx fails its job with INVALID_IMAGE; a 5xx or a timeout is retried with backoff."""
         fetching = [item for item in work if item.job.image_url]
+        await self.jobs.advance(fetching, Stage.DOWNLOADING)
         outcomes = await asyncio.gather(*(self._fetch(item) for item in fetching))
         dropped: set[int] = set()
         for item, error in zip(fetching, outcomes, strict=True):
