@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from aic.client import AsyncClient, BadRequest, Client
 from aic.core.netguard import make_client
@@ -226,3 +227,46 @@ def test_aic_classify_takes_an_https_url(stack: Stack, image_server: ImageServer
     [line] = [json.loads(text) for text in done.stdout.splitlines() if text.strip()]
     assert (line["file"], line["status"]) == (url, "completed")
     assert line["predictions"][0]["class_name"] == "Egyptian cat"
+
+
+class Recording(httpx.HTTPTransport):
+    """The default transport, keeping the method, path and status of every exchange the client had with the API."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+        self.upload_ids: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.sent.append(f"{request.method} {request.url.path.removeprefix('/api/v1')} {response.status_code}")
+        if request.url.path.endswith("/uploads") and response.status_code == 200:
+            response.read()
+            self.upload_ids.append(response.json()["upload_id"])
+        return response
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["s3", "no-store"])
+def test_a_file_over_the_threshold_goes_through_a_direct_upload_when_the_service_offers_one(
+    request: pytest.FixtureRequest, direct: bool
+) -> None:
+    target: Stack = request.getfixturevalue("s3_stack" if direct else "stack")
+    image = jpeg()
+    transport = Recording()
+    with Client(target.base_url, API_KEY, transport=transport, direct_upload_above=len(image) - 1) as client:
+        job = client.submit(image)
+        assert client.wait(job.job_id, timeout_s=120).status == "completed"
+        keyed = client.submit(image, idempotency_key=str(uuid.uuid4()))  # never with a key: a retry must be the same
+        assert client.wait(keyed.job_id, timeout_s=120).status == "completed"
+        small = Client(target.base_url, API_KEY, transport=transport, direct_upload_above=len(image))
+        with small:
+            small.submit(image)  # not over the threshold
+    assert [line for line in transport.sent if line.startswith("POST")] == [
+        f"POST /uploads {200 if direct else 400}",
+        "POST /classify 200",
+        "POST /classify 200",
+        "POST /classify 200",
+    ]
+    # with a store the job is the upload (the file went to the store, not through the API); without one the
+    # service got the file itself
+    assert (transport.upload_ids == [job.job_id]) is direct

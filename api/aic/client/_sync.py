@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from aic.client import _wire
-from aic.client.errors import JobTimeout
+from aic.client.errors import BadRequest, JobTimeout
 from aic.client.models import Image, Job, JobPage, Models, Result, Status, Token, Upload, Usage
 from aic.core.retry import RetryPolicy
 from aic.core.schemas import BatchResponse, UploadReservation
@@ -31,10 +31,13 @@ class Client:
         timeout_s: float = 30.0,
         retry: RetryPolicy = _wire.DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
+        direct_upload_above: int | None = _wire.DIRECT_UPLOAD_ABOVE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
+        self.direct_upload_above = direct_upload_above
+        """A file larger than this goes through ``upload()`` when the service offers direct uploads (None: never)."""
         self._sleep = sleep
         headers = {"User-Agent": _wire.USER_AGENT, **_wire.credential_headers(api_key, token)}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
@@ -83,6 +86,10 @@ class Client:
         for the job to end (``Prefer: wait``) and carries the result when it completed. ``deadline_s``: not finished
         by then, the job fails with TIMEOUT; ``retention_s``: how long the ended job stays readable."""
         _wire.one_image(image, upload_id, image_url)
+        if image is not None and idempotency_key is None:
+            image = Upload.of(image)
+            upload_id = self._upload_if_large(image)
+            image = None if upload_id is not None else image
         parts = _wire.submit_parts(
             [image] if image is not None else [],
             batch=False,
@@ -139,6 +146,16 @@ class Client:
         if response.is_error:
             raise _wire.put_failed(response)
         return reservation.upload_id
+
+    def _upload_if_large(self, upload: Upload) -> str | None:
+        """The upload id of a file over ``direct_upload_above`` sent through a direct upload; None for a small file
+        or a service without direct uploads (it then gets the file, and answers its own size limit)."""
+        if self.direct_upload_above is None or len(upload.content) <= self.direct_upload_above:
+            return None
+        try:
+            return self.upload(upload)
+        except BadRequest:  # no object store there: OBJECT_STORE_URL is not set
+            return None
 
     def _submit(self, parts: _wire.SubmitParts, wait_s: int | None) -> httpx.Response:
         timeout = self._http.timeout.read or 30.0

@@ -20,6 +20,10 @@ from aic.core.schemas import UploadReservation
 
 T = TypeVar("T")
 
+DIRECT_UPLOAD_ABOVE = 10 * 1024 * 1024
+"""A single submit's file larger than this (the service's default ``MAX_FILE_SIZE``) goes through a direct upload
+when the service offers them; a submit with an Idempotency-Key never does (a new upload id each time would make a
+retry a different request)."""
 RETRIED_STATUSES = frozenset({429, 503})
 """Answers that say "not now": the request was refused before it did anything, so sending it again is safe."""
 USER_AGENT = "aic-client/1"
