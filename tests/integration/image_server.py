@@ -2,12 +2,13 @@
 
 ``/img/<name>`` an image set with ``serve``; ``/missing`` 404; ``/gate/<key>/<name>`` the image once the test
 lets it (``hold``); ``/flaky/<key>/<name>`` 503 the first time a key is asked for, then the image; ``/down/<key>``
-always 503; ``/redirect?to=<url>`` 302 to ``url``; ``/big`` more bytes than a small limit allows, without a
-content-length. Every request's path is recorded.
+always 503; ``/gzip/<name>`` the image gzip-encoded whatever was asked for; ``/redirect?to=<url>`` 302 to ``url``;
+``/big`` more bytes than a small limit allows, without a content-length. Every request's path is recorded.
 """
 
 from __future__ import annotations
 
+import gzip
 import ssl
 import threading
 from collections import Counter
@@ -101,6 +102,12 @@ class ImageServer:
         if segments[0] == "gate" and len(segments) == 3 and segments[2] in self.images:
             self._gates[segments[1]].wait(60)
             return 200, {"content-type": "image/jpeg"}, self.images[segments[2]]
+        if segments[0] == "gzip" and len(segments) == 2 and segments[1] in self.images:  # whatever was asked for
+            return (
+                200,
+                {"content-type": "image/jpeg", "content-encoding": "gzip"},
+                gzip.compress(self.images[segments[1]]),
+            )
         if segments[0] == "down":
             return 503, {}, b"down"
         if segments[0] == "redirect":

@@ -3,6 +3,7 @@ against the real stack with uploads in Redis and in S3."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -66,6 +67,12 @@ async def test_a_body_over_the_limit_is_given_up_while_streaming(
 ) -> None:
     with pytest.raises(FetchRefused, match="exceeds the limit of 200000 bytes"):
         await fetcher.fetch(image_server.url("/big"))
+
+
+async def test_a_body_is_never_decompressed(fetcher: ImageFetcher, image_server: ImageServer) -> None:
+    image_server.serve("packed.jpg", jpeg())
+    body = await fetcher.fetch(image_server.url("/gzip/packed.jpg"))
+    assert body == gzip.compress(image_server.images["packed.jpg"])  # as sent: validated (and refused) as such
 
 
 @pytest.mark.parametrize(

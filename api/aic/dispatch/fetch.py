@@ -19,7 +19,13 @@ from aic.core.settings import DispatcherSettings
 
 MAX_REDIRECTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_HEADERS = {"Accept": "image/jpeg, image/png, image/webp", "User-Agent": "aic-dispatcher"}
+_HEADERS = {
+    "Accept": "image/jpeg, image/png, image/webp",
+    "Accept-Encoding": "identity",
+    "User-Agent": "aic-dispatcher",
+}
+"""``identity``: the body is read raw (never decompressed here, so no compression bomb); images are compressed already
+and a body a server compressed anyway is no image: refused as an upload would be."""
 
 
 class FetchRefused(AddressRefused):
@@ -96,7 +102,7 @@ class ImageFetcher:
         if declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchRefused(f"image at URL is {declared} bytes, over the limit of {self.max_bytes}")
         body = bytearray()
-        async for chunk in response.aiter_bytes():
+        async for chunk in response.aiter_raw():
             body += chunk
             if len(body) > self.max_bytes:
                 raise FetchRefused(f"image at URL exceeds the limit of {self.max_bytes} bytes")
