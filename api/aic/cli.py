@@ -257,7 +257,9 @@ def _client_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     classify = sub.add_parser(
         "classify", parents=[common], help="classify photos: live progress, then the top-k of each"
     )
-    classify.add_argument("photos", nargs="+", metavar="PHOTO", help="JPEG, PNG or WebP files (several: a batch)")
+    classify.add_argument(
+        "photos", nargs="+", metavar="PHOTO", help="JPEG, PNG or WebP files (several: a batch), or https:// URLs"
+    )
     classify.add_argument(
         "--wait", action=argparse.BooleanOptionalAction, default=True, help="follow the jobs to the end (default)"
     )

@@ -26,6 +26,7 @@ from aic.local import up
 from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
+from image_server import ImageServer
 from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
 
@@ -136,6 +137,9 @@ class WebhookCA:
             "WEBHOOK_BACKOFF_BASE_S": "0.05",
             "WEBHOOK_BACKOFF_FACTOR": "2",
             "WEBHOOK_POLL_MS": "50",
+            # images by URL come from the test's own HTTPS server, with the same CA
+            "IMAGE_URL_ALLOW_LOOPBACK": "true",
+            "IMAGE_URL_CA_BUNDLE": str(self.bundle),
         }
 
 
@@ -146,6 +150,15 @@ def webhook_receiver(webhook_ca: WebhookCA) -> Iterator[Receiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+@pytest.fixture(scope="session")
+def image_server(webhook_ca: WebhookCA) -> Iterator[ImageServer]:
+    server = ImageServer(webhook_ca.ca)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @contextmanager

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 
 from aic.client import _wire
-from aic.client.errors import JobTimeout
-from aic.client.models import Image, Job, JobPage, Models, Result, Status, Token, Usage
+from aic.client.errors import BadRequest, JobTimeout
+from aic.client.models import Image, Job, JobPage, Models, Result, Status, Token, Upload, Usage
 from aic.core.retry import RetryPolicy
-from aic.core.schemas import BatchResponse
+from aic.core.schemas import BatchResponse, UploadReservation
 
 
 class Client:
@@ -31,10 +31,13 @@ class Client:
         timeout_s: float = 30.0,
         retry: RetryPolicy = _wire.DEFAULT_RETRY,
         transport: httpx.BaseTransport | None = None,
+        direct_upload_above: int | None = _wire.DIRECT_UPLOAD_ABOVE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry
+        self.direct_upload_above = direct_upload_above
+        """A file larger than this goes through ``upload()`` when the service offers direct uploads (None: never)."""
         self._sleep = sleep
         headers = {"User-Agent": _wire.USER_AGENT, **_wire.credential_headers(api_key, token)}
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s, transport=transport)
@@ -65,8 +68,10 @@ class Client:
 
     def submit(
         self,
-        image: Image,
+        image: Image | None = None,
         *,
+        upload_id: str | None = None,
+        image_url: str | None = None,
         priority: str | None = None,
         model_version: str | None = None,
         callback_url: str | None = None,
@@ -76,12 +81,20 @@ class Client:
         deadline_s: int | None = None,
         retention_s: int | None = None,
     ) -> Job:
-        """Submit one image (bytes, a path or an ``Upload``); with ``wait_s`` the answer waits up to that long
+        """Submit one image (bytes, a path or an ``Upload``), or instead a direct upload's ``upload_id`` (``upload()``)
+        or an https ``image_url`` the service fetches; with ``wait_s`` the answer waits up to that long
         for the job to end (``Prefer: wait``) and carries the result when it completed. ``deadline_s``: not finished
         by then, the job fails with TIMEOUT; ``retention_s``: how long the ended job stays readable."""
+        _wire.one_image(image, upload_id, image_url)
+        if image is not None and idempotency_key is None:
+            image = Upload.of(image)
+            upload_id = self._upload_if_large(image)
+            image = None if upload_id is not None else image
         parts = _wire.submit_parts(
-            [image],
+            [image] if image is not None else [],
             batch=False,
+            upload_ids=[upload_id] if upload_id is not None else [],
+            image_urls=[image_url] if image_url is not None else [],
             priority=priority,
             model_version=model_version,
             callback_url=callback_url,
@@ -95,8 +108,10 @@ class Client:
 
     def submit_batch(
         self,
-        images: Sequence[Image],
+        images: Sequence[Image] = (),
         *,
+        upload_ids: Sequence[str] = (),
+        image_urls: Sequence[str] = (),
         priority: str | None = None,
         model_version: str | None = None,
         idempotency_key: str | None = None,
@@ -106,6 +121,8 @@ class Client:
         parts = _wire.submit_parts(
             images,
             batch=True,
+            upload_ids=upload_ids,
+            image_urls=image_urls,
             priority=priority,
             model_version=model_version,
             idempotency_key=idempotency_key,
@@ -113,13 +130,41 @@ class Client:
         )
         return _wire.decode(self._submit(parts, wait_s), BatchResponse).jobs
 
+    def upload(self, image: Image) -> str:
+        """A presigned direct upload (the service needs an object store): ``POST /uploads``, then the image PUT
+        straight to the store; its ``upload_id``, for ``submit(upload_id=...)``. The API key never goes to the store."""
+        upload = Upload.of(image)
+        reservation = _wire.decode(self._send("POST", "/uploads"), UploadReservation)
+        _wire.reservation_fits(reservation, upload.content)
+        try:
+            with httpx.Client(timeout=self._http.timeout) as store:
+                response = store.request(
+                    reservation.method, reservation.url, content=upload.content, headers=reservation.headers
+                )
+        except httpx.TransportError as exc:
+            raise _wire.unreachable(reservation.url.split("?", 1)[0], exc) from exc
+        if response.is_error:
+            raise _wire.put_failed(response)
+        return reservation.upload_id
+
+    def _upload_if_large(self, upload: Upload) -> str | None:
+        """The upload id of a file over ``direct_upload_above`` sent through a direct upload; None for a small file
+        or a service without direct uploads (it then gets the file, and answers its own size limit)."""
+        if self.direct_upload_above is None or len(upload.content) <= self.direct_upload_above:
+            return None
+        try:
+            return self.upload(upload)
+        except BadRequest:  # no object store there: OBJECT_STORE_URL is not set
+            return None
+
     def _submit(self, parts: _wire.SubmitParts, wait_s: int | None) -> httpx.Response:
         timeout = self._http.timeout.read or 30.0
         return self._send(
             "POST",
             parts.path,
-            files=parts.files,
-            data=parts.data,
+            files=parts.files or None,
+            data=parts.data or None,
+            json=parts.json,
             headers=parts.headers,
             timeout=timeout + (wait_s or 0),
         )

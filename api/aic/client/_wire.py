@@ -13,12 +13,17 @@ from typing import Any, TypeVar
 import httpx
 import msgspec
 
-from aic.client.errors import ApiError, AuthenticationError, NotFound, ServiceUnreachable, error_for
+from aic.client.errors import ApiError, AuthenticationError, ClientError, NotFound, ServiceUnreachable, error_for
 from aic.client.models import ErrorResponse, Image, Status, Upload
 from aic.core.retry import RetryPolicy, parse_retry_after
+from aic.core.schemas import UploadReservation
 
 T = TypeVar("T")
 
+DIRECT_UPLOAD_ABOVE = 10 * 1024 * 1024
+"""A single submit's file larger than this (the service's default ``MAX_FILE_SIZE``) goes through a direct upload
+when the service offers them; a submit with an Idempotency-Key never does (a new upload id each time would make a
+retry a different request)."""
 RETRIED_STATUSES = frozenset({429, 503})
 """Answers that say "not now": the request was refused before it did anything, so sending it again is safe."""
 USER_AGENT = "aic-client/1"
@@ -95,6 +100,23 @@ class SubmitParts:
     files: list[tuple[str, tuple[str, bytes, str]]]
     data: dict[str, str]
     headers: dict[str, str]
+    json: dict[str, Any] | None = None
+    """A submit by upload id or image URL: a JSON body (no file, no form)."""
+
+
+def one_image(image: Image | None, upload_id: str | None, image_url: str | None) -> None:
+    """A submit names exactly one of an image, an upload id and an image URL; ValueError otherwise."""
+    if sum(part is not None for part in (image, upload_id, image_url)) != 1:
+        raise ValueError("submit takes exactly one of an image, upload_id= and image_url=")
+
+
+def reservation_fits(reservation: UploadReservation, content: bytes) -> None:
+    if len(content) > reservation.max_bytes:
+        raise ValueError(f"the image is {len(content)} bytes; the service takes at most {reservation.max_bytes}")
+
+
+def put_failed(response: httpx.Response) -> ClientError:
+    return ClientError(f"the object store refused the upload: {response.status_code} {response.text[:200]}")
 
 
 def submit_parts(
@@ -109,7 +131,10 @@ def submit_parts(
     wait_s: int | None = None,
     deadline_s: int | None = None,
     retention_s: int | None = None,
+    upload_ids: Sequence[str] = (),
+    image_urls: Sequence[str] = (),
 ) -> SubmitParts:
+    """A submit's body: ``images`` as a multipart form, or (none given) ``upload_ids`` or ``image_urls`` as JSON."""
     uploads = [Upload.of(image) for image in images]
     field = "files" if batch else "file"
     files = [(field, (u.filename, u.content, "application/octet-stream")) for u in uploads]
@@ -128,7 +153,19 @@ def submit_parts(
         headers["Idempotency-Key"] = idempotency_key
     if wait_s is not None:
         headers["Prefer"] = f"wait={int(wait_s)}"
-    return SubmitParts("/classify/batch" if batch else "/classify", files, data, headers)
+    path = "/classify/batch" if batch else "/classify"
+    references = [
+        (name, list(values)) for name, values in (("upload_id", upload_ids), ("image_url", image_urls)) if values
+    ]
+    if len(references) + bool(uploads) != 1:
+        raise ValueError("a submit sends images, upload ids or image URLs: exactly one of them")
+    if references:
+        [(name, values)] = references
+        body: dict[str, Any] = {**data, f"{name}s": values} if batch else {**data, name: values[0]}
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        return SubmitParts(path, [], {}, headers, body)
+    return SubmitParts(path, files, data, headers)
 
 
 LIST_PAGE_SIZE = 100

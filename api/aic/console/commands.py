@@ -155,7 +155,7 @@ def target_or_exit(url: str | None, key: str | None, view: View) -> Target | Exi
 
 def classify(paths: Sequence[str], options: ClassifyOptions, target: Target, view: View) -> ExitCode:
     try:
-        uploads = [read_image(Path(p)) for p in paths]
+        uploads = [p if p.startswith("https://") else read_image(Path(p)) for p in paths]
     except InputError as exc:
         view.error(str(exc))
         return ExitCode.BAD_INPUT
@@ -175,17 +175,28 @@ def classify(paths: Sequence[str], options: ClassifyOptions, target: Target, vie
     return ExitCode.OK if completed else ExitCode.JOB_FAILED
 
 
-async def _classify(uploads: list[Upload], options: ClassifyOptions, target: Target, view: View) -> list[Outcome]:
+async def _classify(uploads: list[Upload | str], options: ClassifyOptions, target: Target, view: View) -> list[Outcome]:
+    """Files in batches of ``BATCH_FILES``; an https URL (the service fetches it) or a lone file on its own."""
     async with AsyncClient(target.url, target.api_key) as client:
         outcomes: list[Outcome] = []
         for start in range(0, len(uploads), BATCH_FILES):
             chunk = uploads[start : start + BATCH_FILES]
-            if len(chunk) == 1:
-                jobs = [await client.submit(chunk[0], priority=options.priority, model_version=options.model)]
+            files = [item for item in chunk if isinstance(item, Upload)]
+            if len(files) == len(chunk) > 1:
+                jobs = await client.submit_batch(files, priority=options.priority, model_version=options.model)
             else:
-                jobs = await client.submit_batch(chunk, priority=options.priority, model_version=options.model)
-            for upload, job in zip(chunk, jobs, strict=True):
-                outcome = Outcome(upload.filename, job.job_id, submitted_status=str(job.status))
+                jobs = [
+                    await client.submit(
+                        item if isinstance(item, Upload) else None,
+                        image_url=item if isinstance(item, str) else None,
+                        priority=options.priority,
+                        model_version=options.model,
+                    )
+                    for item in chunk
+                ]
+            for item, job in zip(chunk, jobs, strict=True):
+                name = item.filename if isinstance(item, Upload) else item
+                outcome = Outcome(name, job.job_id, submitted_status=str(job.status))
                 outcomes.append(outcome)
                 view.submitted(outcome)
         if options.wait:

@@ -54,6 +54,8 @@ ESTIMATE_MULTIPLIER: dict[Priority, float] = {
 
 class Stage(StrEnum):
     INITIALIZING = "initializing"
+    DOWNLOADING = "downloading"
+    """Only a job submitted by URL (``image_url``): the dispatcher fetches its image."""
     PREPROCESSING = "preprocessing"
     INFERENCE = "inference"
     POSTPROCESSING = "postprocessing"
@@ -62,6 +64,7 @@ class Stage(StrEnum):
 
 STAGE_PROGRESS: dict[Stage, int] = {
     Stage.INITIALIZING: 10,
+    Stage.DOWNLOADING: 20,
     Stage.PREPROCESSING: 40,
     Stage.INFERENCE: 80,
     Stage.COMPLETED: 100,

@@ -207,6 +207,12 @@ class DispatcherSettings:
     ``/readyz`` fails with it."""
     deadline_sweep_interval_s: float = 5.0
     """How often a dispatcher fails the jobs whose deadline passed (queued or running) with TIMEOUT."""
+    image_url_timeout_s: float = 20.0
+    """Total time of one fetch of an image submitted by URL (``image_url``): resolution, connects, redirects, body."""
+    image_url_allow_loopback: bool = False
+    """Tests only: lets an image URL reach 127.0.0.0/8 and ::1. Every other internal address stays refused."""
+    image_url_ca_bundle: Path | None = None
+    """PEM file of the CAs image URL certificates must chain to; empty means the system trust store."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -30,11 +31,13 @@ from aic.core import settings as settings_mod
 from aic.core import telemetry
 from aic.core.enums import ErrorCode, Stage
 from aic.core.errors import ImageValidationError, StoreUnavailable
+from aic.core.images import validate
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import ClassificationResult
-from aic.core.settings import DispatcherSettings
+from aic.core.settings import DispatcherSettings, ObjectStoreSettings
 from aic.core.timeutil import now_iso
 from aic.dispatch import metrics, preprocess
+from aic.dispatch.fetch import FetchRefused, FetchUnavailable, ImageFetcher
 from aic.dispatch.health import PROBE_INTERVAL_S, PROBE_TIMEOUT_S, PULSE_S, Health
 from aic.dispatch.intake import Intake
 from aic.dispatch.models import ModelChecks, SpecCache
@@ -136,6 +139,7 @@ class Dispatcher:
         settings: DispatcherSettings,
         worker_id: str,
         health: Health | None = None,
+        fetcher: ImageFetcher | None = None,
     ) -> None:
         self.queue = queue
         self.jobs = jobs
@@ -154,6 +158,10 @@ class Dispatcher:
         self.versions = Versions(
             EvidenceStore(routes.redis), runner, self.specs.spec, self.pool, settings_mod.load(VersionSettings)
         )
+        self.fetcher = fetcher or ImageFetcher.from_settings(
+            settings, settings_mod.load(ObjectStoreSettings).max_upload_size
+        )
+        """Fetches the images of jobs submitted by URL (``image_url``)."""
         self.completed = 0
         self.failed = 0
         self.health = health or Health(settings.loop_stall_s)
@@ -215,6 +223,7 @@ class Dispatcher:
             with contextlib.suppress(StoreUnavailable):
                 await self.heartbeats.gone(self.worker_id)
             self.pool.shutdown(wait=False, cancel_futures=True)
+            await self.fetcher.close()
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():
@@ -263,6 +272,8 @@ class Dispatcher:
         try:
             if work:
                 await self.jobs.start(work)
+                if any(item.job.image_url for item in work):
+                    work = await self._download(work)
                 specs = await self.specs.for_jobs([item.job.model_version for item in work])
                 by_model: dict[str, tuple[ModelSpec | None, list[Work]]] = {}
                 for item, spec in zip(work, specs, strict=True):
@@ -273,6 +284,52 @@ class Dispatcher:
             for item in work:
                 self.intake.let_go(item.entry)
                 item.end_span()  # dropped (cancelled meanwhile) or released at shutdown: no outcome of its own
+
+    async def _download(self, work: list[Work]) -> list[Work]:
+        """Fetch the images of jobs submitted by URL, each as an upload is checked: the work whose image is in hand.
+        A refused fetch or a 4xx fails its job with INVALID_IMAGE; a 5xx or a timeout is retried with backoff."""
+        fetching = [item for item in work if item.job.image_url]
+        await self.jobs.advance(fetching, Stage.DOWNLOADING)
+        outcomes = await asyncio.gather(*(self._fetch(item) for item in fetching))
+        dropped: set[int] = set()
+        for item, error in zip(fetching, outcomes, strict=True):
+            if error is not None:
+                dropped.add(id(item))
+                if error:  # empty: given up at shutdown, the entry goes to another dispatcher
+                    await self._fail([item], error, ErrorCode.INVALID_IMAGE)
+        return [item for item in work if id(item) not in dropped]
+
+    async def _fetch(self, item: Work) -> str | None:
+        """Download ``item``'s image into it; None when done, else why the job fails ("" at shutdown)."""
+        url = item.job.image_url
+        assert url is not None
+        attempt = 0
+        began = time.perf_counter()
+        while True:
+            try:
+                data = await self.fetcher.fetch(url)
+                break
+            except FetchRefused as exc:
+                return str(exc)
+            except FetchUnavailable as exc:
+                attempt += 1
+                if not self.retry.retries_left(attempt):
+                    return f"{exc} (gave up after {attempt} attempts)"
+                delay = self.retry.delay_s(attempt)
+                log.warning(
+                    "job %s: fetching its image failed (%s); retry %d in %.1fs", item.job.job_id, exc, attempt, delay
+                )
+                if self._stopping.is_set():
+                    return ""
+                await self._sleep(delay)
+        metrics.STAGE_DURATION.labels("downloading").observe(time.perf_counter() - began)
+        try:
+            image_metadata = validate(data, self.fetcher.max_bytes)
+        except ImageValidationError as exc:
+            return f"Image at URL: {exc.detail}"
+        item.image = data
+        item.job = dataclasses.replace(item.job, image_metadata=image_metadata)
+        return None
 
     async def _run_model(self, spec: ModelSpec | None, work: list[Work]) -> None:
         if spec is None:

@@ -19,7 +19,8 @@ JOB_DURATION: Final = Histogram(
 )
 STAGE_DURATION: Final = Histogram(
     "aic_job_stage_duration_seconds",
-    "Time a job spent in one stage: queued (submit to taken), preprocessing, inference (the Triton call, retries "
+    "Time a job spent in one stage: queued (submit to taken), downloading (an image by URL), preprocessing, "
+    "inference (the Triton call, retries "
     "included), storing (the result's write)",
     ["stage"],
     buckets=STAGE_BUCKETS,
@@ -39,7 +40,7 @@ QUEUE_OLDEST_AGE: Final = Gauge(
 IN_FLIGHT: Final = Gauge("aic_dispatcher_in_flight", "Jobs this dispatcher holds")
 READY: Final = Gauge("aic_dispatcher_ready", "1 while this dispatcher's model checks pass")
 
-STAGES: Final = ("queued", "preprocessing", "inference", "storing")
+STAGES: Final = ("queued", "downloading", "preprocessing", "inference", "storing")
 for _stage in STAGES:
     STAGE_DURATION.labels(_stage)
 

@@ -27,7 +27,14 @@ from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from aic.core.enums import Priority
 from aic.core.schemas import ErrorResponse
 from aic.core.settings import ApiSettings, QueueSettings
-from aic.http.submissions import CALLBACK_URL_MAX, FORM_FIELDS, METADATA_MAX_BYTES, RAW_ANY, RAW_IMAGE_TYPES
+from aic.http.submissions import (
+    CALLBACK_URL_MAX,
+    FORM_FIELDS,
+    IMAGE_URL_MAX,
+    METADATA_MAX_BYTES,
+    RAW_ANY,
+    RAW_IMAGE_TYPES,
+)
 from aic.store.jobs import DEFAULT_RETENTION_S
 
 API_KEY_SCHEME: Final = "ApiKey"
@@ -136,14 +143,36 @@ def _query_options(queue: QueueSettings) -> list[Parameter]:
 _UPLOAD_ID = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.UUID, description="An upload_id from POST /uploads")
 
 
-def _by_upload(field: str, schema: Schema, queue: QueueSettings) -> tuple[OpenAPIMediaType, Parameter]:
-    """A submit by direct upload (with OBJECT_STORE_URL): a JSON body naming it with the options, or the query."""
+_IMAGE_URL = Schema(
+    type=OpenAPIType.STRING,
+    format=OpenAPIFormat.URI,
+    max_length=IMAGE_URL_MAX,
+    description="An https URL the dispatcher fetches the image from (instead of a file)",
+)
+
+
+def _by_upload(
+    field: str, schema: Schema, url_field: str, url_schema: Schema, queue: QueueSettings
+) -> tuple[OpenAPIMediaType, list[Parameter]]:
+    """A submit by direct upload (with OBJECT_STORE_URL) or by image URL: a JSON body naming it with the options,
+    or the query."""
     options = _options(queue)
     metadata = Schema(one_of=[options["metadata"], Schema(type=OpenAPIType.OBJECT)])
-    properties: dict[str, Schema | Reference] = {field: schema, **options, "metadata": metadata}
-    body = OpenAPIMediaType(schema=Schema(type=OpenAPIType.OBJECT, properties=properties, required=[field]))
-    query_schema = _UPLOAD_ID if field == "upload_id" else Schema(type=OpenAPIType.STRING, description="Comma list")
-    return body, Parameter(name=field, param_in=ParamType.QUERY, schema=query_schema)
+    properties: dict[str, Schema | Reference] = {field: schema, url_field: url_schema, **options, "metadata": metadata}
+    body = OpenAPIMediaType(
+        schema=Schema(
+            type=OpenAPIType.OBJECT,
+            properties=properties,
+            description=f"Exactly one of {field} and {url_field}, with the options",
+        )
+    )
+    comma_list = Schema(type=OpenAPIType.STRING, description="Comma list")
+    query_schema = _UPLOAD_ID if field == "upload_id" else comma_list
+    url_query = _IMAGE_URL if url_field == "image_url" else comma_list
+    return body, [
+        Parameter(name=field, param_in=ParamType.QUERY, schema=query_schema),
+        Parameter(name=url_field, param_in=ParamType.QUERY, schema=url_query),
+    ]
 
 
 def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, type[Operation]]:
@@ -153,9 +182,9 @@ def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, 
     class ClassifyOperation(Operation):
         def __post_init__(self) -> None:
             self.request_body = _form(("file", _BINARY), queue, raw=True)
-            body, parameter = _by_upload("upload_id", _UPLOAD_ID, queue)
+            body, parameters = _by_upload("upload_id", _UPLOAD_ID, "image_url", _IMAGE_URL, queue)
             self.request_body.content["application/json"] = body
-            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
+            self.parameters = [*(self.parameters or []), *_query_options(queue), *parameters]
 
     @dataclass
     class BatchOperation(Operation):
@@ -163,8 +192,9 @@ def submit_operations(settings: ApiSettings, queue: QueueSettings) -> dict[str, 
             files = Schema(type=OpenAPIType.ARRAY, items=_BINARY, min_items=1, max_items=settings.batch_max_files)
             self.request_body = _form(("files", files), queue)
             ids = Schema(type=OpenAPIType.ARRAY, items=_UPLOAD_ID, min_items=1, max_items=settings.batch_max_files)
-            body, parameter = _by_upload("upload_ids", ids, queue)
+            urls = Schema(type=OpenAPIType.ARRAY, items=_IMAGE_URL, min_items=1, max_items=settings.batch_max_files)
+            body, parameters = _by_upload("upload_ids", ids, "image_urls", urls, queue)
             self.request_body.content["application/json"] = body
-            self.parameters = [*(self.parameters or []), *_query_options(queue), parameter]
+            self.parameters = [*(self.parameters or []), *_query_options(queue), *parameters]
 
     return {"classify": ClassifyOperation, "classifyBatch": BatchOperation}

@@ -18,6 +18,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import msgspec
 from opentelemetry import trace
 from opentelemetry.trace import StatusCode
@@ -53,6 +54,11 @@ _DURATION = re.compile(r"^(?:(\d{1,6})h)?(?:(\d{1,8})m)?(?:(\d{1,10})s)?$")
 UPLOAD_FIELDS = ("upload_id", "upload_ids")
 """A presigned direct upload instead of a file (``POST /uploads``): ``upload_id`` on /classify, ``upload_ids`` (a
 comma list, or a JSON list) on /classify/batch; a form field, a query parameter or a JSON body's member."""
+URL_FIELDS = ("image_url", "image_urls")
+"""An image the dispatcher fetches instead of a file: ``image_url`` on /classify, ``image_urls`` (a comma list, or a
+JSON list) on /classify/batch; a form field, a query parameter or a JSON body's member. Only the URL's form is
+checked here (https, length); the dispatcher vets the addresses it resolves to."""
+IMAGE_URL_MAX = 2048
 JSON_BODY_MAX = 16 * 1024
 
 
@@ -151,6 +157,8 @@ class Image:
     image_metadata: dict[str, Any]
     upload: str | None = None
     """A claimed direct upload's object path (``content`` is then empty)."""
+    image_url: str | None = None
+    """Submitted by URL: the dispatcher fetches it (``content`` is then empty)."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,9 @@ class Submission:
             digest.update(hashlib.sha256(image.content).digest())
         for upload_id in self.upload_ids:
             digest.update(b"upload:" + upload_id.encode())
+        for image in self.images:
+            if image.image_url:
+                digest.update(b"url:" + hashlib.sha256(image.image_url.encode()).digest())
         options: list[Any] = [self.priority, self.model_version, self.callback_url, self.webhook_events, self.metadata]
         if (self.deadline_s, self.retention_s) != (DEFAULT_DEADLINE_S, DEFAULT_RETENTION_S):
             options += [self.deadline_s, self.retention_s]  # the default ones leave older fingerprints as they were
@@ -222,18 +233,19 @@ async def read_submission(
     raw = declared is not None or (kind == RAW_ANY and not batch)
     files, form_fields = await _read_body(stream, content_type, settings, query, batch=batch, raw=raw)
     upload_ids = parse_upload_ids(query, form_fields, settings, batch=batch)
-    if upload_ids and files:
-        raise field_error(file_field, "send image files or upload ids, not both")
-    if not files and not upload_ids:
+    image_urls = parse_image_urls(query, form_fields, settings, batch=batch)
+    if sum(map(bool, (files, upload_ids, image_urls))) > 1:
+        raise field_error(file_field, "send image files, upload ids or image URLs, not more than one of them")
+    if not files and not upload_ids and not image_urls:
         raise field_error(file_field, "at least one image file is required" if batch else "an image file is required")
-    fields = options_of(query, {k: v for k, v in form_fields.items() if k not in UPLOAD_FIELDS})
+    fields = options_of(query, {k: v for k, v in form_fields.items() if k not in (*UPLOAD_FIELDS, *URL_FIELDS)})
     priority = parse_priority(fields.get("priority") or "normal")
     metadata = parse_metadata(fields.get("metadata"))
     callback_url = parse_callback_url(fields.get("callback_url"))
     webhook_events = parse_webhook_events(fields.get("webhook_events"))
     deadline_s = deadline_of(fields, cancel_after, queue.max_deadline_s) or queue.queue_ttl_s
     retention_s = parse_seconds("retention_s", fields.get("retention_s"), queue.max_retention_s)
-    validated = []
+    validated = [Image(url, b"", {}, image_url=url) for url in image_urls]
     for position, upload in enumerate(files, start=1):
         try:
             image_metadata = images.validate(upload.content, settings.max_file_size)
@@ -274,9 +286,9 @@ async def _read_body(
     """The files and text fields of a submit's body, whichever form it takes."""
     if content_type and uploads.media_type(content_type) == "application/json":
         return [], await read_json_options(stream)
-    if not content_type and any(name in query for name in UPLOAD_FIELDS):
+    if not content_type and any(name in query for name in (*UPLOAD_FIELDS, *URL_FIELDS)):
         if await uploads.read_raw(stream, JSON_BODY_MAX):
-            raise BadRequestError("A submit by upload id in the query string has no body (or a JSON one)")
+            raise BadRequestError("A submit by upload id or image URL in the query string has no body (or a JSON one)")
         return [], {}
     if raw:
         return [uploads.UploadedFile("upload", await uploads.read_raw(stream, settings.max_file_size))], {}
@@ -304,18 +316,25 @@ async def read_json_options(stream: AsyncIterator[bytes]) -> dict[str, str]:
         raise BadRequestError("A JSON submit body is an object")
     fields: dict[str, str] = {}
     for name, value in body.items():
-        if name not in (*FORM_FIELDS, *UPLOAD_FIELDS):
+        if name not in (*FORM_FIELDS, *UPLOAD_FIELDS, *URL_FIELDS):
             raise field_error(name, "unknown field")
-        if name == "metadata" and isinstance(value, dict):
-            value = json.dumps(value)
-        elif name in ("upload_ids", "webhook_events") and isinstance(value, list):
-            if not all(isinstance(part, str) for part in value):
-                raise field_error(name, "must be a list of strings")
-            value = ",".join(value)
-        if not isinstance(value, str):
-            raise field_error(name, "must be a string")
-        fields[name] = value
+        fields[name] = _json_field(name, value)
     return fields
+
+
+def _json_field(name: str, value: Any) -> str:
+    """A JSON body's member as the form field's text (an object for ``metadata``, lists for the comma lists)."""
+    if name == "metadata" and isinstance(value, dict):
+        return json.dumps(value)
+    if name in ("upload_ids", "webhook_events", "image_urls") and isinstance(value, list):
+        if not all(isinstance(part, str) for part in value):
+            raise field_error(name, "must be a list of strings")
+        if name == "image_urls" and any("," in part for part in value):
+            raise field_error(name, "a URL in image_urls may not contain a comma (encode it as %2C)")
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise field_error(name, "must be a string")
+    return value
 
 
 def parse_upload_ids(
@@ -343,6 +362,35 @@ def parse_upload_ids(
     if len(ids) > settings.batch_max_files or len(set(ids)) != len(ids):
         raise field_error(name, f"at most {settings.batch_max_files} distinct upload ids")
     return tuple(upload_id.lower() for upload_id in ids)
+
+
+def parse_image_urls(
+    query: Mapping[str, str], form: Mapping[str, str], settings: ApiSettings, *, batch: bool
+) -> tuple[str, ...]:
+    """The image URLs a submit names (``image_url``; ``image_urls``, a comma list, for a batch): https, bounded."""
+    name, other = ("image_urls", "image_url") if batch else ("image_url", "image_urls")
+    if other in query or other in form:
+        raise field_error(other, f"this route takes {name}")
+    if name in query and name in form:
+        raise field_error(name, "given both as a query parameter and in the body; send it once")
+    raw = query.get(name, form.get(name))
+    if raw is None:
+        return ()
+    urls = [part.strip() for part in raw.split(",") if part.strip()] if batch else [raw.strip()]
+    if not urls:
+        raise field_error(name, "at least one image URL is required")
+    for url in urls:
+        try:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL:
+            raise field_error(name, f"not a valid URL: {url[:100]!r}") from None
+        if len(url) > IMAGE_URL_MAX or parsed.scheme != "https" or not parsed.host or parsed.userinfo:
+            raise field_error(
+                name, f"must be https:// URLs with a host (no credentials), each at most {IMAGE_URL_MAX} characters"
+            )
+    if len(urls) > settings.batch_max_files:
+        raise field_error(name, f"at most {settings.batch_max_files} image URLs")
+    return tuple(urls)
 
 
 def new_job_ids(submission: Submission) -> list[str]:
@@ -569,6 +617,7 @@ def new_jobs(
             deadline_s=submission.deadline_s,
             retention_s=submission.retention_s,
             upload=image.upload,
+            image_url=image.image_url,
         )
         for job_id, image in zip(job_ids, submission.images, strict=True)
     ]

@@ -72,6 +72,8 @@ class Job:
     retention_s: int = keys.JOB_RESULT_TTL_S
     upload: str | None = None
     """The upload's path in the object store (``aic.store.objects``); None: its bytes are in Redis."""
+    image_url: str | None = None
+    """Submitted by URL: the dispatcher fetches the image from here (no bytes are stored for it)."""
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
@@ -102,6 +104,7 @@ class Job:
             deadline_s=int(h.get("deadline_s") or 0),
             retention_s=int(h.get("retention_s") or keys.JOB_RESULT_TTL_S),
             upload=h.get("upload") or None,
+            image_url=h.get("image_url") or None,
         )
 
     def past_deadline(self, now_ms: int | None = None) -> bool:
@@ -175,6 +178,8 @@ class NewJob:
     upload: str | None = None
     """The path of an object already in the object store (a claimed direct upload, ``aic.store.direct``; its
     ``job_id`` is the upload id): nothing is written, ``image`` is ignored."""
+    image_url: str | None = None
+    """Submitted by URL: no bytes are stored (``image`` is ignored); the dispatcher fetches the image."""
     waiter: str = ""
     """The inbox channel of the API process that waits for the job to end (``Prefer: wait``; ``aic.live.hub``), told
     the job's id when it ends; empty: nobody waits that way."""
@@ -206,6 +211,20 @@ class JobStore:
         """The longest any job can live: its longest deadline, the slack, then its longest retention."""
         return self.queue.max_deadline_s + keys.LIVE_SLACK_S + self.queue.max_retention_s
 
+    async def _store_images(self, new_jobs: Sequence[NewJob]) -> dict[str, bytes]:
+        """What each job's image key holds: its bytes, or with an object store the path they were written to (empty
+        for a job submitted by URL: its image is fetched by the dispatcher)."""
+        stored: dict[str, bytes] = {new.job_id: new.image for new in new_jobs}
+        if self.uploads is not None:
+            held = [new for new in new_jobs if not new.image_url]
+            paths = {new.job_id: new.upload or upload_path(new.tenant, new.job_id) for new in held}
+            await self.uploads.put([(paths[new.job_id], new.image) for new in held if new.upload is None])
+            stored.update({job_id: path.encode() for job_id, path in paths.items()})
+        for new in new_jobs:
+            if new.image_url:  # an empty image key: the job's bytes are fetched, and it lives as long as one with bytes
+                stored[new.job_id] = b""
+        return stored
+
     async def create(self, new_jobs: Sequence[NewJob], queue: QueueSettings | None = None) -> list[Job]:
         """Store the uploads and job records of one request and enqueue them, in one atomic step: all or none.
 
@@ -222,11 +241,7 @@ class JobStore:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
         jobs: list[Job] = []
-        stored = {new.job_id: new.image for new in new_jobs}
-        if self.uploads is not None:
-            paths = {new.job_id: new.upload or upload_path(new.tenant, new.job_id) for new in new_jobs}
-            await self.uploads.put([(paths[new.job_id], new.image) for new in new_jobs if new.upload is None])
-            stored = {job_id: path.encode() for job_id, path in paths.items()}
+        stored = await self._store_images(new_jobs)
         job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
         args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
         for new in new_jobs:
@@ -249,7 +264,8 @@ class JobStore:
                 deadline_ms=created_ms + new.deadline_s * 1000,
                 deadline_s=new.deadline_s,
                 retention_s=new.retention_s,
-                upload=stored[new.job_id].decode() if self.uploads is not None else None,
+                upload=stored[new.job_id].decode() or None if self.uploads is not None else None,
+                image_url=new.image_url,
             )
             record = {
                 "job_id": job.job_id,
@@ -277,6 +293,8 @@ class JobStore:
                 record["waiter"] = new.waiter
             if job.upload:
                 record["upload"] = job.upload
+            if job.image_url:
+                record["image_url"] = job.image_url
             job_id = job.job_id
             job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
             job_keys.append(keys.queue(job.priority))

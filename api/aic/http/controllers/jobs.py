@@ -28,7 +28,7 @@ from aic.http.lifecycle import JobQuery, parse_job_query, tenant_scope
 from aic.http.middleware import websocket_errors
 from aic.http.observe import JOBS_CANCELLED
 from aic.http.openapi import SECURITY, error_responses
-from aic.http.submissions import FORM_FIELDS, UPLOAD_FIELDS, Submitter
+from aic.http.submissions import FORM_FIELDS, UPLOAD_FIELDS, URL_FIELDS, Submitter
 from aic.live.follow import follow
 from aic.live.hub import EventHub
 from aic.store.jobs import JobStore
@@ -246,7 +246,9 @@ async def _submit(
         prefer=prefer,
         traceparent=request.headers.get("traceparent"),
         query={
-            name: request.query_params[name] for name in (*FORM_FIELDS, *UPLOAD_FIELDS) if name in request.query_params
+            name: request.query_params[name]
+            for name in (*FORM_FIELDS, *UPLOAD_FIELDS, *URL_FIELDS)
+            if name in request.query_params
         },
         cancel_after=cancel_after,
     )
