@@ -141,7 +141,13 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         DirectUploadController,
     ]
     app = Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],
+        route_handlers=[
+            Router(path=prefix, route_handlers=api),
+            livez,
+            readyz,
+            metrics,
+            *page_routes(api_settings, settings_mod.load(ObjectStoreSettings)),
+        ],
         plugins=tracing_plugins(),
         lifespan=[lifespan],
         state=State(state),
