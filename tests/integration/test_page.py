@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -303,3 +304,52 @@ def test_the_page_lists_the_tenants_recent_jobs_when_it_opens_and_after_a_reload
     rows = wait_for(page, f"#history li.job[data-job-id='{mine}'] [data-testid=prediction]")
     assert rows[0].text.startswith("Egyptian cat"), [r.text for r in rows]
     assert csp_violations(page) == []
+
+
+def requests_sent(browser: WebDriver) -> list[dict[str, Any]]:
+    """Every HTTP request the page sent since the last call (method, url, headers)."""
+    sent = []
+    for entry in browser.get_log("performance"):
+        event = json.loads(entry["message"])["message"]
+        if event["method"] == "Network.requestWillBeSent":
+            sent.append(event["params"]["request"])
+    return sent
+
+
+def test_a_file_over_max_file_size_goes_through_a_presigned_upload_to_the_store_and_a_small_one_does_not(
+    s3_stack: Stack, browser: WebDriver, photos: dict[str, Path], tmp_path: Path
+) -> None:
+    assert s3_stack.s3 is not None
+    cat = photos["cat"].read_bytes()
+    small = tmp_path / "small.jpg"
+    small.write_bytes(jpeg(quality=40))
+    limit = len(cat) - 1  # chelsea is one byte over the limit: the service would refuse it as a form upload
+    assert small.stat().st_size <= limit
+    with s3_stack.extra_api(MAX_FILE_SIZE=str(limit)) as (_, root):
+        csp = httpx.get(f"{root}/").headers["content-security-policy"]
+        assert f"connect-src 'self' {s3_stack.s3.endpoint};" in csp  # the store's origin, and only it, besides ours
+        page = fresh_page(browser, root)
+        requests_sent(page)
+        classify(page, API_KEY, photos["cat"])
+        rows = wait_for(page, "#jobs li.job [data-testid=prediction]")
+        assert rows[0].text.startswith("Egyptian cat"), [r.text for r in rows]
+        job = first_job(page)
+        assert job.get_attribute("data-upload") == "direct"
+        sent = requests_sent(page)
+        puts = [r for r in sent if r["method"] == "PUT"]
+        bucket = f"{s3_stack.s3.endpoint}/{s3_stack.s3.bucket}/{s3_stack.s3_prefix}/acme/"
+        assert len(puts) == 1 and puts[0]["url"].startswith(bucket), [(r["method"], r["url"]) for r in sent]
+        submits = [r for r in sent if r["method"] == "POST" and r["url"].endswith("/api/v1/classify")]
+        assert len(submits) == 1 and submits[0]["headers"]["Content-Type"] == "application/json"
+        assert "multipart" not in json.dumps(submits)  # no image bytes through the API: only the upload id
+        assert csp_violations(page) == []
+
+        page = fresh_page(browser, root)
+        requests_sent(page)
+        classify(page, API_KEY, small)
+        wait_for(page, "#jobs li.job [data-testid=prediction]")
+        assert first_job(page).get_attribute("data-upload") is None
+        sent = requests_sent(page)
+        assert not [r for r in sent if r["method"] == "PUT" or r["url"].endswith("/uploads")], sent
+        submits = [r for r in sent if r["method"] == "POST" and r["url"].endswith("/api/v1/classify")]
+        assert len(submits) == 1 and submits[0]["headers"]["Content-Type"].startswith("multipart/form-data")

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,16 +22,18 @@ from aic.core.errors import (
     UploadNotFoundError,
 )
 from aic.core.settings import ObjectStoreSettings, RedisSettings
+from aic.local.ports import free_port
 from aic.local.triton import LocalTriton
 from aic.store import keys
 from aic.store.connection import connect
 from aic.store.direct import HEAD_BYTES, DirectUploads, Reservation
 from aic.store.jobs import JobStore, NewJob
-from aic.store.objects import Uploads, connect_uploads
+from aic.store.objects import StoreProbe, Uploads, connect_uploads
 from aic.store.queue import QueueConsumer
 from aic.store.transitions import Completion, JobTransitions
 from conftest import OTHER_TENANT_KEY, Stack, WebhookCA, running_stack
 from helpers import jpeg, submit, wait_done
+from obstore.store import S3Store
 from redis.asyncio import Redis
 from stack import RunningRedis, S3Server
 
@@ -386,3 +389,51 @@ async def test_an_object_replaced_by_a_larger_one_after_its_submit_is_not_read(t
     assert uploads is not None
     await uploads.put([("acme/small", b"x" * 1000), ("acme/large", b"x" * 1001)])
     assert await uploads.get(["acme/small", "acme/large"]) == [b"x" * 1000, b""]
+
+
+# -- health ------------------------------------------------------------------------------------------------------
+
+
+def object_store_health(client: httpx.Client, want: str, timeout_s: float = 60) -> dict[str, Any]:
+    """``/health`` once its object-store entry starts with ``want`` (the probe's answer is remembered a few s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body: dict[str, Any] = client.get("/health").json()
+        if body["services"].get("object_store", "").startswith(want):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def test_health_reports_the_object_store_and_degrades_while_s3_is_away(s3_quiet_stack: Stack, stack: Stack) -> None:
+    s3 = s3_quiet_stack.s3
+    assert s3 is not None
+    with s3_quiet_stack.client(key=None) as client:
+        assert object_store_health(client, "healthy")["services"]["object_store"] == "healthy"
+        s3.stop()
+        try:
+            away = object_store_health(client, "unhealthy")
+        finally:
+            s3.start()
+        assert away["status"] in ("degraded", "unhealthy"), away  # degraded, or worse for its own reasons
+        assert away["services"]["redis"] == "healthy"
+        readyz = httpx.get(s3_quiet_stack.base_url.removesuffix("/api/v1") + "/readyz")
+        assert readyz.status_code == 200  # status, results and cancels still work: stay in service
+        object_store_health(client, "healthy")
+    with stack.client(key=None) as client:  # uploads in Redis: no object store to report
+        assert "object_store" not in client.get("/health").json()["services"]
+
+
+async def test_the_store_probe_asks_once_per_interval_and_bounds_its_wait(tmp_path: Path) -> None:
+    found = connect_uploads(ObjectStoreSettings(object_store_url=f"file://{tmp_path}"))
+    assert found is not None
+    now = [0.0]
+    probe = StoreProbe(found, timeout_s=0.5, ttl_s=5, clock=lambda: now[0])
+    assert await probe.problem() is None
+    away = S3Store("b", endpoint=f"http://127.0.0.1:{free_port()}", client_options={"allow_http": True},
+                   skip_signature=True)  # fmt: skip
+    found.store = away  # nothing listens there
+    now[0] = 4.9
+    assert await probe.problem() is None  # remembered: no new request within the interval
+    now[0] = 5.0
+    assert await probe.problem() == "no answer within 0.5 s"  # obstore's retries cut short by the bound

@@ -148,6 +148,9 @@ class ObjectStoreSettings:
     """Largest image a presigned direct upload may carry (``POST /uploads``; checked from a HEAD at submit)."""
     upload_url_ttl_s: float = 900.0
     """How long a presigned upload URL is valid; its upload id can be submitted for as long again."""
+    object_store_browser_origin: str | None = None
+    """Origin(s) browsers PUT presigned uploads to, for the page's ``connect-src`` (space-separated). Unset: derived
+    from ``AWS_ENDPOINT_URL`` or the cloud's host names (README "Presigned direct uploads")."""
     upload_sweep_interval_s: float = 300.0
     """How often one dispatcher (of all) removes stray uploads: objects whose job no longer needs them."""
     upload_stray_age_s: float = 900.0

@@ -43,7 +43,7 @@ from aic.store.events import EventSubscription
 from aic.store.idempotency import IdempotencyStore
 from aic.store.jobs import JobStore
 from aic.store.listing import JobIndex
-from aic.store.objects import connect_uploads
+from aic.store.objects import StoreProbe, connect_uploads
 from aic.store.queue import QueueStats
 from aic.store.ratelimit import RateLimiter
 from aic.store.routes import RouteStore
@@ -66,6 +66,7 @@ INJECTED = (
     "heartbeats",
     "probe",
     "webhook_store",
+    "store_probe",
 )
 """What the lifespan puts in the app's state and routes receive by name."""
 
@@ -86,6 +87,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         object_store = settings_mod.load(ObjectStoreSettings)
         uploads = connect_uploads(object_store)
         state.job_store = JobStore(redis, queue_settings, uploads)
+        state.store_probe = StoreProbe(uploads) if uploads is not None else None
         state.job_index = JobIndex(redis)
         state.usage_store = UsageStore(redis)
         state.routes = RouteStore(redis)
@@ -141,7 +143,13 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         DirectUploadController,
     ]
     app = Litestar(
-        route_handlers=[Router(path=prefix, route_handlers=api), livez, readyz, metrics, *page_routes(api_settings)],
+        route_handlers=[
+            Router(path=prefix, route_handlers=api),
+            livez,
+            readyz,
+            metrics,
+            *page_routes(api_settings, settings_mod.load(ObjectStoreSettings)),
+        ],
         plugins=tracing_plugins(),
         lifespan=[lifespan],
         state=State(state),

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from obstore.exceptions import NotFoundError
 from obstore.store import AzureStore, GCSStore, LocalStore, S3Store, from_url
 from redis.asyncio import Redis
 
-from aic.core.errors import StoreUnavailable
+from aic.core.errors import StoreError, StoreUnavailable
 from aic.core.settings import ObjectStoreSettings
 from aic.store import keys
 from aic.store.connection import boundary
@@ -166,6 +167,50 @@ class Uploads:
             if not await redis.set(keys.UPLOAD_SWEEP_LOCK, "1", nx=True, ex=max(1, int(interval_s))):
                 return None
         return await self.sweep(redis, older_than_s)
+
+
+class StoreProbe:
+    """Whether the object store answers, for ``/health``: one listing of a prefix no upload has (an empty answer
+    is an answer; a missing bucket or refused credentials are not), bounded by ``timeout_s`` and remembered for
+    ``ttl_s``, so that probes however frequent cost the store one cheap request per interval."""
+
+    PREFIX = ".aic-health/"
+
+    def __init__(
+        self,
+        uploads: Uploads,
+        timeout_s: float = 2.0,
+        ttl_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.uploads = uploads
+        self.timeout_s = timeout_s
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._last: tuple[float, str | None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def problem(self) -> str | None:
+        """None when the store answered (now or within ``ttl_s``), else why it did not."""
+        async with self._lock:  # concurrent probes share one request
+            if self._last is not None and self.clock() - self._last[0] < self.ttl_s:
+                return self._last[1]
+            found = await self._check()
+            self._last = (self.clock(), found)
+            return found
+
+    async def _check(self) -> str | None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                with boundary():
+                    await obstore.list(self.uploads.store, prefix=self.PREFIX, chunk_size=1).collect_async()
+        except TimeoutError:
+            return f"no answer within {self.timeout_s:g} s"
+        except StoreError as exc:
+            if isinstance(exc.__cause__, NOT_FOUND):  # a local store's directory not made yet: it answers
+                return None
+            return type(exc.__cause__ or exc).__name__
+        return None
 
 
 def connect_uploads(settings: ObjectStoreSettings) -> Uploads | None:

@@ -1,4 +1,6 @@
-"""Health and probes, open to everyone: ``/health`` (Redis, dispatchers, models), ``/livez``, ``/readyz``."""
+"""Health and probes, open to everyone: ``/health`` (Redis, dispatchers, models, the object store when one is
+configured), ``/livez``, ``/readyz`` (Redis only: an object store away makes submits answer 503 while status,
+results and cancels still work, so it must not take every replica out of service at once)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from aic.core.schemas import ErrorResponse, HealthResponse, ProbeResponse
 from aic.core.settings import ApiSettings
 from aic.core.timeutil import now_iso
 from aic.store.connection import Probe
+from aic.store.objects import StoreProbe
 from aic.store.routes import RouteStore
 from aic.store.workers import Heartbeats
 
@@ -42,6 +45,7 @@ async def health(
     heartbeats: NamedDependency[Heartbeats],
     routes: NamedDependency[RouteStore],
     api_settings: NamedDependency[ApiSettings],
+    store_probe: NamedDependency[StoreProbe | None],
 ) -> HealthResponse:
     services: dict[str, str] = {}
     overall = "healthy"
@@ -61,6 +65,11 @@ async def health(
     except StoreError as exc:
         services["redis"] = f"unhealthy: {type(exc).__name__}"
         overall = "unhealthy"
+    if store_probe is not None:  # uploads in an object store (OBJECT_STORE_URL): submits need it
+        problem = await store_probe.problem()
+        services["object_store"] = "healthy" if problem is None else f"unhealthy: {problem}"
+        if problem is not None and overall == "healthy":
+            overall = "degraded"
     return HealthResponse(
         status=overall,
         timestamp=now_iso(),
