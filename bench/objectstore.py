@@ -153,13 +153,14 @@ def load_round(args: argparse.Namespace, triton: LocalTriton, mode: str, env: di
     }
 
 
-async def flood(url: str, key: str, bodies: list[bytes], count: int, clients: int = 8) -> int:
-    """Submit ``count`` jobs (raw JPEG bodies); returns how many were accepted."""
+async def flood(url: str, key: str, bodies: list[bytes], count: int, clients: int = 8) -> tuple[int, str]:
+    """Submit ``count`` jobs (raw JPEG bodies); returns how many were accepted, and the last job's id."""
     accepted = 0
+    last = ""
     turn = iter(range(count))
 
     async def client() -> None:
-        nonlocal accepted
+        nonlocal accepted, last
         headers = {"X-API-Key": key, "Content-Type": "image/jpeg"}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
             for i in turn:
@@ -167,9 +168,18 @@ async def flood(url: str, key: str, bodies: list[bytes], count: int, clients: in
                 if answer.status_code != 200:
                     raise RuntimeError(f"submit failed: {answer.status_code} {answer.text}")
                 accepted += 1
+                last = str(answer.json()["job_id"])
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return accepted
+    return accepted, last
+
+
+def job_keys(client: redis.Redis, job_id: str) -> dict[str, int]:
+    """MEMORY USAGE of each of one queued job's own keys (``job:{id}:*``), by the key's last part."""
+    sizes: dict[str, int] = {}
+    for name in client.scan_iter(match=f"job:{{{job_id}}}:*", count=1000):
+        sizes[name.decode().rsplit(":", 1)[1]] = int(client.memory_usage(name, samples=0) or 0)
+    return dict(sorted(sizes.items()))
 
 
 def memory(args: argparse.Namespace, triton: LocalTriton, mode: str, env: dict[str, str]) -> dict[str, Any]:
@@ -186,9 +196,10 @@ def memory(args: argparse.Namespace, triton: LocalTriton, mode: str, env: dict[s
             client = redis.Redis(port=port)
             before = int(client.info("memory")["used_memory"])
             started = time.monotonic()
-            accepted = asyncio.run(flood(url, key, bodies, args.queued))
+            accepted, last = asyncio.run(flood(url, key, bodies, args.queued))
             elapsed = time.monotonic() - started
             after = int(client.info("memory")["used_memory"])
+            own = job_keys(client, last)
             rss = int(client.info("memory")["used_memory_rss"])
     finally:
         os.environ.pop("QUEUE_MAX_DEPTH", None)
@@ -199,6 +210,7 @@ def memory(args: argparse.Namespace, triton: LocalTriton, mode: str, env: dict[s
         "used_memory_after": after,
         "used_memory_rss_after": rss,
         "bytes_per_queued_job": round((after - before) / max(accepted, 1)),
+        "one_job_keys_bytes": own,
         "submit_s": round(elapsed, 1),
         "upload_bytes_mean": round(float(np.mean([len(bodies[i % len(bodies)]) for i in range(accepted)]))),
     }
@@ -358,6 +370,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {m['mode']} | {m['queued']} | {m['used_memory_before']} | {m['used_memory_after']} | "
             f"**{m['bytes_per_queued_job']}** | {m['upload_bytes_mean']} | {m['submit_s']} |"
         )
+    lines += ["", "One queued job's own keys (`MEMORY USAGE`, bytes; the rest of a job's share is its stream entry and"]
+    lines += ["its members of the tenant's and the deadlines' sorted sets):", ""]
+    for m in result["memory"]:
+        listed = ", ".join(f"`{k}` {v}" for k, v in m["one_job_keys_bytes"].items())
+        lines.append(f"- {m['mode']}: {listed} (sum {sum(m['one_job_keys_bytes'].values())})")
     return "\n".join(lines) + "\n"
 
 
