@@ -31,6 +31,7 @@ import asyncio
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -71,9 +72,18 @@ def arguments() -> argparse.Namespace:
     cli.add_argument("--poll-ms", type=int, default=50)
     cli.add_argument("--queued", type=int, default=10_000, help="jobs queued (no dispatcher) for the memory figure")
     cli.add_argument("--no-presigned", action="store_true", help="skip the presigned mode (moto)")
+    cli.add_argument("--memory-only", action="store_true", help="only the memory figure (no load rounds, no presigned)")
+    cli.add_argument(
+        "--redis-extra",
+        default="",
+        metavar="ARGS",
+        help='more redis-server options for every stack, e.g. "--hash-max-listpack-value 128"',
+    )
     cli.add_argument("--work", type=Path, default=BENCH.parent / ".bench/objectstore")
     cli.add_argument("--out", type=Path, default=BENCH / "results")
-    return cli.parse_args()
+    args = cli.parse_args()
+    args.redis_options = procs.REDIS_PERSISTENCE + shlex.split(args.redis_extra)  # run.start_service's option
+    return args
 
 
 class Store:
@@ -324,9 +334,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"`{result['command']}` ({result['elapsed_s']} s; {result['machine']['cpus']} CPUs shared with other work, "
         f"load average at the end {result['machine']['load_average_at_end']}). Fresh stack per measurement, one "
         "Triton; modes alternated. `file://` is a temp dir on the local disk. moto is no performance reference: "
-        "from the presigned mode only the API's CPU is read.",
+        "from the presigned mode only the API's CPU is read."
+        + (f" More redis-server options: `{result['redis_extra']}`." if result["redis_extra"] else ""),
         "",
-        "## CPU ms per job (procs.CpuMeter, /proc user + system)",
+        "## CPU ms per job (/proc user + system at the 10 ms tick)",
         "",
         "| round | mode | jobs | jobs/s | redis | api | dispatcher | triton | others' CPU % |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -345,14 +356,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"{c['triton']} | {p['others_pct']} |"
         )
     s = result["summary"]
-    lines += [
-        "",
-        f"- Redis CPU per job: redis {s['redis_cpu_ms']['redis']} ms, file {s['redis_cpu_ms']['file']} ms: "
-        f"**{s['redis_cpu_change_pct']:+} %**.",
-        f"- API CPU per job: redis {s['api_cpu_ms']['redis']} ms, file {s['api_cpu_ms']['file']} ms"
-        + (f", presigned {s['api_cpu_ms']['presigned']} ms" if "presigned" in s["api_cpu_ms"] else "")
-        + ".",
-    ]
+    lines += (
+        []
+        if not result["rounds"]
+        else [
+            "",
+            f"- Redis CPU per job: redis {s['redis_cpu_ms']['redis']} ms, file {s['redis_cpu_ms']['file']} ms: "
+            f"**{s['redis_cpu_change_pct']:+} %**.",
+            f"- API CPU per job: redis {s['api_cpu_ms']['redis']} ms, file {s['api_cpu_ms']['file']} ms"
+            + (f", presigned {s['api_cpu_ms']['presigned']} ms" if "presigned" in s["api_cpu_ms"] else "")
+            + ".",
+        ]
+    )
     if result.get("presigned"):
         lines.append(
             f"- Presigned: {result['presigned']['errors']} errors; moto's own CPU "
@@ -392,7 +407,7 @@ def main() -> int:
         triton = stack.enter_context(
             LocalTriton(on_free_ports(base_settings, triton_timeout_s=180.0), log_path=args.work / "triton.log")
         )
-        for index in range(args.rounds):
+        for index in range(0 if args.memory_only else args.rounds):
             for mode in ("redis", "file"):
                 rounds.append(load_round(args, triton, mode, store_env(mode, args.work)))
                 r = rounds[-1]
@@ -400,33 +415,35 @@ def main() -> int:
         for mode in ("redis", "file"):
             memories.append(memory(args, triton, mode, store_env(mode, args.work)))
             print(f"objectstore: memory {mode}: {memories[-1]}", flush=True)
-        if not args.no_presigned:
+        if not (args.no_presigned or args.memory_only):
             pre = presigned(args, triton)
             print(f"objectstore: presigned: {pre}", flush=True)
-    redis_ms = {m: mean_of(rounds, m, "redis") for m in ("redis", "file")}
-    api_ms: dict[str, float] = {m: mean_of(rounds, m, "api") for m in ("redis", "file")}
+    redis_ms = {m: mean_of(rounds, m, "redis") if rounds else 0.0 for m in ("redis", "file")}
+    api_ms: dict[str, float] = {m: mean_of(rounds, m, "api") if rounds else 0.0 for m in ("redis", "file")}
     if pre is not None:
         api_ms["presigned"] = pre["cpu_ms_per_job"]["api"]
     result = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
-        "command": " ".join([".venv/bin/python bench/objectstore.py", *sys.argv[1:]]),
+        "command": ".venv/bin/python bench/objectstore.py " + shlex.join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "load_average_at_end": [round(v, 2) for v in os.getloadavg()]},
         "photos": photos.describe(photo_set),
         "clients": args.clients,
+        "redis_extra": args.redis_extra,
         "rounds": rounds,
         "memory": memories,
         "presigned": pre,
         "summary": {
             "redis_cpu_ms": redis_ms,
-            "redis_cpu_change_pct": round(100 * (redis_ms["file"] / redis_ms["redis"] - 1), 1),
+            "redis_cpu_change_pct": round(100 * (redis_ms["file"] / redis_ms["redis"] - 1), 1) if rounds else None,
             "api_cpu_ms": api_ms,
         },
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     report = markdown(result)
-    for name in ("objectstore-latest", f"{stamp}-objectstore"):
+    names = [f"{stamp}-objectstore"] + ([] if args.memory_only else ["objectstore-latest"])
+    for name in names:
         (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (args.out / f"{name}.md").write_text(report)
     print(report, flush=True)
