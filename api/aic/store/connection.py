@@ -84,12 +84,16 @@ PERSISTENCE: Final = {
     "save": "",
     "rdbcompression": "no",
     "auto-aof-rewrite-min-size": "512mb",
+    "hash-max-listpack-value": "128",
 }
 """How a Redis of the product's own keeps its data (the chart's StatefulSet, ``aic up``'s Valkey, bench/): an
 append-only file, no snapshots. Every upload passes through the file once (SET, then DEL when its job ends), so the
 file grows by ~275 KB a job while the data stays small; Redis's default rewrite threshold (64 MB) rewrote it every
 ~240 jobs, each rewrite a fork that compressed the queued uploads with LZF: JPEG, PNG and WebP do not compress, so
-compression is off and the file is rewritten every ~1,900 jobs instead (bench/README.md: 0.36 ms of CPU a job)."""
+compression is off and the file is rewritten every ~1,900 jobs instead (bench/README.md: 0.36 ms of CPU a job).
+A job's status hash holds one field over Redis's 64-byte listpack limit (``image_metadata``), which made every record a
+hash table of ~1,800 B; at 128 bytes it is a listpack of ~744 B (bench/objectstore.py: 2,660 -> 1,430 B per queued job
+with uploads in an object store)."""
 
 
 def server_args(settings: dict[str, str] = PERSISTENCE) -> list[str]:
