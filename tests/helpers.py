@@ -218,4 +218,8 @@ def assert_readable_by_another_user(root: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("reading as another uid needs root (the tests run as root); the modes were checked")
     read = read_as(OTHER_UID, root)
-    assert (read.returncode, read.stderr) == (0, ""), f"uid {OTHER_UID} cannot read {root}: {read.stderr}"
+    # Judged by find's exit status and its own and cat's complaints, not by an empty stderr: a setuid child is forked
+    # without vfork, so gRPC's fork handlers (this process has tritonclient's threads) may write to the child's stderr
+    # before it execs ("Epoll1Poller ... epoll_wait error"), seen once in a fresh-clone run on a loaded machine.
+    refused = [line for line in read.stderr.splitlines() if line.startswith(("find:", "cat:"))]
+    assert (read.returncode, refused) == (0, []), f"uid {OTHER_UID} cannot read {root}: {read.stderr}"
