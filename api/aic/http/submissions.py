@@ -337,19 +337,29 @@ def _json_field(name: str, value: Any) -> str:
     return value
 
 
-def parse_upload_ids(
-    query: Mapping[str, str], form: Mapping[str, str], settings: ApiSettings, *, batch: bool
-) -> tuple[str, ...]:
-    """The upload ids a submit names (``upload_id``; ``upload_ids`` for a batch), each an id ``POST /uploads`` gave."""
-    name, other = ("upload_ids", "upload_id") if batch else ("upload_id", "upload_ids")
+def _references(
+    query: Mapping[str, str], form: Mapping[str, str], singular: str, *, batch: bool
+) -> tuple[str, list[str] | None]:
+    """The field a submit names its images by reference with (``singular``, or its plural, a comma list, on a batch)
+    and its stripped parts; None: not given. The other form of the name, or the field given twice, is refused."""
+    name, other = (singular + "s", singular) if batch else (singular, singular + "s")
     if other in query or other in form:
         raise field_error(other, f"this route takes {name}")
     if name in query and name in form:
         raise field_error(name, "given both as a query parameter and in the body; send it once")
     raw = query.get(name, form.get(name))
     if raw is None:
+        return name, None
+    return name, [part.strip() for part in raw.split(",") if part.strip()] if batch else [raw.strip()]
+
+
+def parse_upload_ids(
+    query: Mapping[str, str], form: Mapping[str, str], settings: ApiSettings, *, batch: bool
+) -> tuple[str, ...]:
+    """The upload ids a submit names (``upload_id``; ``upload_ids`` for a batch), each an id ``POST /uploads`` gave."""
+    name, ids = _references(query, form, "upload_id", batch=batch)
+    if ids is None:
         return ()
-    ids = [part.strip() for part in raw.split(",") if part.strip()] if batch else [raw.strip()]
     for upload_id in ids:
         try:
             canonical = str(uuid.UUID(upload_id)) == upload_id.lower()
@@ -368,15 +378,9 @@ def parse_image_urls(
     query: Mapping[str, str], form: Mapping[str, str], settings: ApiSettings, *, batch: bool
 ) -> tuple[str, ...]:
     """The image URLs a submit names (``image_url``; ``image_urls``, a comma list, for a batch): https, bounded."""
-    name, other = ("image_urls", "image_url") if batch else ("image_url", "image_urls")
-    if other in query or other in form:
-        raise field_error(other, f"this route takes {name}")
-    if name in query and name in form:
-        raise field_error(name, "given both as a query parameter and in the body; send it once")
-    raw = query.get(name, form.get(name))
-    if raw is None:
+    name, urls = _references(query, form, "image_url", batch=batch)
+    if urls is None:
         return ()
-    urls = [part.strip() for part in raw.split(",") if part.strip()] if batch else [raw.strip()]
     if not urls:
         raise field_error(name, "at least one image URL is required")
     for url in urls:
