@@ -69,7 +69,7 @@ def small_jpeg(seed: int) -> bytes:
 
 
 def depth(r: redis.Redis) -> int:
-    return sum(int(r.xlen(keys.queue(p))) for p in Priority)
+    return sum(int(r.xlen(keys.LEGACY.queue(p))) for p in Priority)
 
 
 async def flood(url: str, key: str, target: int, r: redis.Redis, sample: Any) -> int:

@@ -285,7 +285,7 @@ def main() -> int:  # noqa: C901 - one script, one timeline
         pending = set(load.accepted)
         while pending and time.monotonic() < deadline:
             for job_id in list(pending):
-                summary = json.loads(r.hget(keys.job_status(job_id), "webhook") or b"{}")
+                summary = json.loads(r.hget(keys.LEGACY.job_status(job_id), "webhook") or b"{}")
                 if summary.get("event") in TERMINAL_EVENTS and summary.get("state") in (
                     "delivered",
                     "failed",
@@ -304,9 +304,9 @@ def main() -> int:  # noqa: C901 - one script, one timeline
         time.sleep(1)
         recorder.close()
 
-        statuses = {j: (r.hget(keys.job_status(j), "status") or b"?").decode() for j in load.accepted}
+        statuses = {j: (r.hget(keys.LEGACY.job_status(j), "status") or b"?").decode() for j in load.accepted}
         not_ended = [j for j, s in statuses.items() if s not in TERMINAL]
-        result_wrong = [j for j, s in statuses.items() if bool(r.exists(keys.job_result(j))) != (s == "completed")]
+        result_wrong = [j for j, s in statuses.items() if bool(r.exists(keys.LEGACY.job_result(j))) != (s == "completed")]
         terminal = recorder.terminal_counts(list(load.accepted))
         published_twice = [j for j in load.accepted if terminal[j] > 1]
         published_missed = [j for j in load.accepted if terminal[j] == 0]

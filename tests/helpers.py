@@ -74,7 +74,7 @@ class EventRecorder:
 
     def _subscribe(self) -> redis.client.PubSub:
         pubsub = redis.Redis.from_url(self.redis_url).pubsub()
-        pubsub.psubscribe(keys.JOB_EVENTS_PATTERN)
+        pubsub.psubscribe(keys.LEGACY.job_events_pattern)
         pubsub.get_message(timeout=2)  # the subscribe confirmation
         return pubsub
 

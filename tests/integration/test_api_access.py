@@ -154,7 +154,7 @@ def test_admin_lists_and_retries_a_dead_letter(any_stack: Stack) -> None:
 def test_retry_without_the_upload_is_a_clear_409(stack: Stack) -> None:
     with stack.client() as client, stack.client(key=ADMIN_KEY) as admin, ghost_alias(stack) as alias:
         job_id = dead_lettered(stack, client, alias)
-        stack.redis_client().delete(keys.job_image(job_id))  # the kept upload expired meanwhile
+        stack.redis_client().delete(keys.LEGACY.job_image(job_id))  # the kept upload expired meanwhile
         response = admin.post(f"/admin/jobs/{job_id}/retry")
         assert client.post(f"/admin/jobs/{job_id}/retry").status_code == 403
         assert admin.post(f"/admin/jobs/{uuid.uuid4()}/retry").status_code == 404

@@ -71,11 +71,11 @@ def test_completed_job_keeps_status_as_long_as_result(stack: Stack) -> None:
         job_id = submit(client, jpeg(skdata.astronaut())).json()["job_id"]
         assert wait_done(client, job_id)["status"] == "completed"
     r = stack.redis_client()
-    assert r.ttl(keys.job_status(job_id)) > keys.JOB_STATUS_TTL_S
-    assert abs(r.ttl(keys.job_status(job_id)) - r.ttl(keys.job_result(job_id))) <= 2
-    assert not r.exists(keys.job_image(job_id)), "the upload is deleted once the job is done"
-    assert r.xlen(keys.queue("normal")) == 0 or all(
-        fields[b"job_id"].decode() != job_id for _, fields in r.xrange(keys.queue("normal"))
+    assert r.ttl(keys.LEGACY.job_status(job_id)) > keys.JOB_STATUS_TTL_S
+    assert abs(r.ttl(keys.LEGACY.job_status(job_id)) - r.ttl(keys.LEGACY.job_result(job_id))) <= 2
+    assert not r.exists(keys.LEGACY.job_image(job_id)), "the upload is deleted once the job is done"
+    assert r.xlen(keys.LEGACY.queue("normal")) == 0 or all(
+        fields[b"job_id"].decode() != job_id for _, fields in r.xrange(keys.LEGACY.queue("normal"))
     )
 
 

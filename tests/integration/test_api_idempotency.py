@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 def queued(stack: Stack) -> int:
     r = stack.redis_client()
-    return sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
+    return sum(r.xlen(keys.LEGACY.queue(p)) for p in ("urgent", "high", "normal", "low"))
 
 
 def test_same_key_and_content_answers_the_same_job_once(quiet_stack: Stack) -> None:
@@ -111,14 +111,14 @@ def test_prefer_wait_is_told_of_the_end_on_the_api_inbox_without_a_subscription(
         after = subscribes(stack)
     assert [r.json()["status"] for r in responses] == ["completed"] * 3
     assert after == before, "a waiting submit subscribed to its job's events instead of being told on the inbox"
-    job = stack.redis_client().hgetall(keys.job_status(responses[0].json()["job_id"]))
+    job = stack.redis_client().hgetall(keys.LEGACY.job_status(responses[0].json()["job_id"]))
     assert job[b"waiter"].startswith(b"aic:hub:"), "the job does not name the inbox of the API waiting for it"
 
 
 def test_a_submit_without_prefer_wait_names_no_waiter(stack: Stack) -> None:
     with stack.client() as client:
         job_id = submit(client, jpeg()).json()["job_id"]
-    assert b"waiter" not in stack.redis_client().hgetall(keys.job_status(job_id))
+    assert b"waiter" not in stack.redis_client().hgetall(keys.LEGACY.job_status(job_id))
 
 
 def waiting_submit(stack: Stack, pool: ThreadPoolExecutor, client: httpx.Client, wait_s: int) -> Waiting:
@@ -129,7 +129,7 @@ def waiting_submit(stack: Stack, pool: ThreadPoolExecutor, client: httpx.Client,
     deadline = time.monotonic() + 10
     while queued(stack) == before and time.monotonic() < deadline:
         time.sleep(0.02)
-    [(entry_id, fields)] = stack.redis_client().xrevrange(keys.queue("normal"), count=1)
+    [(entry_id, fields)] = stack.redis_client().xrevrange(keys.LEGACY.queue("normal"), count=1)
     return Waiting(answer, fields[b"job_id"].decode(), entry_id, started)
 
 
@@ -163,9 +163,9 @@ def test_prefer_wait_learns_of_an_end_nobody_told_the_inbox_within_the_recheck(q
     r = quiet_stack.redis_client()
     with ThreadPoolExecutor(1) as pool, quiet_stack.client() as client:
         waiting = waiting_submit(quiet_stack, pool, client, 30)
-        r.hset(keys.job_status(waiting.job_id), "status", "cancelled")  # ended, with no word on any channel
+        r.hset(keys.LEGACY.job_status(waiting.job_id), "status", "cancelled")  # ended, with no word on any channel
         answer, elapsed = waiting.result()
-    r.xdel(keys.queue("normal"), waiting.entry_id)
+    r.xdel(keys.LEGACY.queue("normal"), waiting.entry_id)
     assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
     assert elapsed < INBOX_RECHECK_S + 5, f"the wait ran out instead of rechecking ({elapsed:.1f} s)"
 

@@ -39,7 +39,7 @@ def test_batch_creates_one_job_per_file_in_order(stack: Stack) -> None:
 def test_batch_with_one_bad_file_names_it_and_enqueues_nothing(quiet_stack: Stack) -> None:
     stack = quiet_stack  # nothing consumes its queue, so the counts below are only this request's doing
     r = stack.redis_client()
-    before = sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
+    before = sum(r.xlen(keys.LEGACY.queue(p)) for p in ("urgent", "high", "normal", "low"))
     statuses_before = len(list(r.scan_iter(match="job:*:status", count=1000)))
     files = [
         ("files", ("good.jpg", jpeg(), "image/jpeg")),
@@ -48,7 +48,7 @@ def test_batch_with_one_bad_file_names_it_and_enqueues_nothing(quiet_stack: Stac
     ]
     with stack.client() as client:
         response = client.post("/classify/batch", files=files)
-        after = sum(r.xlen(keys.queue(p)) for p in ("urgent", "high", "normal", "low"))
+        after = sum(r.xlen(keys.LEGACY.queue(p)) for p in ("urgent", "high", "normal", "low"))
         statuses_after = len(list(r.scan_iter(match="job:*:status", count=1000)))
     assert response.status_code == 400
     body = response.json()
@@ -80,17 +80,17 @@ def test_cancel_a_pending_job(any_quiet_stack: Stack) -> None:
     with stack.client() as client:
         job_id = submit(client, jpeg(), callback_url="https://example.com/hook").json()["job_id"]
         response = client.delete(f"/jobs/{job_id}")
-        outbox = [f for _, f in r.xrange(keys.WEBHOOK_OUTBOX) if f[b"job_id"].decode() == job_id]
+        outbox = [f for _, f in r.xrange(keys.LEGACY.webhook_outbox()) if f[b"job_id"].decode() == job_id]
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "cancelled"
-    assert not r.exists(keys.job_image(job_id)), "the upload is dropped with the cancel"
+    assert not r.exists(keys.LEGACY.job_image(job_id)), "the upload is dropped with the cancel"
     assert not stack.upload_kept(job_id), "its object too, before the answer"
-    assert r.ttl(keys.job_status(job_id)) > keys.JOB_STATUS_TTL_S, "kept as long as a result would be"
+    assert r.ttl(keys.LEGACY.job_status(job_id)) > keys.JOB_STATUS_TTL_S, "kept as long as a result would be"
     assert [f[b"event"] for f in outbox] == [b"cancelled"]
     with stack.own_dispatcher(), stack.client() as client:
         # a dispatcher takes the job's queue entry and must not process it: it only drops the entry
         deadline = time.monotonic() + 60
-        while any(f[b"job_id"].decode() == job_id for _, f in r.xrange(keys.queue("normal"))):
+        while any(f[b"job_id"].decode() == job_id for _, f in r.xrange(keys.LEGACY.queue("normal"))):
             assert time.monotonic() < deadline, "the dispatcher never took the cancelled job's entry"
             time.sleep(0.05)
         assert wait_done(client, job_id)["status"] == "cancelled"
@@ -98,7 +98,7 @@ def test_cancel_a_pending_job(any_quiet_stack: Stack) -> None:
         again = client.delete(f"/jobs/{job_id}")
     assert again.status_code == 409
     assert again.json()["error"] == "CONFLICT" and "cancelled" in again.json()["detail"]
-    assert not r.exists(keys.job_result(job_id))
+    assert not r.exists(keys.LEGACY.job_result(job_id))
 
 
 def test_cancel_a_finished_job_is_409(stack: Stack) -> None:
@@ -127,7 +127,7 @@ def test_webhook_events_are_stored_with_the_job(quiet_stack: Stack, events: str)
         response = submit(client, jpeg(), callback_url="https://example.com/hook", webhook_events=events)
         assert response.status_code == 200, response.text
         job_id = response.json()["job_id"]
-        stored = stack.redis_client().hget(keys.job_status(job_id), "webhook_events").decode()
+        stored = stack.redis_client().hget(keys.LEGACY.job_status(job_id), "webhook_events").decode()
         client.delete(f"/jobs/{job_id}")
     assert set(stored.split(",")) == {e.strip() for e in events.split(",")}
 
@@ -136,7 +136,7 @@ def test_default_webhook_events_and_bad_ones(quiet_stack: Stack) -> None:
     stack = quiet_stack
     with stack.client() as client:
         job_id = submit(client, jpeg(), callback_url="https://example.com/hook").json()["job_id"]
-        stored = stack.redis_client().hget(keys.job_status(job_id), "webhook_events")
+        stored = stack.redis_client().hget(keys.LEGACY.job_status(job_id), "webhook_events")
         client.delete(f"/jobs/{job_id}")
         bad = submit(client, jpeg(), webhook_events="completed,exploded")
     assert stored == b"completed,failed,cancelled"

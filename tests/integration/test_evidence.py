@@ -33,7 +33,7 @@ async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
 
 
 async def weights(redis: Redis, alias: str) -> dict[str, int]:
-    raw = await redis.hget(keys.MODEL_WEIGHTS, alias)
+    raw = await redis.hget(keys.LEGACY.model_weights, alias)
     return dict(json.loads(raw)) if raw else {}
 
 
@@ -81,7 +81,7 @@ async def test_an_override_wins_over_every_republish_and_goes_with_the_model(red
     await routes.override("v1", None)
     assert await weights(redis, "latest") == {"v1": 100, "v2": 100}
     await routes.withdraw("v2")
-    assert await redis.hget(keys.MODEL_OVERRIDES, "v2") is None and await redis.hget(keys.MODEL_REQUESTED, "v2") is None
+    assert await redis.hget(keys.LEGACY.model_overrides, "v2") is None and await redis.hget(keys.LEGACY.model_requested, "v2") is None
     assert await routes.override("v2", 5) is False  # not published: nothing to override
 
 

@@ -71,7 +71,7 @@ class Rig:
 
     def statuses(self, job_ids: list[str]) -> dict[str, str]:
         r = self.redis()
-        return {j: (r.hget(keys.job_status(j), "status") or b"?").decode() for j in job_ids}
+        return {j: (r.hget(keys.LEGACY.job_status(j), "status") or b"?").decode() for j in job_ids}
 
     def wait_terminal(self, job_ids: list[str], timeout_s: float = 120) -> dict[str, str]:
         deadline = time.monotonic() + timeout_s
@@ -92,8 +92,8 @@ class Rig:
         assert all(counts[j] == 1 for j in job_ids), {j: counts[j] for j in job_ids if counts[j] != 1}
         r = self.redis()
         for job_id in job_ids:
-            assert bool(r.exists(keys.job_result(job_id))) == (expected == "completed")
-            assert bool(r.exists(keys.job_image(job_id))) == image_kept  # kept only for a dead letter's retry
+            assert bool(r.exists(keys.LEGACY.job_result(job_id))) == (expected == "completed")
+            assert bool(r.exists(keys.LEGACY.job_image(job_id))) == image_kept  # kept only for a dead letter's retry
 
     def stop_dispatchers(self) -> None:
         stop_all(self.dispatchers)
@@ -239,7 +239,7 @@ def test_slow_job_keeps_its_lease_and_is_not_stolen(rig: Rig, recorder: EventRec
         rig.triton.process.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
     rig.assert_exactly_once(recorder, slow, "completed")
     r = rig.redis()
-    assert all(int(r.hget(keys.job_status(j), "attempts") or 0) == 1 for j in slow)
+    assert all(int(r.hget(keys.LEGACY.job_status(j), "attempts") or 0) == 1 for j in slow)
     assert "reclaimed" not in observer.output() and "reclaimed" not in worker.output()
 
 
@@ -275,14 +275,14 @@ def test_s3_stopped_for_15_s_mid_run_every_job_completes_once(rig: Rig, s3: S3Se
         assert during["failed"] == 0, during  # nothing failed or dead-lettered for the outage
         rig.assert_exactly_once(recorder, job_ids, "completed")
         r = rig.redis()
-        assert all(int(r.hget(keys.job_status(j), "attempts") or 0) == 1 for j in job_ids), "a delivery was counted"
+        assert all(int(r.hget(keys.LEGACY.job_status(j), "attempts") or 0) == 1 for j in job_ids), "a delivery was counted"
         assert "reclaimed" not in worker.output() + observer.output()
         wait_prefix_empty(s3, prefix)
 
 
 def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: Rig, recorder: EventRecorder) -> None:
     rig.dispatcher(TRITON_OUTAGE_TIMEOUT_S="2")
-    dead_before = rig.redis().xlen(keys.DEAD_LETTER_STREAM)
+    dead_before = rig.redis().xlen(keys.LEGACY.dead_letter_stream())
     rig.triton.stop()
     try:
         job_ids = rig.submit(3)
@@ -291,8 +291,8 @@ def test_triton_away_past_the_deadline_fails_with_timeout_and_dead_letters(rig: 
         rig.triton.start()
         rig.triton.wait_ready(120)
     r = rig.redis()
-    assert all(r.hget(keys.job_status(j), "error_code") == b"TIMEOUT" for j in job_ids)
-    letters = [json.loads(f[b"job"]) for _, f in r.xrange(keys.DEAD_LETTER_STREAM)][dead_before:]
+    assert all(r.hget(keys.LEGACY.job_status(j), "error_code") == b"TIMEOUT" for j in job_ids)
+    letters = [json.loads(f[b"job"]) for _, f in r.xrange(keys.LEGACY.dead_letter_stream())][dead_before:]
     assert sorted(letter["job_id"] for letter in letters) == sorted(job_ids)
 
 
@@ -320,11 +320,11 @@ def test_a_submit_held_by_prefer_wait_when_redis_goes_away_still_answers_with_it
     worker = rig.dispatcher()
     worker.signal(signal.SIGSTOP)  # the job stays pending while the submit waits
     r = rig.redis()
-    queued = r.xlen(keys.queue("normal"))
+    queued = r.xlen(keys.LEGACY.queue("normal"))
     with ThreadPoolExecutor(1) as pool, rig.client() as client:
         pending = pool.submit(client.post, "/classify", files={"file": ("x.jpg", CAT)}, headers={"Prefer": "wait=3"})
         deadline = time.monotonic() + 10
-        while r.xlen(keys.queue("normal")) == queued and time.monotonic() < deadline:
+        while r.xlen(keys.LEGACY.queue("normal")) == queued and time.monotonic() < deadline:
             time.sleep(0.02)
         rig.redis_server.stop()
         try:
@@ -350,7 +350,7 @@ def test_poison_images_fail_alone_and_good_ones_complete(rig: Rig, recorder: Eve
     rig.assert_exactly_once(recorder, good, "completed")
     rig.assert_exactly_once(recorder, bad, "failed")
     r = rig.redis()
-    assert all(r.hget(keys.job_status(j), "error_code") == b"INVALID_IMAGE" for j in bad)
+    assert all(r.hget(keys.LEGACY.job_status(j), "error_code") == b"INVALID_IMAGE" for j in bad)
     assert worker.process.poll() is None  # type: ignore[union-attr]
 
 

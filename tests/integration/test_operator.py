@@ -266,8 +266,8 @@ async def test_the_sample_is_loaded_in_triton_routed_and_reported_ready(cluster:
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")
     assert (cluster.repository / "efficientnet-lite0-v1" / "config.pbtxt").is_file()
     assert_readable_by_another_user(cluster.repository / "efficientnet-lite0-v1")
-    assert cluster.redis.hget(keys.MODEL_ROUTES, "latest") == b"efficientnet-lite0-v1"
-    assert cluster.redis.hget(keys.MODEL_ROUTES, "v1.0") == b"efficientnet-lite0-v1"
+    assert cluster.redis.hget(keys.LEGACY.model_routes, "latest") == b"efficientnet-lite0-v1"
+    assert cluster.redis.hget(keys.LEGACY.model_routes, "v1.0") == b"efficientnet-lite0-v1"
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -318,7 +318,7 @@ async def test_a_restarted_operator_resumes_and_handles_what_changed_while_it_wa
     generation = await cluster.patch_spec(name, {"traffic": {"weight": 50}})
     cluster.operator = Service("operator", cluster.env).start()
     await cluster.status(name, lambda s: ready(s, generation))
-    assert b'"efficientnet-lite0-v1":50' in (cluster.redis.hget(keys.MODEL_WEIGHTS, "latest") or b"")
+    assert b'"efficientnet-lite0-v1":50' in (cluster.redis.hget(keys.LEGACY.model_weights, "latest") or b"")
     assert await cluster.triton.is_model_ready(name)
 
 
@@ -422,7 +422,7 @@ async def test_a_bad_spec_fails_with_a_readable_message_and_no_crash_loop(
     assert message in status["message"] and message in failed["message"]
     assert "Traceback" not in cluster.operator.output()
     assert cluster.operator.process is not None and cluster.operator.process.poll() is None
-    assert cluster.redis.hget(keys.MODEL_ROUTES, name) is None
+    assert cluster.redis.hget(keys.LEGACY.model_routes, name) is None
     if reason == "LoadFailed":  # placed, then refused by Triton: never served
         assert not await cluster.triton.is_model_ready(name)
     else:  # refused before anything was placed
@@ -496,9 +496,9 @@ async def test_delete_unloads_the_model_removes_its_files_and_its_route(
     await eventually(gone, 45, cluster.operator.output)
     assert not await cluster.triton.is_model_ready(name)
     assert not (cluster.repository / name).exists()
-    weights = cluster.redis.hget(keys.MODEL_WEIGHTS, "latest")
+    weights = cluster.redis.hget(keys.LEGACY.model_weights, "latest")
     assert weights is not None and name.encode() not in weights and b"efficientnet-lite0-v1" in weights
-    assert cluster.redis.hget(keys.MODEL_SPECS, name) is None
+    assert cluster.redis.hget(keys.LEGACY.model_specs, name) is None
     assert await cluster.triton.is_model_ready("efficientnet-lite0-v1")  # the other version is untouched
 
 
@@ -570,12 +570,12 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     applied = aic("models", "apply", "-f", str(manifest))
     assert applied.returncode == 0, applied.stderr
     assert "modelversion/local-lite0 Ready" in applied.stdout
-    assert redis.hget(keys.MODEL_ROUTES, "local") == b"local-lite0"
+    assert redis.hget(keys.LEGACY.model_routes, "local") == b"local-lite0"
     assert (own_triton.repository / "local-lite0" / "config.pbtxt").is_file()
     assert_readable_by_another_user(own_triton.repository / "local-lite0")
     deleted = aic("models", "delete", "local-lite0")
     assert deleted.returncode == 0, deleted.stderr
-    assert redis.hget(keys.MODEL_ROUTES, "local") is None
+    assert redis.hget(keys.LEGACY.model_routes, "local") is None
     assert not (own_triton.repository / "local-lite0").exists()
     document["spec"]["runtime"] = {"device": "gpu"}  # this Triton has no GPU: a readable refusal, exit 1
     manifest.write_text(yaml.safe_dump(document))

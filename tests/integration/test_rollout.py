@@ -189,7 +189,7 @@ def top1(result: dict[str, Any]) -> str:
 
 
 def weights(rig: Rig, alias: str) -> dict[str, int]:
-    raw = rig.redis.hget(keys.MODEL_WEIGHTS, alias)
+    raw = rig.redis.hget(keys.LEGACY.model_weights, alias)
     return {str(k): int(v) for k, v in json.loads(raw or b"{}").items()}
 
 
@@ -329,7 +329,7 @@ async def test_deleting_a_version_mid_rollout_leaves_its_alias_served(rig: Rig) 
 
     await eventually(deleted, 60, rig.operator.output)
     assert weights(rig, "gone") == {"gone-v1": 100}
-    assert rig.redis.hget(keys.MODEL_OVERRIDES, "gone-v1") is None
+    assert rig.redis.hget(keys.LEGACY.model_overrides, "gone-v1") is None
     assert {top1(r) for r in await classify(rig, "gone", 4)} == {CAT}
 
 
@@ -355,8 +355,8 @@ async def test_removing_the_rollout_from_the_spec_gives_every_version_its_reques
     await rig.patch_spec("drop-v2", {"rollout": None})
     await rig.status("drop-v2", lambda s: "rollout" not in s)
     assert weights(rig, "drop") == {"drop-v1": 100, "drop-v2": 30}  # as without a rollout
-    assert rig.redis.hget(keys.MODEL_OVERRIDES, "drop-v1") is None
-    assert rig.redis.hget(keys.MODEL_OVERRIDES, "drop-v2") is None
+    assert rig.redis.hget(keys.LEGACY.model_overrides, "drop-v1") is None
+    assert rig.redis.hget(keys.LEGACY.model_overrides, "drop-v2") is None
 
 
 async def inference_count(rig: Rig, model: str) -> int:

@@ -19,14 +19,14 @@ from aic.core.settings import QueueSettings, RedisSettings
 from aic.dispatch.models import SpecCache
 from aic.local.triton import LocalTriton
 from aic.modelrepo import layout
-from aic.store import keys
+from aic.store import keys, scripts
 from aic.store.connection import connect
 from aic.store.jobs import JobStore, NewJob
 from aic.store.queue import QueueConsumer
 from aic.store.routes import RouteStore
 from aic.store.sealing import SealedSecretError, Sealer
 from aic.store.transitions import Completion, JobTransitions
-from aic.store.webhooks import WebhookStore
+from aic.store.webhooks import Reseal, WebhookStore
 from aic.store.workers import Heartbeats
 from conftest import ADMIN_KEY, API_KEY, Stack, publish_models
 from helpers import jpeg
@@ -52,7 +52,7 @@ def default_model(triton_server: LocalTriton) -> ModelSpec:
 
 
 async def weights(redis: Redis, alias: str) -> dict[str, int]:
-    raw = await redis.hget(keys.MODEL_WEIGHTS, alias)
+    raw = await redis.hget(keys.LEGACY.model_weights, alias)
     return dict(json.loads(raw)) if raw else {}
 
 
@@ -118,7 +118,7 @@ async def run_job(redis: Redis, webhook_events: str, *, fail: bool = False) -> l
         callback_url="https://example.com/hook",
         webhook_events=webhook_events,
     )
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")  # as a published model routes it
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")  # as a published model routes it
     await JobStore(redis).create([new])
     transitions = JobTransitions(redis)
     consumer = QueueConsumer(redis, "test")
@@ -132,7 +132,7 @@ async def run_job(redis: Redis, webhook_events: str, *, fail: bool = False) -> l
         await transitions.fail(held, "boom", "MODEL_ERROR")
     else:
         await transitions.complete(held)
-    outbox = await redis.xrange(keys.WEBHOOK_OUTBOX)
+    outbox = await redis.xrange(keys.LEGACY.webhook_outbox())
     return [f[b"event"].decode() for _, f in outbox if f[b"job_id"].decode() == job_id]
 
 
@@ -173,30 +173,30 @@ async def stored_keys(redis: Redis) -> set[str]:
 
 
 async def test_create_stores_and_enqueues_every_job_of_a_request(redis: Redis) -> None:
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     jobs = [new_job(metadata={"order": "7"}), new_job()]
     created = await JobStore(redis).create(jobs, QueueSettings(queue_max_depth=2))
     assert [job.job_id for job in created] == [new.job_id for new in jobs]
     first = await JobStore(redis).get(jobs[0].job_id, "acme")
     assert (first.status, first.priority, first.image_metadata) == ("pending", Priority.HIGH, {"format": "JPEG"})
-    assert await redis.get(keys.job_image(jobs[1].job_id)) == b"pixels"
+    assert await redis.get(keys.LEGACY.job_image(jobs[1].job_id)) == b"pixels"
     assert await JobStore(redis).metadata(jobs[0].job_id) == {"order": "7"}
-    assert await redis.exists(keys.job_metadata(jobs[1].job_id)) == 0
-    assert 0 < await redis.ttl(keys.job_status(jobs[0].job_id)) <= keys.JOB_STATUS_TTL_S + keys.LIVE_SLACK_S
-    queued = await redis.xrange(keys.queue(Priority.HIGH))
+    assert await redis.exists(keys.LEGACY.job_metadata(jobs[1].job_id)) == 0
+    assert 0 < await redis.ttl(keys.LEGACY.job_status(jobs[0].job_id)) <= keys.JOB_STATUS_TTL_S + keys.LIVE_SLACK_S
+    queued = await redis.xrange(keys.LEGACY.queue(Priority.HIGH))
     assert [fields[b"job_id"].decode() for _, fields in queued] == [new.job_id for new in jobs]
 
 
 async def test_create_refuses_an_alias_that_routes_nowhere_and_stores_nothing(redis: Redis) -> None:
-    await redis.hset(keys.MODEL_ROUTES, mapping={"latest": "efficientnet-lite0", "v1.0": "efficientnet-lite0"})
+    await redis.hset(keys.LEGACY.model_routes, mapping={"latest": "efficientnet-lite0", "v1.0": "efficientnet-lite0"})
     with pytest.raises(BadRequestError, match=r"Unknown model_version 'v9' \(available: latest, v1\.0\)"):
         await JobStore(redis).create([new_job("v9"), new_job("v9")])
     assert await stored_keys(redis) == set()
-    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+    assert await redis.xlen(keys.LEGACY.queue(Priority.HIGH)) == 0
 
 
 async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_none(redis: Redis) -> None:
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     store, settings = JobStore(redis), QueueSettings(queue_max_depth=3, queue_full_retry_after_s=7)
     await store.create([new_job(), new_job()], settings)
     with pytest.raises(ServiceUnavailableError, match=r"Queue is full \(2 jobs waiting, limit 3\)") as refused:
@@ -204,33 +204,33 @@ async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_no
     assert refused.value.headers == {"Retry-After": "7"}
     assert len(await stored_keys(redis)) == 4  # the first request's statuses and images only
     await store.create([new_job()], settings)  # 2 + 1 fits
-    assert await redis.xlen(keys.queue(Priority.HIGH)) == 3
+    assert await redis.xlen(keys.LEGACY.queue(Priority.HIGH)) == 3
 
 
 async def test_a_resent_create_changes_nothing_and_drops_only_the_uploads_nobody_needs(redis: Redis) -> None:
     """redis-py sends a transaction again when its reply was lost (Redis shut down after applying it): the resend
     must not reset the jobs, queue them twice, or leave an upload behind that nothing will delete."""
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     store = JobStore(redis)
     running, done, dead = jobs = [new_job(), new_job(), new_job()]
     await store.create(jobs)
-    await redis.hset(keys.job_status(running.job_id), mapping={"status": "processing", "progress": "40"})
-    await redis.hset(keys.job_status(done.job_id), "status", "completed")
-    await redis.delete(keys.job_image(done.job_id))
-    await redis.hset(keys.job_status(dead.job_id), "status", "failed")
-    await redis.hset(keys.DEAD_LETTER_INDEX, dead.job_id, "1-0")  # dead-lettered: kept for an operator's retry
+    await redis.hset(keys.LEGACY.job_status(running.job_id), mapping={"status": "processing", "progress": "40"})
+    await redis.hset(keys.LEGACY.job_status(done.job_id), "status", "completed")
+    await redis.delete(keys.LEGACY.job_image(done.job_id))
+    await redis.hset(keys.LEGACY.job_status(dead.job_id), "status", "failed")
+    await redis.hset(keys.LEGACY.dead_letter_index(), dead.job_id, "1-0")  # dead-lettered: kept for an operator's retry
     again = await store.create(jobs)  # the same request, as the retry sends it
     assert [job.job_id for job in again] == [new.job_id for new in jobs]
-    assert await redis.xlen(keys.queue(Priority.HIGH)) == 3, "queued again: the jobs would run twice"
+    assert await redis.xlen(keys.LEGACY.queue(Priority.HIGH)) == 3, "queued again: the jobs would run twice"
     assert ((await store.get(running.job_id)).status, (await store.get(running.job_id)).progress) == ("processing", 40)
     assert (await store.get(done.job_id)).status == "completed"
-    assert await redis.get(keys.job_image(running.job_id)) == b"pixels", "a live job lost its upload"
-    assert await redis.exists(keys.job_image(done.job_id)) == 0, "the resend left an upload nobody will delete"
-    assert await redis.get(keys.job_image(dead.job_id)) == b"pixels", "a dead letter lost the upload kept for it"
+    assert await redis.get(keys.LEGACY.job_image(running.job_id)) == b"pixels", "a live job lost its upload"
+    assert await redis.exists(keys.LEGACY.job_image(done.job_id)) == 0, "the resend left an upload nobody will delete"
+    assert await redis.get(keys.LEGACY.job_image(dead.job_id)) == b"pixels", "a dead letter lost the upload kept for it"
 
 
 async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_first(redis: Redis) -> None:
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     store, transitions = JobStore(redis), JobTransitions(redis)
     jobs = [new_job(), new_job()]
     await store.create(jobs)
@@ -242,7 +242,7 @@ async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_
     assert await transitions.start(held) == [True, True]
     await store.cancel(await store.get(jobs[1].job_id))
     pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.job_events(jobs[0].job_id))
+    await pubsub.subscribe(keys.LEGACY.job_events(jobs[0].job_id))
     assert await transitions.advance(held, Stage.PREPROCESSING) == [True, False]  # the cancelled one is untouched
     await transitions.complete(held[:1], through=Stage.INFERENCE)
     seen = []
@@ -260,7 +260,7 @@ async def test_advance_says_which_jobs_are_live_and_completion_passes_its_stage_
 
 
 async def test_scripts_lost_by_a_restarted_redis_are_loaded_again_and_run_once(redis: Redis) -> None:
-    await redis.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await redis.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     store, transitions = JobStore(redis), JobTransitions(redis)
     await redis.script_flush()  # as after a restart: Redis knows none of the scripts
     [job] = await store.create([new_job()])
@@ -274,7 +274,7 @@ async def test_scripts_lost_by_a_restarted_redis_are_loaded_again_and_run_once(r
     await transitions.complete(held, through=Stage.INFERENCE)
     done = await store.get(job.job_id)
     assert (done.status, done.attempts) == ("completed", 1)  # each call made once: one delivery counted
-    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+    assert await redis.xlen(keys.LEGACY.queue(Priority.HIGH)) == 0
 
 
 # -- the dead-letter index ------------------------------------------------------------------------------------
@@ -299,12 +299,12 @@ async def test_a_dead_letter_older_than_ten_thousand_others_is_retried(quiet_sta
                                              dead_letter=True)  # fmt: skip
             async with redis.pipeline(transaction=False) as pipe:  # then 10,001 other jobs died after it
                 for n in range(10_001):
-                    pipe.xadd(keys.DEAD_LETTER_STREAM, {"job": json.dumps({"job_id": f"other-{n}"})})
+                    pipe.xadd(keys.LEGACY.dead_letter_stream(), {"job": json.dumps({"job_id": f"other-{n}"})})
                 await pipe.execute()
             retried = await client.post(f"/admin/jobs/{job_id}/retry", headers={"X-API-Key": ADMIN_KEY})
             assert retried.status_code == 200, retried.text
             assert retried.json()["status"] == "pending"
-            assert await redis.hget(keys.DEAD_LETTER_INDEX, job_id) is None
+            assert await redis.hget(keys.LEGACY.dead_letter_index(), job_id) is None
             await client.delete(f"/jobs/{job_id}")
     finally:
         await redis.aclose()
@@ -363,6 +363,8 @@ async def test_a_secret_stored_plain_before_sealing_is_sealed_when_read(redis: R
 async def test_a_reseal_never_overwrites_a_secret_rotated_meanwhile(redis: Redis) -> None:
     store = WebhookStore(redis, Sealer.from_settings("sealing-key-0123456789abcdef"))
     await redis.hset(keys.webhook_secret("acme"), "current", "rotated-in-between")
-    wrote = await store._reseal(keys=[keys.webhook_secret("acme")], args=["current", "as-read-before", "resealed"])
+    call = Reseal(secret=keys.webhook_secret("acme"), field="current", read="as-read-before", resealed="resealed")
+    wrote = await scripts.run(redis, call)
+    assert store.keys == keys.LEGACY
     assert wrote == 0
     assert await redis.hget(keys.webhook_secret("acme"), "current") == b"rotated-in-between"

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")
 async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
     client = connect(RedisSettings(redis_url=own_redis.url))
     await client.flushdb()
-    await client.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await client.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     try:
         yield client
     finally:
@@ -149,7 +149,7 @@ async def test_entries_of_expired_jobs_are_trimmed_when_a_page_meets_them(redis:
     kept, expired = new_job(), new_job()
     await store.create([kept])
     await store.create([expired])
-    await redis.delete(keys.job_status(expired.job_id))  # as its TTL would
+    await redis.delete(keys.LEGACY.job_status(expired.job_id))  # as its TTL would
     assert await every_page(index, "acme", 10) == [[kept.job_id]]
     assert await redis.zscore(keys.tenant_jobs("acme"), expired.job_id) is None
     assert await redis.ttl(keys.tenant_jobs("acme")) > 0  # the index itself expires with an idle tenant
@@ -173,9 +173,9 @@ async def test_the_sweep_times_out_a_running_job_once_and_its_late_result_is_dis
     assert await transitions.complete([item], through=Stage.INFERENCE) == [False]  # the late result
     assert await store.result(job.job_id) is None
     assert (await store.get(job.job_id)).status == "failed"
-    outbox = await redis.xrange(keys.WEBHOOK_OUTBOX)
+    outbox = await redis.xrange(keys.LEGACY.webhook_outbox())
     assert [fields[b"event"] for _, fields in outbox] == [b"failed"]  # job.failed, once
-    assert await redis.exists(keys.job_image(job.job_id)) == 0
+    assert await redis.exists(keys.LEGACY.job_image(job.job_id)) == 0
     assert await redis.zscore(keys.DEADLINES, job.job_id) is None
     counts = await counters(redis)
     assert (counts.get("failed"), counts.get("timed_out"), counts.get("completed")) == (1, 1, None)
@@ -185,9 +185,9 @@ async def test_a_live_job_lives_past_its_deadline_only_by_the_slack(redis: Redis
     store = JobStore(redis)
     job = new_job(deadline_s=90)
     await store.create([job])
-    ttl = await redis.ttl(keys.job_status(job.job_id))
+    ttl = await redis.ttl(keys.LEGACY.job_status(job.job_id))
     assert 90 < ttl <= 90 + keys.LIVE_SLACK_S
-    assert 90 < await redis.ttl(keys.job_image(job.job_id)) <= 90 + keys.LIVE_SLACK_S
+    assert 90 < await redis.ttl(keys.LEGACY.job_image(job.job_id)) <= 90 + keys.LIVE_SLACK_S
     status = (await store.get(job.job_id)).status_response()
     assert status.deadline_at is not None and status.expires_at is None
 
@@ -199,7 +199,7 @@ async def test_an_ended_job_lives_as_long_as_its_retention(redis: Redis) -> None
     [item] = await held(redis)
     await transitions.start([item])
     assert await transitions.complete([item]) == [True]
-    for key in (keys.job_status(job.job_id), keys.job_result(job.job_id), keys.job_metadata(job.job_id)):
+    for key in (keys.LEGACY.job_status(job.job_id), keys.LEGACY.job_result(job.job_id), keys.LEGACY.job_metadata(job.job_id)):
         assert 0 < await redis.ttl(key) <= 40, key
     status = (await store.get(job.job_id)).status_response()
     assert status.expires_at is not None
@@ -218,11 +218,11 @@ async def test_purge_erases_every_key_of_a_dead_lettered_job_and_its_entries(red
     await store.create([other])
     items = await held(redis)
     await transitions.fail([i for i in items if i.job.job_id == job.job_id], "no", "MODEL_ERROR", dead_letter=True)
-    await redis.rpush(keys.job_webhooks(job.job_id), "{}")
+    await redis.rpush(keys.LEGACY.job_webhooks(job.job_id), "{}")
     await store.purge(await store.get(job.job_id))
     assert {k.decode() for k in await redis.keys(f"job:{{{job.job_id}}}:*")} == set()
-    assert await redis.hexists(keys.DEAD_LETTER_INDEX, job.job_id) == 0
-    assert await redis.xlen(keys.DEAD_LETTER_STREAM) == 0
+    assert await redis.hexists(keys.LEGACY.dead_letter_index(), job.job_id) == 0
+    assert await redis.xlen(keys.LEGACY.dead_letter_stream()) == 0
     assert await redis.zscore(keys.tenant_jobs("acme"), job.job_id) is None
     assert await redis.zscore(keys.DEADLINES, job.job_id) is None
     assert (await store.get(other.job_id)).status == "pending"  # the other job is untouched

@@ -44,7 +44,7 @@ pytestmark = pytest.mark.integration
 async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
     client = connect(RedisSettings(redis_url=own_redis.url))
     await client.flushdb()
-    await client.hset(keys.MODEL_ROUTES, "latest", "efficientnet-lite0")
+    await client.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
     try:
         yield client
     finally:
@@ -81,7 +81,7 @@ async def test_redis_keeps_the_path_and_the_dispatcher_reads_the_bytes(
     job = new_job(tenant="team/a b", image=b"\xff\xd8 the photo")
     [created] = await store.create([job])
     assert stored(tmp_path / "uploads") == {f"team%2Fa%20b/{job.job_id}"}, "one path segment per tenant"
-    assert await redis.get(keys.job_image(job.job_id)) == f"team%2Fa%20b/{job.job_id}".encode()
+    assert await redis.get(keys.LEGACY.job_image(job.job_id)) == f"team%2Fa%20b/{job.job_id}".encode()
     assert created.upload == f"team%2Fa%20b/{job.job_id}"
     consumer = QueueConsumer(redis, "test")
     await consumer.ensure_groups()
@@ -160,8 +160,8 @@ async def test_a_store_away_is_store_unavailable_and_creates_no_job(
     with pytest.raises(StoreUnavailable) as refused:
         await store.create([job])
     assert refused.value.status_code == 503 and int(refused.value.headers["Retry-After"]) >= 1
-    assert not await redis.exists(keys.job_status(job.job_id))
-    assert await redis.xlen(keys.queue(Priority.HIGH)) == 0
+    assert not await redis.exists(keys.LEGACY.job_status(job.job_id))
+    assert await redis.xlen(keys.LEGACY.queue(Priority.HIGH)) == 0
 
 
 # -- the product on S3 (moto) ---------------------------------------------------------------------------------
@@ -174,8 +174,8 @@ def test_an_upload_is_an_object_and_redis_holds_no_image_bytes(s3_quiet_stack: S
         assert stack.s3 is not None
         assert stack.s3.read(stack.s3_prefix, f"acme/{job_id}") == photo
         r = stack.redis_client()
-        assert r.get(keys.job_image(job_id)) == f"acme/{job_id}".encode()
-        assert r.hget(keys.job_status(job_id), "upload") == f"acme/{job_id}".encode()
+        assert r.get(keys.LEGACY.job_image(job_id)) == f"acme/{job_id}".encode()
+        assert r.hget(keys.LEGACY.job_status(job_id), "upload") == f"acme/{job_id}".encode()
         assert client.delete(f"/jobs/{job_id}").status_code == 200
     assert not stack.upload_kept(job_id)
 
@@ -183,7 +183,7 @@ def test_an_upload_is_an_object_and_redis_holds_no_image_bytes(s3_quiet_stack: S
 def test_submit_while_s3_is_away_is_503_with_retry_after_and_makes_nothing(s3_quiet_stack: Stack) -> None:
     stack, r = s3_quiet_stack, s3_quiet_stack.redis_client()
     assert stack.s3 is not None
-    queued = r.xlen(keys.queue("normal"))
+    queued = r.xlen(keys.LEGACY.queue("normal"))
     records = len(r.keys("job:*:status"))
     stack.s3.stop()
     try:
@@ -194,7 +194,7 @@ def test_submit_while_s3_is_away_is_503_with_retry_after_and_makes_nothing(s3_qu
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"] == "SERVICE_UNAVAILABLE"
     assert int(refused.headers["Retry-After"]) >= 1
-    assert (r.xlen(keys.queue("normal")), len(r.keys("job:*:status"))) == (queued, records)
+    assert (r.xlen(keys.LEGACY.queue("normal")), len(r.keys("job:*:status"))) == (queued, records)
     with stack.client() as client:
         accepted = submit(client, jpeg())
         assert accepted.status_code == 200, accepted.text
@@ -248,7 +248,7 @@ async def test_a_presigned_put_becomes_a_job_read_and_deleted_like_any_upload(
     assert claimed.head == photo[: len(claimed.head)] and 0 < len(claimed.head) <= HEAD_BYTES
     job = NewJob(reservation.upload_id, "acme", b"", {"format": "JPEG"}, Priority.HIGH, "latest", upload=claimed.path)
     await JobStore(redis, uploads=uploads).create([job])
-    assert await redis.get(keys.job_image(job.job_id)) == claimed.path.encode()
+    assert await redis.get(keys.LEGACY.job_image(job.job_id)) == claimed.path.encode()
     transitions = JobTransitions(redis, uploads)
     [held] = await taken_jobs(redis, transitions)  # only jobs whose upload was read come back
     assert held.job.upload == claimed.path
@@ -291,7 +291,7 @@ async def test_the_sweep_keeps_a_reserved_upload_until_its_reservation_ends(
     reservation = await direct.reserve("acme")
     put(reservation, jpeg())
     assert await uploads.sweep(redis, older_than_s=-60) == 0  # every object counts as old here
-    await redis.delete(keys.direct_upload(reservation.upload_id))  # the reservation expired unused
+    await redis.delete(keys.LEGACY.direct_upload(reservation.upload_id))  # the reservation expired unused
     assert await uploads.sweep(redis, older_than_s=-60) == 1
     assert s3.keys(prefix) == []
 

@@ -76,10 +76,10 @@ async def finished_job(redis: Redis, callback_url: str, status: str = "completed
     fields = {"job_id": job_id, "tenant": TENANT, "status": status, "callback_url": callback_url}
     if status == "failed":
         fields |= {"error": "Unsupported image", "error_code": "INVALID_IMAGE"}
-    await redis.hset(keys.job_status(job_id), mapping=fields)  # type: ignore[misc]
-    await redis.expire(keys.job_status(job_id), 3600)
-    await redis.set(keys.job_result(job_id), json.dumps({**RESULT, "job_id": job_id}), ex=3600)
-    await redis.xadd(keys.WEBHOOK_OUTBOX, {"job_id": job_id, "event": status})
+    await redis.hset(keys.LEGACY.job_status(job_id), mapping=fields)  # type: ignore[misc]
+    await redis.expire(keys.LEGACY.job_status(job_id), 3600)
+    await redis.set(keys.LEGACY.job_result(job_id), json.dumps({**RESULT, "job_id": job_id}), ex=3600)
+    await redis.xadd(keys.LEGACY.webhook_outbox(), {"job_id": job_id, "event": status})
     return job_id
 
 
@@ -109,8 +109,8 @@ async def test_completed_job_is_delivered_signed_with_the_result(
     assert body["data"] == {"job_id": job_id, "status": "completed", "result": {**RESULT, "job_id": job_id}}
     attempts = await WebhookStore(redis).attempts(job_id)
     assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 200)]
-    assert await redis.zscore(keys.WEBHOOK_SCHEDULED, got.webhook_id) is None
-    assert not await redis.exists(keys.webhook_delivery(got.webhook_id))
+    assert await redis.zscore(keys.LEGACY.webhook_scheduled(), got.webhook_id) is None
+    assert not await redis.exists(keys.LEGACY.webhook_delivery(got.webhook_id))
 
 
 async def test_failed_job_payload_carries_the_error(
@@ -167,7 +167,7 @@ async def test_gives_up_after_the_bounded_schedule(
     assert len(webhook_receiver.received(job_id)) == 3
     assert len({r.webhook_id for r in webhook_receiver.received(job_id)}) == 1
     assert [a["status_code"] for a in await WebhookStore(redis).attempts(job_id)] == [500, 500, 500]
-    assert await redis.zcard(keys.WEBHOOK_SCHEDULED) == 0
+    assert await redis.zcard(keys.LEGACY.webhook_scheduled()) == 0
 
 
 async def test_redirects_are_not_followed(
@@ -226,16 +226,16 @@ async def test_an_entry_a_crashed_reader_left_unacknowledged_is_delivered(
     redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
 ) -> None:
     with contextlib.suppress(ResponseError):  # BUSYGROUP: an earlier worker made it
-        await redis.xgroup_create(keys.WEBHOOK_OUTBOX, keys.WEBHOOK_GROUP, id="$", mkstream=True)
+        await redis.xgroup_create(keys.LEGACY.webhook_outbox(), keys.WEBHOOK_GROUP, id="$", mkstream=True)
     job_id = await finished_job(redis, webhook_receiver.url("/ok"))
     # a reader that took the entry and died before scheduling it
-    taken = await redis.xreadgroup(keys.WEBHOOK_GROUP, "dead-reader", {keys.WEBHOOK_OUTBOX: ">"}, count=10)
+    taken = await redis.xreadgroup(keys.WEBHOOK_GROUP, "dead-reader", {keys.LEGACY.webhook_outbox(): ">"}, count=10)
     assert taken
     async with worker(redis, settings):
         summary = await until_over(redis, job_id)
     assert summary["state"] == "delivered"
     assert len(webhook_receiver.received(job_id)) == 1
-    assert (await redis.xpending(keys.WEBHOOK_OUTBOX, keys.WEBHOOK_GROUP))["pending"] == 0
+    assert (await redis.xpending(keys.LEGACY.webhook_outbox(), keys.WEBHOOK_GROUP))["pending"] == 0
 
 
 async def test_a_claim_whose_sender_died_is_retried_with_the_same_id(
@@ -243,7 +243,7 @@ async def test_a_claim_whose_sender_died_is_retried_with_the_same_id(
 ) -> None:
     store = WebhookStore(redis)
     job_id = await finished_job(redis, webhook_receiver.url("/ok"))
-    entry_id = (await redis.xrevrange(keys.WEBHOOK_OUTBOX, count=1))[0][0].decode()
+    entry_id = (await redis.xrevrange(keys.LEGACY.webhook_outbox(), count=1))[0][0].decode()
     await store.enqueue(entry_id, job_id, "completed")
     [claimed] = await store.claim_due(10, lease_ms=300)  # a sender claims it, then dies without a word
     async with worker(redis, settings):
@@ -281,7 +281,7 @@ async def test_an_unknown_event_is_dropped_not_retried_forever(
     redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
 ) -> None:
     job_id = await finished_job(redis, webhook_receiver.url("/ok"))
-    await redis.xadd(keys.WEBHOOK_OUTBOX, {"job_id": job_id, "event": "exploded"})
+    await redis.xadd(keys.LEGACY.webhook_outbox(), {"job_id": job_id, "event": "exploded"})
     async with worker(redis, settings):
         await until_over(redis, job_id)  # the real 'completed' one
         store = WebhookStore(redis)
@@ -290,5 +290,5 @@ async def test_an_unknown_event_is_dropped_not_retried_forever(
                 await asyncio.sleep(0.02)
     attempts = await store.attempts(job_id)
     assert {a.get("error") for a in attempts} == {None, "unknown event 'exploded'"}
-    assert await redis.zcard(keys.WEBHOOK_SCHEDULED) == 0
+    assert await redis.zcard(keys.LEGACY.webhook_scheduled()) == 0
     assert len(webhook_receiver.received(job_id)) == 1

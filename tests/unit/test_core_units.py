@@ -13,10 +13,10 @@ from aic.triton.topk import top_k
 
 
 def test_job_keys_follow_the_seed_and_share_a_cluster_hash_tag() -> None:
-    assert keys.job_status("abc") == "job:{abc}:status"
-    assert keys.job_result("abc") == "job:{abc}:result"
-    assert keys.job_image("abc") == "job:{abc}:image"
-    assert keys.queue("low") == "queue:low"
+    assert keys.LEGACY.job_status("abc") == "job:{abc}:status"
+    assert keys.LEGACY.job_result("abc") == "job:{abc}:result"
+    assert keys.LEGACY.job_image("abc") == "job:{abc}:image"
+    assert keys.LEGACY.queue("low") == "queue:low"
 
 
 def test_a_finished_job_keeps_its_status_as_long_as_its_result() -> None:

@@ -19,6 +19,9 @@ class FakeSubscription:
 
     inbox = "aic:hub:test"
 
+    def inbox_for(self, job_id: str) -> str:
+        return self.inbox
+
     def __init__(self, auto_confirm: bool = True) -> None:
         self.auto_confirm = auto_confirm
         self.messages: asyncio.Queue[Message | Exception] = asyncio.Queue()
@@ -122,7 +125,7 @@ async def test_jobs_are_expected_only_once_the_inbox_is_confirmed() -> None:
         fake.confirm_inbox()
         await settle()
         with hub.expect(["a", "b"]) as expectation:
-            assert expectation is not None and expectation.inbox == fake.inbox
+            assert expectation is not None and set(expectation.inboxes.values()) == {fake.inbox}
             assert hub.followed() == 2
             fake.ended("a")
             fake.ended("someone-else")  # another job's end, or a job of an expectation already gone: ignored

@@ -129,6 +129,24 @@ class RedisSettings:
     redis_password: str | None = None
     redis_db: int = 0
     redis_max_connections: int = 20
+    """Per process; on a cluster, per node."""
+    redis_cluster: bool = False
+    """``REDIS_URL`` names any node of a Redis Cluster (Valkey cluster, ElastiCache cluster mode, Memorystore for
+    Redis Cluster): every process uses redis-py's ``RedisCluster`` and sharded key names (README "Scaling")."""
+    queue_shards: int = 0
+    """How many queue shards the jobs are spread over (``aic.store.keys``); 0: 1 on one Redis, 16 on a cluster.
+    Every process of a deployment must use the same value; changing it is a migration (README "Scaling")."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.queue_shards <= 1024:
+            raise SettingsError(f"QUEUE_SHARDS must be 0 (the default) to 1024, got {self.queue_shards}")
+        if self.redis_cluster and self.redis_db != 0:
+            raise SettingsError("REDIS_DB must be 0 with REDIS_CLUSTER=true: a Redis Cluster has one database")
+
+    @property
+    def shards(self) -> int:
+        """The queue shards in effect."""
+        return self.queue_shards or (16 if self.redis_cluster else 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,10 +4,16 @@ Every entry read through the consumer group stays in the group's pending list un
 failure is written (the job store acknowledges it in the same atomic step). While an entry is being worked
 on its idle time is reset every third of the lease; an entry idle longer than the lease belongs to a dead
 dispatcher and is claimed by a live one.
+
+With several queue shards (a Redis Cluster) every batch visits the shards in turn from a start that moves one
+shard per batch, so a busy shard cannot starve the others; the priority weights hold within each shard. One Redis
+command cannot wait on streams of several slots, so an idle dispatcher waits on one shard at a time, briefly
+(``SHARDED_IDLE_BLOCK_MS``), and sweeps them all between waits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -17,6 +23,10 @@ from aic.core.settings import DispatcherSettings
 from aic.store.queue import Entry, QueueConsumer
 
 log = logging.getLogger("aic.dispatcher")
+
+SHARDED_IDLE_BLOCK_MS = 50
+"""How long an idle dispatcher of a sharded queue waits on one shard before sweeping all of them again: the most a
+job arriving on another shard waits for an idle dispatcher (plus one sweep)."""
 
 
 def quotas(want: int) -> dict[Priority, int]:
@@ -35,6 +45,8 @@ class Intake:
         self.held: set[Entry] = set()
         self._retry: list[Entry] = []
         self._last_reclaim = 0.0
+        self._start = 0
+        """The shard the next batch reads first."""
 
     def count(self) -> int:
         return len(self.held)
@@ -59,23 +71,43 @@ class Intake:
         if len(found) < want:
             found += await self._reclaim(want - len(found))
         if len(found) < want:
-            found += await self._read_weighted(want - len(found))
+            found += await self._read_all(want - len(found))
+        shards = self.queue.shards
         if not found:
-            found = await self.queue.read_blocking(want, block_ms=1000)
+            if shards == 1:
+                found = await self.queue.read_blocking(want, block_ms=1000)
+            else:
+                found = await self.queue.read_blocking(want, SHARDED_IDLE_BLOCK_MS, shard=self._start)
+                self._start = (self._start + 1) % shards
         if found and len(found) < want and self.settings.batch_max_wait_ms > 0:
-            found += await self.queue.read_blocking(want - len(found), block_ms=self.settings.batch_max_wait_ms)
+            if shards == 1:
+                found += await self.queue.read_blocking(want - len(found), block_ms=self.settings.batch_max_wait_ms)
+            else:
+                await asyncio.sleep(self.settings.batch_max_wait_ms / 1000)
+                found += await self._read_all(want - len(found))
         return found
 
-    async def _read_weighted(self, want: int) -> list[Entry]:
+    async def _read_all(self, want: int) -> list[Entry]:
+        """Up to ``want`` new entries, weighted by priority within each shard, the shards in turn from ``_start``."""
+        shards = self.queue.shards
+        first, self._start = self._start, (self._start + 1) % shards
+        found: list[Entry] = []
+        for i in range(shards):
+            found += await self._read_weighted(want - len(found), (first + i) % shards)
+            if len(found) >= want:
+                break
+        return found
+
+    async def _read_weighted(self, want: int, shard: int) -> list[Entry]:
         share = quotas(want)
-        got = await self.queue.read(share)
+        got = await self.queue.read(share, shard)
         found = [entry for priority in Priority for entry in got[priority]]
         # spare room goes to the most urgent queue that had as many as it was offered (it may have more)
         for priority in Priority:
             if len(found) >= want:
                 break
             if len(got[priority]) == share[priority]:
-                found += (await self.queue.read({priority: want - len(found)}))[priority]
+                found += (await self.queue.read({priority: want - len(found)}, shard))[priority]
         return found
 
     async def _reclaim(self, want: int) -> list[Entry]:
@@ -85,8 +117,13 @@ class Intake:
             return []
         self._last_reclaim = now
         found: list[Entry] = []
-        for priority in Priority:
-            found += await self.queue.reclaim(priority, self.settings.lease_ms, want - len(found))
+        shards = self.queue.shards
+        for i in range(shards):  # every shard, the first one moving so each gets its turn when many are stale
+            for priority in Priority:
+                shard = (self._start + i) % shards
+                found += await self.queue.reclaim(priority, self.settings.lease_ms, want - len(found), shard)
+                if len(found) >= want:
+                    break
             if len(found) >= want:
                 break
         if found:

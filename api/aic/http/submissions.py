@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -397,11 +397,12 @@ def parse_image_urls(
     return tuple(urls)
 
 
-def new_job_ids(submission: Submission) -> list[str]:
-    """Fresh ids; a direct upload's job takes its upload id (its object is already ``<tenant>/<upload id>``)."""
+def new_job_ids(submission: Submission, fresh: Callable[[int], list[str]]) -> list[str]:
+    """Fresh ids (``fresh``: of one queue shard); a direct upload's job takes its upload id (its object is already
+    ``<tenant>/<upload id>``)."""
     if submission.upload_ids:
         return list(submission.upload_ids)
-    return [str(uuid.uuid4()) for _ in submission.images]
+    return fresh(len(submission.images))
 
 
 def prefer_wait(header: str | None, ceiling_s: int) -> int | None:
@@ -444,12 +445,12 @@ class Submitter:
             stream, content_type, self.settings, batch=batch, query=query, queue=self.queue, cancel_after=cancel_after
         )
         wait_s = prefer_wait(prefer, self.settings.prefer_wait_max_s)
-        job_ids = new_job_ids(submission)
+        job_ids = new_job_ids(submission, self.jobs.new_ids)
         # a waiting submit is told of its jobs' ends on the hub's inbox, expected before the jobs exist
         with self.hub.expect(job_ids) if wait_s is not None else nullcontext() as expectation:
-            waiter = expectation.inbox if expectation is not None else ""
+            waiters = expectation.inboxes if expectation is not None else {}
             fresh, job_ids, created = await self._create(
-                submission, tenant, idempotency_key, traceparent, job_ids, waiter
+                submission, tenant, idempotency_key, traceparent, job_ids, waiters
             )
             # From here on the jobs are accepted: a Redis outage must not turn the answer into a 503, or the client
             # would submit again and the jobs it was not told of would run twice. It gets what is known instead.
@@ -478,7 +479,7 @@ class Submitter:
         idempotency_key: str | None,
         traceparent: str | None,
         job_ids: list[str],
-        waiter: str,
+        waiters: Mapping[str, str],
     ) -> tuple[bool, list[str], list[Job]]:
         """Create the request's jobs (as ``job_ids``) once per Idempotency-Key: whether this request created them,
         their ids (a replay's are the first request's), and the records as created (empty for a replay)."""
@@ -495,7 +496,7 @@ class Submitter:
         try:  # refused when the alias routes nowhere, or with 503 + Retry-After above QUEUE_MAX_DEPTH
             if submission.upload_ids:
                 submission = await self._claim_uploads(submission, tenant, claimed)
-            jobs = new_jobs(submission, job_ids, tenant, traceparent, waiter)
+            jobs = new_jobs(submission, job_ids, tenant, traceparent, waiters)
             with enqueue_spans(jobs) as traced:
                 created = await self.jobs.create(traced, self.queue)
         except BaseException:
@@ -603,7 +604,11 @@ def accepted(job: Job, result: bytes | None = None) -> ClassificationResponse:
 
 
 def new_jobs(
-    submission: Submission, job_ids: list[str], tenant: str, traceparent: str | None, waiter: str = ""
+    submission: Submission,
+    job_ids: list[str],
+    tenant: str,
+    traceparent: str | None,
+    waiters: Mapping[str, str] | None = None,
 ) -> list[NewJob]:
     return [
         NewJob(
@@ -617,7 +622,7 @@ def new_jobs(
             callback_url=submission.callback_url,
             webhook_events=submission.webhook_events,
             traceparent=traceparent,
-            waiter=waiter,
+            waiter=(waiters or {}).get(job_id, ""),
             deadline_s=submission.deadline_s,
             retention_s=submission.retention_s,
             upload=image.upload,

@@ -26,10 +26,11 @@ LISTENER_QUEUE = 256
 
 
 class Expectation:
-    """Jobs about to be created with ``waiter=inbox``, until each has ended."""
+    """Jobs about to be created with ``waiter=inboxes[job_id]``, until each has ended."""
 
-    def __init__(self, inbox: str, job_ids: Sequence[str]) -> None:
-        self.inbox = inbox
+    def __init__(self, inboxes: dict[str, str], job_ids: Sequence[str]) -> None:
+        self.inboxes = inboxes
+        """Job id -> the hub's inbox channel to create it with (``NewJob.waiter``)."""
         self._waiting = set(job_ids)
         self._settled = asyncio.Event()
         self.lost = False
@@ -81,13 +82,13 @@ class EventHub:
 
     @contextlib.contextmanager
     def expect(self, job_ids: Sequence[str]) -> Iterator[Expectation | None]:
-        """Waiting for jobs this process is about to create with ``waiter=expectation.inbox``: each one's end comes
-        to the hub's inbox, without a subscription per job. None while the inbox is not confirmed (Redis away, or
-        the hub just started): then follow the jobs (``follow.wait_until_done``)."""
+        """Waiting for jobs this process is about to create with ``waiter=expectation.inboxes[job_id]``: each one's
+        end comes to the hub's inbox, without a subscription per job. None while the inbox is not confirmed (Redis
+        away, or the hub just started): then follow the jobs (``follow.wait_until_done``)."""
         if not self._inbox_open:
             yield None
             return
-        expectation = Expectation(self._subscription.inbox, job_ids)
+        expectation = Expectation({job_id: self._subscription.inbox_for(job_id) for job_id in job_ids}, job_ids)
         for job_id in job_ids:
             self._expected[job_id] = expectation
         try:

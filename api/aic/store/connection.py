@@ -6,13 +6,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 from obstore.exceptions import BaseError as ObjectStoreError
 from opentelemetry.trace import Span
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -20,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from aic.core import telemetry
 from aic.core.errors import StoreError, StoreUnavailable
 from aic.core.settings import RedisSettings
+from aic.store.keys import LEGACY, Keyspace
 
 T = TypeVar("T")
 
@@ -103,9 +108,26 @@ def server_args(settings: dict[str, str] = PERSISTENCE) -> list[str]:
 
 def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
     """One client (and pool) per process; ``blocking_reads`` leaves room for XREADGROUP BLOCK. While the process
-    exports traces, every command is a span (redis-py's instrumentation: statements without their arguments)."""
+    exports traces, every command is a span (redis-py's instrumentation: statements without their arguments).
+
+    With ``REDIS_CLUSTER`` the client is redis-py's ``RedisCluster`` (``REDIS_URL`` names any node; it learns the
+    others and follows MOVED/ASK and failovers). Its commands are the same as ``Redis``'s, so the store is typed
+    against ``Redis``; the two places that differ (transactions, pub/sub) ask ``is_cluster``. The client is bound to
+    the deployment's ``Keyspace`` (``keyspace``), which every store reads its key names from."""
     if telemetry.enabled():
         instrument_redis()
+    layout = Keyspace(shards=settings.shards, cluster=settings.redis_cluster)
+    if settings.redis_cluster:
+        cluster = RedisCluster.from_url(
+            settings.redis_url,
+            password=settings.redis_password,
+            max_connections=settings.redis_max_connections,
+            socket_timeout=None if blocking_reads else 30.0,
+            socket_connect_timeout=5.0,
+            health_check_interval=30,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=12),  # rides out a failover (~2-5 s)
+        )
+        return bind(cast(Redis, cluster), layout)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         timeout=POOL_WAIT_S,
@@ -117,7 +139,25 @@ def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
         health_check_interval=30,
         retry_on_timeout=True,
     )
-    return Redis.from_pool(pool)
+    return bind(Redis.from_pool(pool), layout)
+
+
+_KEYSPACES: weakref.WeakKeyDictionary[object, Keyspace] = weakref.WeakKeyDictionary()
+
+
+def bind(redis: Redis, layout: Keyspace) -> Redis:
+    """Record that ``redis`` serves a deployment laid out as ``layout``; returns ``redis``."""
+    _KEYSPACES[redis] = layout
+    return redis
+
+
+def keyspace(redis: Redis) -> Keyspace:
+    """The key names of the deployment ``redis`` serves (the seed's, for a client nobody bound)."""
+    return _KEYSPACES.get(redis, LEGACY)
+
+
+def is_cluster(redis: Redis) -> bool:
+    return isinstance(redis, RedisCluster)
 
 
 def instrument_redis() -> None:

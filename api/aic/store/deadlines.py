@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from aic.core.enums import ErrorCode, JobStatus
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
-from aic.store.connection import guarded
+from aic.store.calls import Timeout
+from aic.store.connection import guarded, keyspace
 from aic.store.jobs import Job, now_ms_
 from aic.store.objects import Uploads
 
@@ -31,7 +32,7 @@ class DeadlineSweep:
         self.redis = redis
         self.uploads = uploads
         """With an object store: the uploads of the jobs a sweep timed out are deleted after their steps."""
-        self._timeout = scripts.register(redis, "timeout")
+        self.keys = keyspace(redis)
         self._usage = usage.UsageWriter()
 
     async def sweep(self, now_ms: int | None = None) -> list[Job]:
@@ -44,7 +45,7 @@ class DeadlineSweep:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in due:
-                pipe.hgetall(keys.job_status(job_id))
+                pipe.hgetall(self.keys.job_status(job_id))
             replies = await pipe.execute()
         jobs = [Job.from_hash(raw) if raw else None for raw in replies]
         live = [job for job in jobs if job is not None and job.status.live and job.past_deadline(now_ms)]
@@ -72,14 +73,14 @@ class DeadlineSweep:
                 now = now_iso()
                 code = str(ErrorCode.TIMEOUT)
                 event = job.event(status="failed", error_message=TIMEOUT_MESSAGE, error_code=code, updated_at=now)
-                job_keys = [
-                    keys.job_status(job.job_id),
-                    keys.job_image(job.job_id),
-                    keys.job_metadata(job.job_id),
-                    keys.job_events(job.job_id),
-                    keys.WEBHOOK_OUTBOX,
-                ]
-                args: list[str | bytes | int] = [now_ms, event, now, TIMEOUT_MESSAGE, code, keys.JOB_RESULT_TTL_S]
-                await self._timeout(keys=job_keys, args=args, client=pipe)
+                job_id, names = job.job_id, self.keys
+                call = Timeout(
+                    status=names.job_status(job_id), image=names.job_image(job_id),
+                    metadata=names.job_metadata(job_id), events=names.job_events(job_id),
+                    waiter=job.waiter or names.job_events(job_id), outbox=names.webhook_outbox(names.shard(job_id)),
+                    now_ms=now_ms, event=event, updated_at=now, message=TIMEOUT_MESSAGE, code=code,
+                    ttl=keys.JOB_RESULT_TTL_S,
+                )  # fmt: skip
+                scripts.queue(self.redis, pipe, call)
             replies = await scripts.execute(self.redis, pipe)
         return [job for job, reply in zip(jobs, replies, strict=True) if reply]

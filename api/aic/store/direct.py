@@ -12,8 +12,7 @@ from datetime import UTC, datetime, timedelta
 from redis.asyncio import Redis
 
 from aic.core.errors import BadRequestError, ImageValidationError, JobConflictError, UploadNotFoundError
-from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
 from aic.store.objects import Uploads, upload_path
 
 HEAD_BYTES = 64 * 1024
@@ -49,6 +48,7 @@ class DirectUploads:
 
     def __init__(self, redis: Redis, uploads: Uploads, ttl_s: float, max_bytes: int) -> None:
         self.redis, self.uploads, self.ttl_s, self.max_bytes = redis, uploads, ttl_s, max_bytes
+        self.keys = keyspace(redis)
 
     async def reserve(self, tenant: str) -> Reservation:
         """A fresh upload id and a presigned PUT URL for it; BadRequestError where the store cannot sign."""
@@ -57,7 +57,7 @@ class DirectUploads:
         if url is None:
             raise BadRequestError("Direct uploads need an S3, GCS or Azure OBJECT_STORE_URL (file:// signs no URL)")
         # the reservation outlives the URL by one TTL: an upload finished at the last moment can still be submitted
-        key = keys.direct_upload(upload_id)
+        key = self.keys.direct_upload(upload_id)
         await self.redis.hset(key, mapping={"tenant": tenant})
         await self.redis.expire(key, int(2 * self.ttl_s))
         expires = (datetime.now(UTC) + timedelta(seconds=self.ttl_s)).isoformat().replace("+00:00", "Z")
@@ -67,7 +67,7 @@ class DirectUploads:
         """Claim an uploaded object for one submit: UploadNotFoundError (unknown, expired, another tenant's),
         JobConflictError (already used), BadRequestError (nothing uploaded yet), ImageValidationError (too large).
         A claim refused for its object is released again, so the client may PUT and submit once more."""
-        key = keys.direct_upload(upload_id)
+        key = self.keys.direct_upload(upload_id)
         if await self.redis.hget(key, "tenant") != tenant.encode():
             raise UploadNotFoundError(upload_id)
         if not await self.redis.hsetnx(key, "claimed", "1"):
@@ -87,4 +87,4 @@ class DirectUploads:
 
     async def release(self, upload_id: str) -> None:
         """Make a claimed upload submittable again (its submit was refused before a job was created)."""
-        await self.redis.hdel(keys.direct_upload(upload_id), "claimed")
+        await self.redis.hdel(self.keys.direct_upload(upload_id), "claimed")

@@ -1,5 +1,10 @@
-"""The Redis side of live progress: subscribing to jobs' ``job:{id}:events`` channels on one pub/sub
-connection, and reading what arrives as (job id, event) pairs. Fan-out to listeners is ``aic.live``'s."""
+"""The Redis side of live progress: subscribing to jobs' events channels on one pub/sub connection, and reading
+what arrives as (job id, event) pairs. Fan-out to listeners is ``aic.live``'s.
+
+On a Redis Cluster the channels are sharded (SSUBSCRIBE: a message goes to the node owning the channel's slot, not
+to every node); redis-py's ``ClusterPubSub`` keeps one connection per node it needs and follows a channel to its
+new owner after a failover, confirming the subscription again: the hub treats that like a reconnect (what was
+published meanwhile is lost; listeners and waiting submits re-read the state)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
 
 
 @contextlib.asynccontextmanager
@@ -45,42 +49,71 @@ class EventSubscription:
 
     def __init__(self, redis: Redis) -> None:
         self._pubsub = redis.pubsub()
-        self._private = keys.hub_channel(uuid.uuid4().hex)
+        self.keys = keyspace(redis)
+        self._sharded = self.keys.sharded_pubsub
+        token = uuid.uuid4().hex
+        shards = self.keys.all_shards() if self._sharded else range(1)
+        self._inboxes = {self.keys.hub_channel(token, shard): shard for shard in shards}
+        self._token = token
+        self._confirmed: set[str] = set()
 
-    @property
-    def inbox(self) -> str:
-        """The process's own channel, for ``NewJob.waiter``."""
-        return self._private
+    def inbox_for(self, job_id: str) -> str:
+        """The process's own channel for ``job_id``'s ``NewJob.waiter`` (on a cluster, the one of the job's shard,
+        so the job's steps can publish to it)."""
+        return self.keys.hub_channel(self._token, self.keys.shard(job_id) if self._sharded else 0)
 
     async def subscribe(self, job_id: str) -> None:
         async with _lost_as_connection_error():
-            await self._pubsub.subscribe(keys.job_events(job_id))
+            if self._sharded:
+                await self._pubsub.ssubscribe(self.keys.job_events(job_id))
+            else:
+                await self._pubsub.subscribe(self.keys.job_events(job_id))
 
     async def unsubscribe(self, job_id: str) -> None:
         async with _lost_as_connection_error():
-            await self._pubsub.unsubscribe(keys.job_events(job_id))
+            if self._sharded:
+                await self._pubsub.sunsubscribe(self.keys.job_events(job_id))
+            else:
+                await self._pubsub.unsubscribe(self.keys.job_events(job_id))
 
     async def next(self, timeout_s: float) -> Message | None:
         """What arrived within ``timeout_s`` (None: nothing, or a message of no interest); reconnects after
         Redis comes back (messages sent meanwhile are lost: listeners re-read the state)."""
-        if not self._pubsub.subscribed:
-            await self._pubsub.subscribe(self._private)
-        message: dict[str, Any] | None = await self._pubsub.get_message(timeout=timeout_s)
+        message: dict[str, Any] | None
+        if self._sharded:
+            if not self._pubsub.subscribed:
+                self._confirmed.clear()
+                await self._pubsub.ssubscribe(*self._inboxes)
+            message = await self._pubsub.get_sharded_message(timeout=timeout_s)
+        else:
+            if not self._pubsub.subscribed:
+                self._confirmed.clear()
+                await self._pubsub.subscribe(*self._inboxes)
+            message = await self._pubsub.get_message(timeout=timeout_s)
         if message is None:
             return None
-        channel = message["channel"].decode()
-        if channel == self._private:
-            if message["type"] == "subscribe":
-                return Message("", None, inbox=True)
-            if message["type"] == "message":
+        channel = message["channel"].decode() if isinstance(message["channel"], bytes) else str(message["channel"])
+        kind = str(message["type"]).removeprefix("s")  # ssubscribe / smessage on a cluster
+        if channel in self._inboxes:
+            if kind == "subscribe":
+                return self._inbox_confirmed(channel)
+            if kind == "message":
                 return Message(message["data"].decode(), None, inbox=True)
             return None
-        job_id = keys.job_id_of_events(channel)
-        if message["type"] == "subscribe":
+        job_id = self.keys.job_id_of_events(channel)
+        if kind == "subscribe":
             return Message(job_id, None)
-        if message["type"] == "message":
+        if kind == "message":
             return Message(job_id, message["data"])
         return None
+
+    def _inbox_confirmed(self, channel: str) -> Message | None:
+        """The inbox is open once every shard's inbox channel is confirmed; a channel confirmed again (a reconnect,
+        a failover) is reported again, so the hub knows ends may have been missed."""
+        if channel in self._confirmed:
+            return Message("", None, inbox=True)
+        self._confirmed.add(channel)
+        return Message("", None, inbox=True) if len(self._confirmed) == len(self._inboxes) else None
 
     async def close(self) -> None:
         # redis-py types aclose() from 8.x on; through a typed callable mypy --strict is clean on older releases too

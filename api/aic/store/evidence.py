@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 from redis.asyncio import Redis
 
 from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
 
 LATENCY_BOUNDS_MS: Final = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 """Upper bounds of the latency histogram's buckets (ms); one more bucket holds everything slower."""
@@ -174,6 +174,7 @@ class Tally:
 class EvidenceStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.keys = keyspace(redis)
 
     async def record(self, tally: Tally) -> None:
         """Add a tally: HINCRBY per field and one EXPIRE per key, pipelined without a transaction."""
@@ -215,30 +216,30 @@ class EvidenceStore:
     async def set_comparison(self, model: str, rule: Mapping[str, Any] | None) -> None:
         """Make ``model`` a candidate (``rule``: mode shadow|mirror, percent, aliases, reference) or none."""
         if rule is None:
-            await self.redis.hdel(keys.MODEL_COMPARE, model)
+            await self.redis.hdel(self.keys.model_compare, model)
         else:
-            await self.redis.hset(keys.MODEL_COMPARE, model, json.dumps(dict(rule), sort_keys=True))
+            await self.redis.hset(self.keys.model_compare, model, json.dumps(dict(rule), sort_keys=True))
 
     async def comparisons(self) -> dict[str, dict[str, Any]]:
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_COMPARE))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.model_compare))
         return {name.decode(): json.loads(value) for name, value in raw.items()}
 
     async def set_rollout(self, model: str, status: Mapping[str, Any] | None) -> None:
         if status is None:
-            await self.redis.hdel(keys.MODEL_ROLLOUTS, model)
+            await self.redis.hdel(self.keys.model_rollouts, model)
         else:
-            await self.redis.hset(keys.MODEL_ROLLOUTS, model, json.dumps(dict(status), sort_keys=True))
+            await self.redis.hset(self.keys.model_rollouts, model, json.dumps(dict(status), sort_keys=True))
 
     async def rollouts(self) -> dict[str, dict[str, Any]]:
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_ROLLOUTS))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.model_rollouts))
         return {name.decode(): json.loads(value) for name, value in raw.items()}
 
     async def forget(self, models: Iterable[str]) -> None:
         """Drop the comparison and rollout entries of models that are gone."""
         names = list(models)
         if names:
-            await self.redis.hdel(keys.MODEL_COMPARE, *names)
-            await self.redis.hdel(keys.MODEL_ROLLOUTS, *names)
+            await self.redis.hdel(self.keys.model_compare, *names)
+            await self.redis.hdel(self.keys.model_rollouts, *names)
 
 
 OVERVIEW_WINDOW_S: Final = 900
@@ -250,11 +251,12 @@ async def overview(redis: Redis, window_s: float = OVERVIEW_WINDOW_S) -> dict[st
     requested and overridden weights and recent outcomes; every comparison with its recent agreement; every
     rollout's status. Plain data (camelCase keys, as in ``status.rollout``)."""
     store = EvidenceStore(redis)
+    names = store.keys
     since = time.time() - window_s
-    raw_weights = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_WEIGHTS))
+    raw_weights = cast(dict[bytes, bytes], await redis.hgetall(names.model_weights))
     by_alias = {alias.decode(): json.loads(value) for alias, value in sorted(raw_weights.items())}
-    requested = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_REQUESTED))
-    overrides = cast(dict[bytes, bytes], await redis.hgetall(keys.MODEL_OVERRIDES))
+    requested = cast(dict[bytes, bytes], await redis.hgetall(names.model_requested))
+    overrides = cast(dict[bytes, bytes], await redis.hgetall(names.model_overrides))
     versions = []
     for alias, weights in by_alias.items():
         for model, weight in sorted(weights.items()):

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,8 @@ from aic.core.schemas import JobStatusResponse
 from aic.core.settings import QueueSettings
 from aic.core.timeutil import iso, now_iso
 from aic.store import keys, scripts, usage
-from aic.store.connection import UNAVAILABLE, guard, guarded
+from aic.store.calls import Cancel, Create, CreateJob, Purge, Retry
+from aic.store.connection import UNAVAILABLE, guard, guarded, keyspace
 from aic.store.objects import Uploads, upload_path
 
 log = logging.getLogger("aic.store")
@@ -74,6 +76,8 @@ class Job:
     """The upload's path in the object store (``aic.store.objects``); None: its bytes are in Redis."""
     image_url: str | None = None
     """Submitted by URL: the dispatcher fetches the image from here (no bytes are stored for it)."""
+    waiter: str = ""
+    """The inbox of the API process waiting for the job to end (``NewJob.waiter``); empty: none."""
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
@@ -105,6 +109,7 @@ class Job:
             retention_s=int(h.get("retention_s") or keys.JOB_RESULT_TTL_S),
             upload=h.get("upload") or None,
             image_url=h.get("image_url") or None,
+            waiter=h.get("waiter", ""),
         )
 
     def past_deadline(self, now_ms: int | None = None) -> bool:
@@ -144,9 +149,10 @@ class Job:
 @guard
 async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
     """Each job's status (None: gone), in order, in one round trip."""
+    names = keyspace(redis)
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.hget(keys.job_status(job_id), "status")
+            pipe.hget(names.job_status(job_id), "status")
         replies = await pipe.execute()
     return [JobStatus(reply.decode()) if reply is not None else None for reply in replies]
 
@@ -198,10 +204,7 @@ class JobStore:
         self.queue = queue or QueueSettings()
         self.uploads = uploads
         """With an object store: uploads are written there first, and the jobs keep their paths."""
-        self._cancel = scripts.register(redis, "cancel")
-        self._retry = scripts.register(redis, "retry")
-        self._create = scripts.register(redis, "create")
-        self._purge = scripts.register(redis, "purge")
+        self.keys = keyspace(redis)
         self._usage = usage.UsageWriter()
         self._index_kept: dict[str, float] = {}
         """Tenant -> when this store last trimmed its index and renewed its TTL (monotonic s)."""
@@ -230,7 +233,9 @@ class JobStore:
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        One round trip whatever the number of jobs: the uploads and ``lua/create.lua`` in one transaction; then,
+        The alias is checked against the routes first (one key of its own). Then one round trip per queue shard
+        the jobs fall in (one, unless they are direct uploads of several shards): the uploads and ``lua/create.lua``
+        in one transaction; a shard refusing after another accepted erases what the other created. Then,
         outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters. With an
         object store the uploads are written there first (StoreUnavailable: no job was created) and Redis gets
         their paths; a refusal deletes them again (a crash in between leaves them to the sweep).
@@ -240,85 +245,124 @@ class JobStore:
         if len(aliases) != 1:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
+        if not await self.redis.hexists(self.keys.model_routes, alias):
+            names = cast(list[bytes], await self.redis.hkeys(self.keys.model_routes))
+            known = ", ".join(sorted(name.decode() for name in names))
+            raise BadRequestError(f"Unknown model_version {alias!r} (available: {known or 'none published yet'})")
         jobs: list[Job] = []
+        items: list[CreateJob] = []
         stored = await self._store_images(new_jobs)
-        job_keys = [keys.MODEL_ROUTES, *keys.QUEUES, keys.DEAD_LETTER_INDEX]
-        args: list[str | bytes | int] = [alias, len(keys.QUEUES), queue.queue_max_depth]
         for new in new_jobs:
-            created_ms = now_ms_()
-            now = iso_ms(created_ms)
-            job = Job(
-                job_id=new.job_id,
-                tenant=new.tenant,
-                status=JobStatus.PENDING,
-                priority=new.priority,
-                model_version=new.model_version,
-                created_at=now,
-                updated_at=now,
-                estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
-                callback_url=new.callback_url,
-                traceparent=new.traceparent,
-                tracestate=new.tracestate,
-                image_metadata=new.image_metadata,
-                created_ms=created_ms,
-                deadline_ms=created_ms + new.deadline_s * 1000,
-                deadline_s=new.deadline_s,
-                retention_s=new.retention_s,
-                upload=stored[new.job_id].decode() or None if self.uploads is not None else None,
-                image_url=new.image_url,
-            )
-            record = {
-                "job_id": job.job_id,
-                "tenant": job.tenant,
-                "status": str(job.status),
-                "progress": "0",
-                "stage": "",
-                "priority": str(job.priority),
-                "model_version": job.model_version,
-                "created_at": now,
-                "updated_at": now,
-                "estimated_completion": job.estimated_completion or "",
-                "callback_url": job.callback_url or "",
-                "webhook_events": new.webhook_events,
-                "traceparent": job.traceparent or "",
-                "tracestate": job.tracestate or "",
-                "image_metadata": json.dumps(job.image_metadata),
-                "attempts": "0",
-                "created_ms": str(created_ms),
-                "deadline_ms": str(job.deadline_ms),
-                "deadline_s": str(new.deadline_s),
-                "retention_s": str(new.retention_s),
-            }
-            if new.waiter:
-                record["waiter"] = new.waiter
-            if job.upload:
-                record["upload"] = job.upload
-            if job.image_url:
-                record["image_url"] = job.image_url
-            job_id = job.job_id
-            job_keys += [keys.job_status(job_id), keys.job_image(job_id), keys.job_metadata(job_id)]
-            job_keys.append(keys.queue(job.priority))
-            args += [job_id, json.dumps(new.metadata) if new.metadata else "", live_ttl_s(new.deadline_s), len(record)]
-            args += [part for pair in record.items() for part in pair]
+            job, item = self._new_job(new, stored[new.job_id])
             jobs.append(job)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for new in new_jobs:
-                pipe.set(keys.job_image(new.job_id), stored[new.job_id], ex=live_ttl_s(new.deadline_s))
-            await self._create(keys=job_keys, args=args, client=pipe)
-            reply = (await scripts.execute(self.redis, pipe))[-1]
-        outcome = [_text(part) for part in reply]
-        if outcome[0] != "ok":  # what this call wrote goes again; a direct upload stays for another submit
+            items.append(item)
+        by_shard: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_shard.setdefault(self.keys.shard(job.job_id), []).append(i)
+        share = -(-queue.queue_max_depth // self.keys.shards)  # each shard holds its share of the depth
+        accepted: list[Job] = []
+        for shard, members in by_shard.items():
+            streams = self.keys.queues(shard)
+            call = Create(
+                urgent=streams[0], high=streams[1], normal=streams[2], low=streams[3],
+                dead_index=self.keys.dead_letter_index(shard), max_depth=share,
+                jobs=tuple(items[i] for i in members),
+            )  # fmt: skip
+            async with self.redis.pipeline(transaction=True) as pipe:
+                for i in members:
+                    pipe.set(items[i].image, stored[jobs[i].job_id], ex=items[i].ttl)
+                scripts.queue(self.redis, pipe, call)
+                reply = (await scripts.execute(self.redis, pipe, transaction=True))[-1]
+            outcome = [_text(part) for part in reply]
+            if outcome[0] == "ok":
+                accepted += [jobs[i] for i in members]
+                continue
+            # refused: what this request wrote goes again (a direct upload stays for another submit)
+            for done in accepted:
+                with contextlib.suppress(JobNotFoundError, JobEndedError):
+                    await self.purge(done, counted=False)
             await self.delete_uploads([job for job, new in zip(jobs, new_jobs, strict=True) if new.upload is None])
-        if outcome[0] == "unknown-model":
-            known = ", ".join(sorted(outcome[1:])) or "none published yet"
-            raise BadRequestError(f"Unknown model_version {alias!r} (available: {known})")
-        if outcome[0] == "full":
+            waiting = int(outcome[1]) * self.keys.shards if self.keys.shards > 1 else int(outcome[1])
             raise ServiceUnavailableError(
-                f"Queue is full ({outcome[1]} jobs waiting, limit {queue.queue_max_depth}); retry later",
+                f"Queue is full ({'about ' if self.keys.shards > 1 else ''}{waiting} jobs waiting, limit "
+                f"{queue.queue_max_depth}); retry later",
                 headers={"Retry-After": str(queue.queue_full_retry_after_s)},
             )
         await self._created(jobs, [len(new.image) for new in new_jobs])
         return jobs
+
+    def _new_job(self, new: NewJob, stored: bytes) -> tuple[Job, CreateJob]:
+        """One job of a request: its record, and the keys and arguments ``lua/create.lua`` stores it with."""
+        created_ms = now_ms_()
+        now = iso_ms(created_ms)
+        job = Job(
+            job_id=new.job_id,
+            tenant=new.tenant,
+            status=JobStatus.PENDING,
+            priority=new.priority,
+            model_version=new.model_version,
+            created_at=now,
+            updated_at=now,
+            estimated_completion=now_iso(ESTIMATE_BASE_S * ESTIMATE_MULTIPLIER[new.priority]),
+            callback_url=new.callback_url,
+            traceparent=new.traceparent,
+            tracestate=new.tracestate,
+            image_metadata=new.image_metadata,
+            created_ms=created_ms,
+            deadline_ms=created_ms + new.deadline_s * 1000,
+            deadline_s=new.deadline_s,
+            retention_s=new.retention_s,
+            upload=stored.decode() or None if self.uploads is not None else None,
+            image_url=new.image_url,
+        )
+        record = {
+            "job_id": job.job_id,
+            "tenant": job.tenant,
+            "status": str(job.status),
+            "progress": "0",
+            "stage": "",
+            "priority": str(job.priority),
+            "model_version": job.model_version,
+            "created_at": now,
+            "updated_at": now,
+            "estimated_completion": job.estimated_completion or "",
+            "callback_url": job.callback_url or "",
+            "webhook_events": new.webhook_events,
+            "traceparent": job.traceparent or "",
+            "tracestate": job.tracestate or "",
+            "image_metadata": json.dumps(job.image_metadata),
+            "attempts": "0",
+            "created_ms": str(created_ms),
+            "deadline_ms": str(job.deadline_ms),
+            "deadline_s": str(new.deadline_s),
+            "retention_s": str(new.retention_s),
+        }
+        if new.waiter:
+            record["waiter"] = new.waiter
+        if job.upload:
+            record["upload"] = job.upload
+        if job.image_url:
+            record["image_url"] = job.image_url
+        job_id = job.job_id
+        return job, CreateJob(
+            status=self.keys.job_status(job_id),
+            image=self.keys.job_image(job_id),
+            metadata=self.keys.job_metadata(job_id),
+            queue=self.keys.queue(job.priority, self.keys.shard(job_id)),
+            job_id=job_id,
+            metadata_json=json.dumps(new.metadata) if new.metadata else "",
+            ttl=live_ttl_s(new.deadline_s),
+            record=json.dumps([part for pair in record.items() for part in pair]),
+        )
+
+    def new_ids(self, count: int) -> list[str]:
+        """Ids for the jobs of one request, all of one queue shard, so one atomic step creates them all."""
+        ids = [str(uuid.uuid4())]
+        while len(ids) < count:
+            candidate = str(uuid.uuid4())
+            if self.keys.shard(candidate) == self.keys.shard(ids[0]):
+                ids.append(candidate)
+        return ids
 
     async def _created(self, jobs: Sequence[Job], sizes: Sequence[int]) -> None:
         """Index, deadline and usage of created jobs: idempotent writes outside the jobs' step. The jobs are
@@ -344,7 +388,7 @@ class JobStore:
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
         """The job, or JobNotFoundError; another tenant's job is reported exactly like an unknown one."""
-        raw: dict[bytes, bytes] = await self.redis.hgetall(keys.job_status(job_id))  # type: ignore[assignment]
+        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.job_status(job_id))  # type: ignore[assignment]
         job = Job.from_hash(raw) if raw else None
         if job is None or (tenant is not None and job.tenant != tenant):
             raise JobNotFoundError(job_id)
@@ -355,8 +399,8 @@ class JobStore:
         ``get``."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(keys.job_status(job_id))
-                pipe.get(keys.job_result(job_id))
+                pipe.hgetall(self.keys.job_status(job_id))
+                pipe.get(self.keys.job_result(job_id))
             replies = await pipe.execute()
         found = []
         for job_id, raw, result in zip(job_ids, replies[::2], replies[1::2], strict=True):
@@ -371,26 +415,25 @@ class JobStore:
         return all(status is None or status.terminal for status in await statuses(self.redis, job_ids))
 
     async def metadata(self, job_id: str) -> dict[str, Any]:
-        raw = await self.redis.get(keys.job_metadata(job_id))
+        raw = await self.redis.get(self.keys.job_metadata(job_id))
         return cast(dict[str, Any], json.loads(raw)) if raw else {}
 
     async def result(self, job_id: str) -> bytes | None:
         """The stored result JSON of a completed job (None before completion or once expired)."""
-        return cast(bytes | None, await self.redis.get(keys.job_result(job_id)))
+        return cast(bytes | None, await self.redis.get(self.keys.job_result(job_id)))
 
     async def cancel(self, job: Job) -> None:
         """Cancel a live job atomically; JobNotFoundError when it is gone, JobEndedError once it has ended. A cancel
         that happened is counted in the tenant's usage (once: the script says whether it did)."""
         now = now_iso()
         event = job.event(status=str(JobStatus.CANCELLED), updated_at=now)
-        job_keys = [
-            keys.job_status(job.job_id),
-            keys.job_image(job.job_id),
-            keys.job_metadata(job.job_id),
-            keys.job_events(job.job_id),
-            keys.WEBHOOK_OUTBOX,
-        ]
-        outcome = _text(await self._cancel(keys=job_keys, args=[event, now, keys.JOB_RESULT_TTL_S]))
+        job_id, names = job.job_id, self.keys
+        call = Cancel(
+            status=names.job_status(job_id), image=names.job_image(job_id), metadata=names.job_metadata(job_id),
+            events=names.job_events(job_id), waiter=job.waiter or names.job_events(job_id),
+            outbox=names.webhook_outbox(names.shard(job_id)), event=event, updated_at=now, ttl=keys.JOB_RESULT_TTL_S,
+        )  # fmt: skip
+        outcome = _text(await scripts.run(self.redis, call))
         if outcome == "ok":
             await self.delete_uploads([job])
         if outcome == "":
@@ -409,24 +452,21 @@ class JobStore:
         except UNAVAILABLE as exc:
             log.warning("job %s cancelled but not counted: %s", job.job_id, exc)
 
-    async def purge(self, job: Job) -> None:
+    async def purge(self, job: Job, *, counted: bool = True) -> None:
         """Erase a job: cancel it if it is still live, then delete every key of it (status, result, upload,
         metadata, webhook attempts, dead letter) in one step, then its index and deadline entries. Afterwards the
         job is unknown everywhere. Its usage counts stay: they are the tenant's totals, not the job's data."""
-        if job.status.live:
+        if job.status.live and counted:
             with contextlib.suppress(JobEndedError, JobNotFoundError):  # it ended or went meanwhile: erased anyway
                 await self.cancel(job)
-        job_id = job.job_id
-        job_keys = [
-            keys.job_status(job_id),
-            keys.job_result(job_id),
-            keys.job_image(job_id),
-            keys.job_metadata(job_id),
-            keys.job_webhooks(job_id),
-            keys.DEAD_LETTER_STREAM,
-            keys.DEAD_LETTER_INDEX,
-        ]
-        await self._purge(keys=job_keys, args=[job_id])
+        job_id, names = job.job_id, self.keys
+        shard = names.shard(job_id)
+        call = Purge(
+            status=names.job_status(job_id), result=names.job_result(job_id), image=names.job_image(job_id),
+            metadata=names.job_metadata(job_id), webhooks=names.job_webhooks(job_id),
+            dead_stream=names.dead_letter_stream(shard), dead_index=names.dead_letter_index(shard), job_id=job_id,
+        )  # fmt: skip
+        await scripts.run(self.redis, call)
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.tenant_jobs(job.tenant), job_id)
             pipe.zrem(keys.DEADLINES, job_id)
@@ -449,19 +489,17 @@ class JobStore:
         now = now_iso()
         event = job.event(status=str(JobStatus.PENDING), stage=None, progress=0, updated_at=now,
                           error_message=None, error_code=None)  # fmt: skip
-        job_keys = [
-            keys.job_status(job.job_id),
-            keys.job_image(job.job_id),
-            keys.job_result(job.job_id),
-            keys.queue(job.priority),
-            keys.job_events(job.job_id),
-            keys.DEAD_LETTER_STREAM,
-            keys.DEAD_LETTER_INDEX,
-        ]
         deadline_s = job.deadline_s or self.queue.queue_ttl_s
         deadline_ms = now_ms_() + deadline_s * 1000
-        args: list[str | bytes | int] = [event, now, live_ttl_s(deadline_s), job.job_id, deadline_ms]
-        outcome = _text(await self._retry(keys=job_keys, args=args))
+        job_id, names = job.job_id, self.keys
+        shard = names.shard(job_id)
+        call = Retry(
+            status=names.job_status(job_id), image=names.job_image(job_id), result=names.job_result(job_id),
+            queue=names.queue(job.priority, shard), events=names.job_events(job_id),
+            dead_stream=names.dead_letter_stream(shard), dead_index=names.dead_letter_index(shard),
+            event=event, updated_at=now, ttl=live_ttl_s(deadline_s), job_id=job_id, deadline_ms=deadline_ms,
+        )  # fmt: skip
+        outcome = _text(await scripts.run(self.redis, call))
         if outcome == "":
             raise JobNotFoundError(job.job_id)
         if outcome == "not-dead":

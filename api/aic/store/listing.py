@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from aic.core.enums import JobStatus, Priority
 from aic.core.errors import BadRequestError
 from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
 from aic.store.jobs import Job
 
 SCAN_BUDGET: Final = 1000
@@ -85,6 +85,7 @@ class JobIndex:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.keys = keyspace(redis)
 
     async def remove(self, tenant: str, job_ids: Sequence[str]) -> None:
         if job_ids:
@@ -146,6 +147,6 @@ class JobIndex:
     async def _jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(keys.job_status(job_id))
+                pipe.hgetall(self.keys.job_status(job_id))
             replies = await pipe.execute()
         return [Job.from_hash(raw) if raw else None for raw in replies]

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 from aic.core.errors import StoreError, StoreUnavailable
 from aic.core.settings import ObjectStoreSettings
 from aic.store import keys
-from aic.store.connection import boundary
+from aic.store.connection import boundary, keyspace
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, ObjectStore, RetryConfig
@@ -145,6 +145,7 @@ class Uploads:
         of a crash between writing an upload and creating its job, or between a job's end and the object's delete,
         and the uploads of dead letters no longer retryable. How many it deleted."""
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        names = keyspace(redis)
         deleted = 0
         with boundary():
             async for chunk in obstore.list(self.store, chunk_size=500):
@@ -154,8 +155,10 @@ class Uploads:
                 async with redis.pipeline(transaction=False) as pipe:
                     for path in old:  # needed by its job, or reserved for a submit (a direct upload)
                         job_id = path.rsplit("/", 1)[-1]
-                        pipe.exists(keys.job_image(job_id), keys.direct_upload(job_id))
-                    needed = await pipe.execute()
+                        pipe.exists(names.job_image(job_id))
+                        pipe.exists(names.direct_upload(job_id))
+                    replies = await pipe.execute()
+                needed = [a or b for a, b in zip(replies[::2], replies[1::2], strict=True)]
                 strays = [path for path, exists in zip(old, needed, strict=True) if not exists]
                 await self.delete(strays)
                 deleted += len(strays)

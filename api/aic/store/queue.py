@@ -1,4 +1,7 @@
-"""The queue: one Redis stream per priority, read through the consumer group ``dispatchers``.
+"""The queue: one Redis stream per priority and queue shard, read through the consumer group ``dispatchers``.
+
+With one shard (the default on one Redis) the streams are the seed's ``queue:<priority>``; on a cluster each shard
+has its own four streams in its own slot (``aic.store.keys``), and a dispatcher reads all of them.
 
 ``QueueConsumer`` is a dispatcher's side (reads, lease renewal, reclaiming and handing back entries),
 ``QueueStats`` what operators see (depth, age, dead letters); the API's backpressure is part of creating jobs
@@ -23,7 +26,7 @@ from aic.core.enums import Priority
 from aic.core.schemas import DeadLetter, QueueInfo
 from aic.core.timeutil import iso
 from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
 
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -61,35 +64,43 @@ class QueueConsumer:
     def __init__(self, redis: Redis, consumer: str) -> None:
         self.redis = redis
         self.consumer = consumer
+        self.keys = keyspace(redis)
+
+    @property
+    def shards(self) -> int:
+        return self.keys.shards
 
     async def ensure_groups(self) -> None:
-        """The consumer group on every queue (and the dead-letter stream), created where missing."""
-        for stream in [*keys.QUEUES, keys.DEAD_LETTER_STREAM]:
-            try:
-                await self.redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+        """The consumer group on every queue of every shard (and the dead-letter streams), created where missing."""
+        for shard in self.keys.all_shards():
+            for stream in [*self.keys.queues(shard), self.keys.dead_letter_stream(shard)]:
+                try:
+                    await self.redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
+                except ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
 
-    async def read(self, counts: Mapping[Priority, int]) -> dict[Priority, list[Entry]]:
-        """New entries, up to ``counts[priority]`` of each priority, in one round trip (no blocking)."""
+    async def read(self, counts: Mapping[Priority, int], shard: int = 0) -> dict[Priority, list[Entry]]:
+        """New entries of one shard, up to ``counts[priority]`` of each priority, in one round trip (no blocking)."""
         wanted = [p for p in Priority if counts.get(p, 0) > 0]
         async with self.redis.pipeline(transaction=False) as pipe:
             for priority in wanted:
-                pipe.xreadgroup(keys.QUEUE_GROUP, self.consumer, {keys.queue(priority): ">"}, count=counts[priority])
+                stream = self.keys.queue(priority, shard)
+                pipe.xreadgroup(keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=counts[priority])
             replies = await pipe.execute()
         return {priority: _entries(reply) for priority, reply in zip(wanted, replies, strict=True)}
 
-    async def read_blocking(self, count: int, block_ms: int) -> list[Entry]:
-        """Up to ``count`` new entries of any priority, waiting up to ``block_ms`` for the first."""
+    async def read_blocking(self, count: int, block_ms: int, shard: int = 0) -> list[Entry]:
+        """Up to ``count`` new entries of one shard, of any priority, waiting up to ``block_ms`` for the first."""
         reply = await self.redis.xreadgroup(
-            keys.QUEUE_GROUP, self.consumer, dict.fromkeys(keys.QUEUES, ">"), count=count, block=block_ms
+            keys.QUEUE_GROUP, self.consumer, dict.fromkeys(self.keys.queues(shard), ">"), count=count, block=block_ms
         )
         return _entries(reply)  # type: ignore[arg-type]
 
-    async def reclaim(self, priority: Priority, idle_ms: int, count: int) -> list[Entry]:
-        """Entries of ``priority`` another consumer took but has not renewed for ``idle_ms``: ours now."""
-        stream = keys.queue(priority)
+    async def reclaim(self, priority: Priority, idle_ms: int, count: int, shard: int = 0) -> list[Entry]:
+        """Entries of ``priority`` in one shard another consumer took but has not renewed for ``idle_ms``: ours
+        now."""
+        stream = self.keys.queue(priority, shard)
         _next, messages, _deleted = await self.redis.xautoclaim(
             stream, keys.QUEUE_GROUP, self.consumer, idle_ms, "0-0", count=count
         )
@@ -142,33 +153,58 @@ class QueueStats:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self.keys = keyspace(redis)
 
     async def infos(self, now_ms: int | None = None) -> list[QueueInfo]:
-        """Depth, in flight and oldest age of every priority's queue, in one round trip for all of them (a queue no
-        dispatcher has read yet has no group: nothing in flight)."""
-        wanted = list(Priority)
+        """Depth, in flight and oldest age of every priority, summed over the shards, in one round trip (per node)
+        for all of them (a queue no dispatcher has read yet has no group: nothing in flight)."""
+        wanted = [(priority, shard) for priority in Priority for shard in self.keys.all_shards()]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for priority in wanted:
-                stream = keys.queue(priority)
+            for priority, shard in wanted:
+                stream = self.keys.queue(priority, shard)
                 pipe.xlen(stream)
                 pipe.xinfo_groups(stream)
                 pipe.xrange(stream, count=1)
             replies = await pipe.execute(raise_on_error=False)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        found = []
-        for i, priority in enumerate(wanted):
+        per_priority: dict[Priority, list[QueueInfo]] = defaultdict(list)
+        for i, (priority, _shard) in enumerate(wanted):
             length, groups, oldest = replies[3 * i : 3 * i + 3]
             if isinstance(length, Exception) or isinstance(oldest, Exception):
                 raise length if isinstance(length, Exception) else oldest
-            found.append(
+            per_priority[priority].append(
                 _info(priority, int(length), [] if isinstance(groups, ResponseError) else groups, oldest, now_ms)
             )
-        return found
+        return [_sum(priority, per_priority[priority]) for priority in Priority]
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
-        """The newest ``limit`` dead letters, newest first."""
-        entries = cast(_Entries, await self.redis.xrevrange(keys.DEAD_LETTER_STREAM, count=limit))
-        return [_dead_letter(entry_id, fields) for entry_id, fields in entries]
+        """The newest ``limit`` dead letters of all shards, newest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.keys.all_shards():
+                pipe.xrevrange(self.keys.dead_letter_stream(shard), count=limit)
+            replies = cast(list[_Entries], await pipe.execute())
+        entries = sorted((entry for reply in replies for entry in reply), key=lambda e: _entry_key(e[0]), reverse=True)
+        return [_dead_letter(entry_id, fields) for entry_id, fields in entries[:limit]]
 
     async def dead_letter_count(self) -> int:
-        return int(await self.redis.xlen(keys.DEAD_LETTER_STREAM))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.keys.all_shards():
+                pipe.xlen(self.keys.dead_letter_stream(shard))
+            return sum(int(n) for n in await pipe.execute())
+
+
+def _entry_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.decode().partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _sum(priority: Priority, infos: list[QueueInfo]) -> QueueInfo:
+    """One priority's figures over its shards: counts added, the oldest entry's age."""
+    ages = [info.oldest_age_s for info in infos if info.oldest_age_s is not None]
+    return QueueInfo(
+        priority=priority,
+        length=sum(info.length for info in infos),
+        waiting=sum(info.waiting for info in infos),
+        in_flight=sum(info.in_flight for info in infos),
+        oldest_age_s=max(ages) if ages else None,
+    )

@@ -1,6 +1,7 @@
 """Rate limits per API key and per client IP: token buckets in Redis (``rate_limit:*``), so every API replica
 enforces one shared limit. Both buckets are checked and charged in one Lua step (``lua/ratelimit.lua``), on
-Redis's clock.
+Redis's clock. On a cluster the two buckets hash to different slots: each is charged by its own step, the IP's
+first (a request the key's bucket then refuses has still cost its IP one token).
 
 A bucket holds ``RATE_LIMIT_BURST`` tokens and refills at ``RATE_LIMIT_PER_MINUTE``/60 per second; a request
 takes one token from each of its buckets or is refused.
@@ -10,11 +11,29 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 from redis.asyncio import Redis
 
 from aic.store import keys, scripts
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
+from aic.store.scripts import Call, Item, arg, each, key
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bucket(Item):
+    bucket: str = key()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Take(Call):
+    """``lua/ratelimit.lua``: one token from each bucket, or from none."""
+
+    SCRIPT: ClassVar[str] = "ratelimit"
+    ITEM: ClassVar[type[Item] | None] = Bucket
+    capacity: int = arg()
+    rate_per_ms: str = arg()
+    buckets: tuple[Bucket, ...] = each()
 
 
 @dataclass(frozen=True)
@@ -31,7 +50,8 @@ class RateLimiter:
         self.per_minute = per_minute
         self.capacity = max(1, burst)
         self._rate_per_ms = per_minute / 60_000
-        self._take = scripts.register(redis, "ratelimit")
+        self.redis = redis
+        self.keys = keyspace(redis)
 
     @property
     def enabled(self) -> bool:
@@ -49,8 +69,21 @@ class RateLimiter:
         return await self._charge([keys.rate_limit_auth(ip)])
 
     async def _charge(self, buckets: list[str]) -> Decision:
-        allowed, left, wait_ms = await self._take(keys=buckets, args=[self.capacity, repr(self._rate_per_ms)])
-        return Decision(bool(allowed), max(0, int(left)), math.ceil(int(wait_ms) / 1000) if not allowed else 0)
+        groups = [[bucket] for bucket in buckets] if self.keys.cluster else [buckets]
+        decision = Decision(True, self.capacity, 0)
+        for group in groups:
+            call = Take(
+                capacity=self.capacity, rate_per_ms=repr(self._rate_per_ms),
+                buckets=tuple(Bucket(bucket=bucket) for bucket in group),
+            )  # fmt: skip
+            allowed, left, wait_ms = await scripts.run(self.redis, call)
+            decision = Decision(
+                bool(allowed), min(decision.remaining, max(0, int(left))),
+                math.ceil(int(wait_ms) / 1000) if not allowed else 0,
+            )  # fmt: skip
+            if not decision.allowed:
+                break
+        return decision
 
     def headers(self, decision: Decision) -> dict[str, str]:
         """IETF draft RateLimit headers, plus Retry-After on a refusal."""

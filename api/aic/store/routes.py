@@ -10,16 +10,17 @@ routing to it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import ClassVar, cast
 
 from redis.asyncio import Redis
 
 from aic.core import modelspec
 from aic.core.modelspec import ModelSpec
-from aic.store import keys, scripts
-from aic.store.connection import guarded
+from aic.store import scripts
+from aic.store.connection import guarded, keyspace
+from aic.store.scripts import Call, arg, key, rest
 
 DEFAULT_WEIGHT = scripts.DEFAULT_WEIGHT
 
@@ -32,11 +33,28 @@ class Route:
     model: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class SetRoutes(Call):
+    """``lua/routes.lua``: the five ``models:*`` hashes share one slot on a cluster (``Keyspace``)."""
+
+    SCRIPT: ClassVar[str] = "routes"
+    weights: str = key()
+    routes: str = key()
+    specs: str = key()
+    requested: str = key()
+    overrides: str = key()
+    model: str = arg()
+    weight: str = arg()
+    spec: bytes = arg()
+    override: str = arg()
+    aliases: tuple[str, ...] = rest()
+
+
 @guarded
 class RouteStore:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._set_routes = scripts.register(redis, "routes")
+        self.keys = keyspace(redis)
 
     async def publish(self, spec: ModelSpec, weight: int | None = None, override: str = "") -> None:
         """Route every alias of ``spec`` to it with ``weight`` and store the spec; aliases it no longer has stop
@@ -47,9 +65,10 @@ class RouteStore:
         """
         if weight is not None and weight < 0:
             raise ValueError(f"a traffic weight is >= 0, got {weight}")
-        argv: list[str | bytes] = [spec.name, "" if weight is None else str(weight), modelspec.encode(spec), override]
-        argv += spec.aliases
-        await self._set_routes(keys=_KEYS, args=argv)
+        requested = "" if weight is None else str(weight)
+        await scripts.run(
+            self.redis, self._routes(spec.name, requested, modelspec.encode(spec), override, spec.aliases)
+        )
 
     async def override(self, name: str, weight: int | None) -> bool:
         """Publish model ``name`` with ``weight`` in place of its requested weight (``None``: its requested weight
@@ -62,11 +81,19 @@ class RouteStore:
 
     async def withdraw(self, name: str) -> None:
         """Remove model ``name`` from every alias and drop its spec, requested weight and override."""
-        await self._set_routes(keys=_KEYS, args=[name, "-1", "", ""])
+        await scripts.run(self.redis, self._routes(name, "-1", b"", "", ()))
+
+    def _routes(self, model: str, weight: str, spec: bytes, override: str, aliases: Sequence[str]) -> SetRoutes:
+        names = self.keys
+        return SetRoutes(
+            weights=names.model_weights, routes=names.model_routes, specs=names.model_specs,
+            requested=names.model_requested, overrides=names.model_overrides,
+            model=model, weight=weight, spec=spec, override=override, aliases=tuple(aliases),
+        )  # fmt: skip
 
     async def aliases(self) -> dict[str, str]:
         """Every alias clients may pass as ``model_version`` -> the heaviest model serving it."""
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_ROUTES))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.model_routes))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     async def routes(self, aliases: Iterable[str]) -> dict[str, Route]:
@@ -74,8 +101,8 @@ class RouteStore:
         wanted = sorted(set(aliases))
         async with self.redis.pipeline(transaction=False) as pipe:
             for alias in wanted:
-                pipe.hget(keys.MODEL_WEIGHTS, alias)
-                pipe.hget(keys.MODEL_ROUTES, alias)
+                pipe.hget(self.keys.model_weights, alias)
+                pipe.hget(self.keys.model_routes, alias)
             replies = await pipe.execute()
         found: dict[str, Route] = {}
         for i, alias in enumerate(wanted):
@@ -85,13 +112,10 @@ class RouteStore:
         return found
 
     async def spec(self, name: str) -> ModelSpec | None:
-        raw = await self.redis.hget(keys.MODEL_SPECS, name)
+        raw = await self.redis.hget(self.keys.model_specs, name)
         return modelspec.decode(raw) if raw is not None else None
 
     async def specs(self) -> list[ModelSpec]:
         """Every published model's spec, by name."""
-        raw = cast(dict[bytes, bytes], await self.redis.hgetall(keys.MODEL_SPECS))
+        raw = cast(dict[bytes, bytes], await self.redis.hgetall(self.keys.model_specs))
         return [modelspec.decode(raw[name]) for name in sorted(raw)]
-
-
-_KEYS = [keys.MODEL_WEIGHTS, keys.MODEL_ROUTES, keys.MODEL_SPECS, keys.MODEL_REQUESTED, keys.MODEL_OVERRIDES]

@@ -18,7 +18,8 @@ from aic.core.enums import STAGE_PROGRESS, JobStatus, Stage
 from aic.core.errors import StoreUnavailable
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
-from aic.store.connection import UNAVAILABLE, guarded
+from aic.store.calls import Advance, Finish
+from aic.store.connection import UNAVAILABLE, guarded, keyspace
 from aic.store.jobs import Job, statuses
 from aic.store.objects import Uploads
 from aic.store.queue import Entry
@@ -66,16 +67,15 @@ class JobTransitions:
         self.redis = redis
         self.uploads = uploads
         """With an object store: uploads are read from there, and deleted once their jobs have ended."""
-        self._advance = scripts.register(redis, "advance")
-        self._finish = scripts.register(redis, "finish")
+        self.keys = keyspace(redis)
         self._usage = usage.UsageWriter()
 
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
         """The job and upload of each entry, in order; StoreUnavailable while an upload cannot be read."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for entry in entries:
-                pipe.hgetall(keys.job_status(entry.job_id or "-"))
-                pipe.get(keys.job_image(entry.job_id or "-"))
+                pipe.hgetall(self.keys.job_status(entry.job_id or "-"))
+                pipe.get(self.keys.job_image(entry.job_id or "-"))
             replies = await pipe.execute()
         raws = replies[::2]
         jobs = [Job.from_hash(raw) if entry.job_id and raw else None for entry, raw in zip(entries, raws, strict=True)]
@@ -102,18 +102,22 @@ class JobTransitions:
     async def _advance_all(self, held: Sequence[Held], stage: Stage, *, count_attempt: bool = False) -> list[bool]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for item in held:
-                await self._advance_call(pipe, item.job, stage, count_attempt=count_attempt)
+                self._advance_call(pipe, item.job, stage, count_attempt=count_attempt)
             replies = await scripts.execute(self.redis, pipe)
         return [bool(reply) for reply in replies]
 
-    async def _advance_call(self, pipe: Any, job: Job, stage: Stage, *, count_attempt: bool = False) -> None:
+    def _advance_call(self, pipe: Any, job: Job, stage: Stage, *, count_attempt: bool = False) -> None:
         now = now_iso()
         status, progress = JobStatus.PROCESSING, STAGE_PROGRESS[stage]
         event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
-        args: list[str | bytes] = [event, "1" if count_attempt else "0", "status", str(status), "stage", str(stage)]
-        args += ["progress", str(progress), "updated_at", now]
-        job_keys = [keys.job_status(job.job_id), keys.job_events(job.job_id), keys.WEBHOOK_OUTBOX]
-        await self._advance(keys=job_keys, args=args, client=pipe)
+        fields = ("status", str(status), "stage", str(stage), "progress", str(progress), "updated_at", now)
+        names = self.keys
+        call = Advance(
+            status=names.job_status(job.job_id), events=names.job_events(job.job_id),
+            outbox=names.webhook_outbox(names.shard(job.job_id)), event=event,
+            count_attempt="1" if count_attempt else "0", fields=fields,
+        )  # fmt: skip
+        scripts.queue(self.redis, pipe, call)
 
     async def still_live(self, held: Sequence[Held]) -> list[bool]:
         """Whether each job is still live (not cancelled meanwhile), in order."""
@@ -127,11 +131,11 @@ class JobTransitions:
         async with self.redis.pipeline(transaction=False) as pipe:
             for done in completions:
                 if through is not None:
-                    await self._advance_call(pipe, done.job, through)
+                    self._advance_call(pipe, done.job, through)
                 now = now_iso()
                 fields = {"status": "completed", "stage": str(Stage.COMPLETED), "progress": "100", "updated_at": now}
                 event = done.job.event(**{**fields, "progress": STAGE_PROGRESS[Stage.COMPLETED]})
-                await self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
+                self._finish_call(pipe, done.job, done.entry, done.result, event, b"", fields)
             replies = await scripts.execute(self.redis, pipe)
         finished = [bool(reply) for reply in (replies[1::2] if through is not None else replies)]
         counts = [
@@ -174,7 +178,7 @@ class JobTransitions:
                 if dead_letter:
                     body = {"job_id": job.job_id, "stream": entry.stream, "error": error, "code": code}
                     letter = msgspec.json.encode(body)
-                await self._finish_call(pipe, job, entry, b"", event, letter, fields)
+                self._finish_call(pipe, job, entry, b"", event, letter, fields)
             replies = await scripts.execute(self.redis, pipe)
         finished = [bool(reply) for reply in replies]
         await self._ended([item.job for item in held], finished, [usage.ended("failed", code)] * len(held))
@@ -194,31 +198,26 @@ class JobTransitions:
         if self.uploads is not None:
             await self.uploads.delete([job.upload for job in ended if job.upload])
 
-    async def _finish_call(
+    def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]
     ) -> None:
-        job_keys = [
-            keys.job_status(job.job_id),
-            keys.job_result(job.job_id),
-            keys.job_image(job.job_id),
-            keys.job_metadata(job.job_id),
-            entry.stream,
-            keys.job_events(job.job_id),
-            keys.DEAD_LETTER_STREAM,
-            keys.WEBHOOK_OUTBOX,
-            keys.DEAD_LETTER_INDEX,
-        ]
-        args: list[Any] = [keys.QUEUE_GROUP, entry.entry_id, result, keys.JOB_RESULT_TTL_S, event, letter]
-        args.append(keys.JOB_IMAGE_TTL_S)
-        for name, value in fields.items():
-            args += [name, value]
-        await self._finish(keys=job_keys, args=args, client=pipe)
+        job_id, names = job.job_id, self.keys
+        shard = names.shard(job_id)
+        call = Finish(
+            status=names.job_status(job_id), result=names.job_result(job_id), image=names.job_image(job_id),
+            metadata=names.job_metadata(job_id), stream=entry.stream, events=names.job_events(job_id),
+            waiter=job.waiter or names.job_events(job_id), dead_stream=names.dead_letter_stream(shard),
+            outbox=names.webhook_outbox(shard), dead_index=names.dead_letter_index(shard), group=keys.QUEUE_GROUP,
+            entry_id=entry.entry_id, result_body=result, ttl=keys.JOB_RESULT_TTL_S, event=event, dead_letter=letter,
+            image_ttl=keys.JOB_IMAGE_TTL_S, fields=tuple(part for pair in fields.items() for part in pair),
+        )  # fmt: skip
+        scripts.queue(self.redis, pipe, call)
 
     async def drop(self, entries: Sequence[Entry]) -> None:
         """Acknowledge and remove entries whose job no longer needs them (expired, cancelled, already ended)."""
         if not entries:
             return
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # per entry: XDEL after its XACK
             for entry in entries:
                 pipe.xack(entry.stream, keys.QUEUE_GROUP, entry.entry_id)
                 pipe.xdel(entry.stream, entry.entry_id)

@@ -1,9 +1,9 @@
 """Webhook state in Redis: tenants' signing secrets, scheduled deliveries and the attempts recorded on a job.
 
-A delivery moves from the outbox stream into ``webhooks:scheduled`` in one atomic step that also acknowledges
-the stream entry, so from then on the sorted set (persisted with Redis) owns it: a worker claims a due entry by
-pushing its score out by a lease, and a crash mid-send only means the lease runs out and another worker
-retries it with the same webhook id.
+A delivery moves from its shard's outbox stream into that shard's ``webhooks:scheduled`` in one atomic step that
+also acknowledges the stream entry, so from then on the sorted set (persisted with Redis) owns it: a worker claims
+a due entry by pushing its score out by a lease, and a crash mid-send only means the lease runs out and another
+worker retries it with the same webhook id.
 """
 
 from __future__ import annotations
@@ -11,15 +11,76 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, ClassVar, Final, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from aic.core.webhooks import new_secret, webhook_id
 from aic.store import keys, scripts
-from aic.store.connection import guarded
+from aic.store.connection import guarded, keyspace
+from aic.store.scripts import Call, arg, key
 from aic.store.sealing import Sealer, open_unsealed
+
+_Entries = list[tuple[bytes, dict[bytes, bytes]]]
+SHARDED_IDLE_BLOCK_MS: Final = 50
+"""With several shards an idle reader waits on one shard's outbox this long, then sweeps them all again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Enqueue(Call):
+    SCRIPT: ClassVar[str] = "webhook_enqueue"
+    delivery: str = key()
+    scheduled: str = key()
+    outbox: str = key()
+    status: str = key()
+    group: str = arg()
+    entry_id: str = arg()
+    webhook_id: str = arg()
+    job_id: str = arg()
+    event: str = arg()
+    due_ms: int = arg()
+    summary: str = arg()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim(Call):
+    SCRIPT: ClassVar[str] = "webhook_claim"
+    scheduled: str = key()
+    now_ms: int = arg()
+    lease_until_ms: int = arg()
+    limit: int = arg()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record(Call):
+    SCRIPT: ClassVar[str] = "webhook_record"
+    scheduled: str = key()
+    delivery: str = key()
+    status: str = key()
+    attempts: str = key()
+    webhook_id: str = arg()
+    attempt: str = arg()
+    summary: str = arg()
+    next_due_ms: str | int = arg()
+    attempts_so_far: int = arg()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rotate(Call):
+    SCRIPT: ClassVar[str] = "webhook_rotate"
+    secret: str = key()
+    new_secret: str = arg()
+    until_ms: int = arg()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reseal(Call):
+    SCRIPT: ClassVar[str] = "webhook_reseal"
+    secret: str = key()
+    field: str = arg()
+    read: str = arg()
+    resealed: str = arg()
 
 
 async def _read_hash(redis: Redis, key: str) -> dict[str, str]:
@@ -69,11 +130,9 @@ class WebhookStore:
     def __init__(self, redis: Redis, sealer: Sealer | None = None) -> None:
         self.redis = redis
         self.sealer = sealer
-        self._enqueue = scripts.register(redis, "webhook_enqueue")
-        self._claim = scripts.register(redis, "webhook_claim")
-        self._record = scripts.register(redis, "webhook_record")
-        self._rotate = scripts.register(redis, "webhook_rotate")
-        self._reseal = scripts.register(redis, "webhook_reseal")
+        self.keys = keyspace(redis)
+        self._start = 0
+        """The shard whose outbox an idle reader waits on next (sharded: one at a time, briefly)."""
 
     # -- secrets ---------------------------------------------------------------------------------------
 
@@ -94,7 +153,8 @@ class WebhookStore:
         """A new current secret; the old one keeps signing (alongside) for ``grace_s`` more seconds."""
         await self.secret(tenant)
         until = now_ms() + int(grace_s * 1000)
-        await self._rotate(keys=[keys.webhook_secret(tenant)], args=[self._seal(new_secret(), tenant), until])
+        call = Rotate(secret=keys.webhook_secret(tenant), new_secret=self._seal(new_secret(), tenant), until_ms=until)
+        await scripts.run(self.redis, call)
         return await self.secret(tenant)
 
     def _seal(self, value: str, tenant: str) -> str:
@@ -105,38 +165,61 @@ class WebhookStore:
             return open_unsealed(stored)
         plain, reseal = self.sealer.open(stored, tenant)
         if reseal:  # plain from before sealing, or sealed with the previous key: seal it with the current one
-            await self._reseal(keys=[key], args=[field, stored, self.sealer.seal(plain, tenant)])
+            call = Reseal(secret=key, field=field, read=stored, resealed=self.sealer.seal(plain, tenant))
+            await scripts.run(self.redis, call)
         return plain
 
     # -- the outbox: (job, event) pairs written with the state change -------------------------------------
 
     async def ensure_outbox_group(self) -> None:
-        """The consumer group ``webhooks`` on the outbox, created where missing."""
-        try:
-            await self.redis.xgroup_create(keys.WEBHOOK_OUTBOX, keys.WEBHOOK_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        """The consumer group ``webhooks`` on every shard's outbox, created where missing."""
+        for shard in self.keys.all_shards():
+            try:
+                await self.redis.xgroup_create(
+                    self.keys.webhook_outbox(shard), keys.WEBHOOK_GROUP, id="0", mkstream=True
+                )
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     async def read_outbox(self, consumer: str, claim_idle_ms: int, count: int, block_ms: int) -> list[OutboxEntry]:
         """Outbox entries for ``consumer``: first those a crashed reader left for ``claim_idle_ms``, else new ones
-        (waiting up to ``block_ms``). Entries deleted while pending are acknowledged here and not returned."""
-        claimed = await self.redis.xautoclaim(
-            keys.WEBHOOK_OUTBOX, keys.WEBHOOK_GROUP, consumer, claim_idle_ms, count=count
+        (waiting up to ``block_ms``; with several shards, sweeping all of them and waiting on one at a time for a
+        short while). Entries deleted while pending are acknowledged here and not returned."""
+        shards = self.keys.shards
+        found: list[OutboxEntry] = []
+        for shard in self.keys.all_shards():
+            outbox = self.keys.webhook_outbox(shard)
+            claimed = await self.redis.xautoclaim(outbox, keys.WEBHOOK_GROUP, consumer, claim_idle_ms, count=count)
+            found += await self._entries(outbox, cast(_Entries, list(claimed[1])))
+            if len(found) >= count:
+                return found
+        if found:
+            return found
+        if shards > 1:
+            for shard in self.keys.all_shards():
+                found += await self._read(consumer, shard, count - len(found), None)
+                if len(found) >= count:
+                    return found
+            if found:
+                return found
+            self._start = (self._start + 1) % shards
+            return await self._read(consumer, self._start, count, min(block_ms, SHARDED_IDLE_BLOCK_MS))
+        return await self._read(consumer, 0, count, block_ms)
+
+    async def _read(self, consumer: str, shard: int, count: int, block_ms: int | None) -> list[OutboxEntry]:
+        outbox = self.keys.webhook_outbox(shard)
+        read = cast(
+            list[tuple[bytes, _Entries]],
+            await self.redis.xreadgroup(keys.WEBHOOK_GROUP, consumer, {outbox: ">"}, count=count, block=block_ms),
         )
-        entries = cast(list[tuple[bytes, dict[bytes, bytes]]], list(claimed[1]))
-        if not entries:
-            read = cast(
-                list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]],
-                await self.redis.xreadgroup(
-                    keys.WEBHOOK_GROUP, consumer, {keys.WEBHOOK_OUTBOX: ">"}, count=count, block=block_ms
-                ),
-            )
-            entries = [entry for _, stream_entries in read or [] for entry in stream_entries]
+        return await self._entries(outbox, [entry for _, stream_entries in read or [] for entry in stream_entries])
+
+    async def _entries(self, outbox: str, entries: _Entries) -> list[OutboxEntry]:
         found: list[OutboxEntry] = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending: acknowledge the empty shell
-                await self.redis.xack(keys.WEBHOOK_OUTBOX, keys.WEBHOOK_GROUP, entry_id)
+                await self.redis.xack(outbox, keys.WEBHOOK_GROUP, entry_id)
                 continue
             found.append(OutboxEntry(entry_id.decode(), fields[b"job_id"].decode(), fields[b"event"].decode()))
         return found
@@ -147,63 +230,69 @@ class WebhookStore:
         """Move one outbox entry into the schedule (due now) and acknowledge it, atomically and idempotently."""
         wid = webhook_id(job_id, event)
         summary = json.dumps({"event": event, "webhook_id": wid, "state": "pending", "attempts": 0})
-        await self._enqueue(
-            keys=[keys.webhook_delivery(wid), keys.WEBHOOK_SCHEDULED, keys.WEBHOOK_OUTBOX, keys.job_status(job_id)],
-            args=[keys.WEBHOOK_GROUP, entry_id, wid, job_id, event, now_ms(), summary],
-        )
+        shard = self.keys.shard(job_id)
+        call = Enqueue(
+            delivery=self.keys.webhook_delivery(wid, shard), scheduled=self.keys.webhook_scheduled(shard),
+            outbox=self.keys.webhook_outbox(shard), status=self.keys.job_status(job_id), group=keys.WEBHOOK_GROUP,
+            entry_id=entry_id, webhook_id=wid, job_id=job_id, event=event, due_ms=now_ms(), summary=summary,
+        )  # fmt: skip
+        await scripts.run(self.redis, call)
 
     async def claim_due(self, limit: int, lease_ms: int) -> list[Delivery]:
-        """Due deliveries, each pushed ``lease_ms`` into the future so no other worker takes it meanwhile."""
+        """Due deliveries of every shard, each pushed ``lease_ms`` into the future so no other worker takes it
+        meanwhile."""
         now = now_ms()
-        members = await self._claim(keys=[keys.WEBHOOK_SCHEDULED], args=[now, now + lease_ms, limit])
         found: list[Delivery] = []
-        for member in cast(list[bytes], members):
-            wid = member.decode()
-            h = await _read_hash(self.redis, keys.webhook_delivery(wid))
-            if not h:  # finished by another worker whose lease had run out: nothing left to do
-                await self.redis.zrem(keys.WEBHOOK_SCHEDULED, wid)
-                continue
-            found.append(Delivery(wid, h["job_id"], h["event"], h["entry_id"], int(h.get("attempts", 0))))
+        for shard in self.keys.all_shards():
+            if len(found) >= limit:
+                break
+            scheduled = self.keys.webhook_scheduled(shard)
+            call = Claim(scheduled=scheduled, now_ms=now, lease_until_ms=now + lease_ms, limit=limit - len(found))
+            for member in cast(list[bytes], await scripts.run(self.redis, call)):
+                wid = member.decode()
+                h = await _read_hash(self.redis, self.keys.webhook_delivery(wid, shard))
+                if not h:  # finished by another worker whose lease had run out: nothing left to do
+                    await self.redis.zrem(scheduled, wid)
+                    continue
+                found.append(Delivery(wid, h["job_id"], h["event"], h["entry_id"], int(h.get("attempts", 0))))
         return found
 
     async def next_due_ms(self) -> int | None:
-        first = await self.redis.zrange(keys.WEBHOOK_SCHEDULED, 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+        """When the soonest delivery of any shard is due (None: none scheduled)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in self.keys.all_shards():
+                pipe.zrange(self.keys.webhook_scheduled(shard), 0, 0, withscores=True)
+            replies = await pipe.execute()
+        due = [int(first[0][1]) for first in replies if first]
+        return min(due) if due else None
 
     async def record(
         self, delivery: Delivery, attempt: dict[str, Any], summary: dict[str, Any], next_due_ms: int | None
     ) -> None:
         """Append the attempt to the job, update its summary, then reschedule or finish the delivery."""
-        wid = delivery.webhook_id
-        await self._record(
-            keys=[
-                keys.WEBHOOK_SCHEDULED,
-                keys.webhook_delivery(wid),
-                keys.job_status(delivery.job_id),
-                keys.job_webhooks(delivery.job_id),
-            ],
-            args=[
-                wid,
-                json.dumps(attempt),
-                json.dumps(summary),
-                "" if next_due_ms is None else next_due_ms,
-                attempt["attempt"],
-            ],
-        )
+        wid, job_id = delivery.webhook_id, delivery.job_id
+        shard = self.keys.shard(job_id)
+        call = Record(
+            scheduled=self.keys.webhook_scheduled(shard), delivery=self.keys.webhook_delivery(wid, shard),
+            status=self.keys.job_status(job_id), attempts=self.keys.job_webhooks(job_id), webhook_id=wid,
+            attempt=json.dumps(attempt), summary=json.dumps(summary),
+            next_due_ms="" if next_due_ms is None else next_due_ms, attempts_so_far=attempt["attempt"],
+        )  # fmt: skip
+        await scripts.run(self.redis, call)
 
     async def job(self, job_id: str) -> dict[str, str]:
         """The job's status hash as text (empty once it expired): what a payload is built from."""
-        return await _read_hash(self.redis, keys.job_status(job_id))
+        return await _read_hash(self.redis, self.keys.job_status(job_id))
 
     async def result(self, job_id: str) -> dict[str, Any] | None:
         """The job's stored result, for a ``job.completed`` payload."""
-        stored = await self.redis.get(keys.job_result(job_id))
+        stored = await self.redis.get(self.keys.job_result(job_id))
         return cast(dict[str, Any], json.loads(stored)) if stored else None
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
-        raw = cast(list[bytes], await self.redis.lrange(keys.job_webhooks(job_id), 0, -1))
+        raw = cast(list[bytes], await self.redis.lrange(self.keys.job_webhooks(job_id), 0, -1))
         return [json.loads(item) for item in raw]
 
     async def summary(self, job_id: str) -> dict[str, Any] | None:
-        raw = cast(bytes | None, await self.redis.hget(keys.job_status(job_id), "webhook"))
+        raw = cast(bytes | None, await self.redis.hget(self.keys.job_status(job_id), "webhook"))
         return cast(dict[str, Any], json.loads(raw)) if raw else None

@@ -1,31 +1,28 @@
 -- Completes or fails a live job in one step: result, status, upload removal (or a dead letter that keeps it),
 -- event (and the notice to a submit waiting for it), webhook and the acknowledgement of its queue entry. A job
 -- that already ended is only acknowledged, so a redelivered or cancelled job never gets a second result or a
--- second terminal event.
--- KEYS: status, result, image, metadata, stream, events, dead-letter stream, webhook outbox, dead-letter index
--- ARGV: group, entry id, result body ('' when failing), ttl, event json, dead-letter json ('' for none),
---       image ttl when dead-lettered, then field/value pairs for the status hash
--- The job's own retention_s (asked for at submit) replaces the ttl when it has one.
-local live = LIVE[redis.call('HGET', KEYS[1], 'status')]
+-- second terminal event. A.result is '' when failing, A.dead_letter '' unless dead-lettered; REST: field/value
+-- pairs for the status hash. The job's own retention_s (asked for at submit) replaces A.ttl when it has one.
+local live = LIVE[redis.call('HGET', K.status, 'status')]
 if live then
-  local ttl = retention_of(KEYS[1], ARGV[4])
-  if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'EX', ttl) end
-  redis.call('HSET', KEYS[1], unpack(ARGV, 8))
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[4], ttl)
-  if ARGV[6] ~= '' then
+  local ttl = retention_of(K.status, A.ttl)
+  if A.result_body ~= '' then redis.call('SET', K.result, A.result_body, 'EX', ttl) end
+  redis.call('HSET', K.status, unpack(ARGV, REST))
+  redis.call('EXPIRE', K.status, ttl)
+  redis.call('EXPIRE', K.metadata, ttl)
+  if A.dead_letter ~= '' then
     -- dead-lettered: keep the upload for an operator's retry, for as long as a pending job would keep it
-    redis.call('EXPIRE', KEYS[3], ARGV[7])
-    local entry = redis.call('XADD', KEYS[7], '*', 'job', ARGV[6])
-    redis.call('HSET', KEYS[9], redis.call('HGET', KEYS[1], 'job_id'), entry)
+    redis.call('EXPIRE', K.image, A.image_ttl)
+    local entry = redis.call('XADD', K.dead_stream, '*', 'job', A.dead_letter)
+    redis.call('HSET', K.dead_index, redis.call('HGET', K.status, 'job_id'), entry)
   else
-    redis.call('DEL', KEYS[3])
+    redis.call('DEL', K.image)
   end
-  redis.call('PUBLISH', KEYS[6], ARGV[5])
-  notify_waiter(KEYS[1])
-  queue_webhook(KEYS[1], KEYS[8], redis.call('HGET', KEYS[1], 'status'))
+  redis.call(PUBLISH, K.events, A.event)
+  notify_waiter(K)
+  queue_webhook(K.status, K.outbox, redis.call('HGET', K.status, 'status'))
 end
-redis.call('XACK', KEYS[5], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[5], ARGV[2])
+redis.call('XACK', K.stream, A.group, A.entry_id)
+redis.call('XDEL', K.stream, A.entry_id)
 if live then return 1 end
 return 0

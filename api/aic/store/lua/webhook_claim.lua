@@ -1,5 +1,4 @@
--- Takes due deliveries, pushing each out by a lease so no other worker takes it meanwhile.
--- KEYS: scheduled set. ARGV: now ms, lease-until ms, limit
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], member) end
+-- Takes due deliveries of one shard, pushing each out by a lease so no other worker takes it meanwhile.
+local due = redis.call('ZRANGEBYSCORE', K.scheduled, '-inf', A.now_ms, 'LIMIT', 0, tonumber(A.limit))
+for _, member in ipairs(due) do redis.call('ZADD', K.scheduled, A.lease_until_ms, member) end
 return due

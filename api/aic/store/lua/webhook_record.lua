@@ -1,17 +1,16 @@
--- Appends an attempt to the job, updates its summary, then reschedules or ends the delivery.
--- KEYS: scheduled set, delivery hash, job status, job attempts list.
--- ARGV: webhook id, attempt json, summary json, next due ms ('' when the delivery is over), attempts so far
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'webhook', ARGV[3])
-  redis.call('RPUSH', KEYS[4], ARGV[2])
-  local ttl = redis.call('PTTL', KEYS[3])
-  if ttl > 0 then redis.call('PEXPIRE', KEYS[4], ttl) end
+-- Appends an attempt to the job, updates its summary, then reschedules or ends the delivery. A.next_due_ms is ''
+-- when the delivery is over.
+if redis.call('EXISTS', K.status) == 1 then
+  redis.call('HSET', K.status, 'webhook', A.summary)
+  redis.call('RPUSH', K.attempts, A.attempt)
+  local ttl = redis.call('PTTL', K.status)
+  if ttl > 0 then redis.call('PEXPIRE', K.attempts, ttl) end
 end
-if ARGV[4] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('DEL', KEYS[2])
+if A.next_due_ms == '' then
+  redis.call('ZREM', K.scheduled, A.webhook_id)
+  redis.call('DEL', K.delivery)
 else
-  redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])
-  redis.call('HSET', KEYS[2], 'attempts', ARGV[5])
+  redis.call('ZADD', K.scheduled, A.next_due_ms, A.webhook_id)
+  redis.call('HSET', K.delivery, 'attempts', A.attempts_so_far)
 end
 return 1

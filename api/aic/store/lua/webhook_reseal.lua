@@ -1,7 +1,6 @@
 -- Replaces a stored secret with its resealed form, unless it changed since it was read (a rotation won).
--- KEYS: secret hash. ARGV: field, the value as read, the resealed value
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+if redis.call('HGET', K.secret, A.field) == A.read then
+  redis.call('HSET', K.secret, A.field, A.resealed)
   return 1
 end
 return 0

@@ -1,8 +1,7 @@
--- A new current signing secret; the old one keeps signing until previous_until_ms.
--- KEYS: secret hash. ARGV: new secret, previous-until ms
-local old = redis.call('HGET', KEYS[1], 'current')
-redis.call('HSET', KEYS[1], 'current', ARGV[1])
+-- A new current signing secret; the old one keeps signing until A.until_ms.
+local old = redis.call('HGET', K.secret, 'current')
+redis.call('HSET', K.secret, 'current', A.new_secret)
 if old then
-  redis.call('HSET', KEYS[1], 'previous', old, 'previous_until_ms', ARGV[2])
+  redis.call('HSET', K.secret, 'previous', old, 'previous_until_ms', A.until_ms)
 end
 return 1
