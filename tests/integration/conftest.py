@@ -27,6 +27,7 @@ from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
 from image_server import ImageServer
+from redis_cluster import RedisCluster
 from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
 
@@ -199,6 +200,22 @@ def own_redis() -> Iterator[RunningRedis]:
     """A Redis for one test module alone (its keys, its consumer groups), started and stopped with it."""
     with redis_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of 3 primaries (no replicas) of real ``redis-server`` processes, one per session: tests keep
+    their keys apart (or ``flushall()``) and never kill its nodes."""
+    with RedisCluster.start(primaries=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_ha() -> Iterator[RedisCluster]:
+    """3 primaries with a replica each, for one test module: its tests may SIGKILL a primary (``kill`` then
+    ``wait_failover``)."""
+    with RedisCluster.start(primaries=3, replicas_per_primary=1) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")
