@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import chart_docs
+import chart_shard_tags
 import pytest
 import yaml
+from aic.core.enums import Priority
 from aic.core.settings import (
     ApiSettings,
     DispatcherSettings,
@@ -372,6 +374,103 @@ def test_an_external_redis_is_used_with_the_users_secret() -> None:
     [scaled] = by_kind(docs, "ScaledObject").values()
     assert scaled["spec"]["triggers"][0]["metadata"]["address"] == "redis.example.internal:6380"
     assert scaled["spec"]["triggers"][0]["metadata"]["enableTLS"] == "true"
+
+
+REDIS_CLUSTER_VALUES = str(CHART / "ci" / "redis-cluster-values.yaml")
+
+
+def shard_streams(shards: int) -> list[tuple[str, str]]:
+    """(trigger name, stream) of every shard's priority streams, as the processes name the streams."""
+    return [
+        (f"shard{i}_{priority}", f"queue:{{{tag}}}:{priority}")
+        for i, tag in enumerate(chart_shard_tags.shard_tags(shards))
+        for priority in Priority
+    ]
+
+
+def test_keda_follows_the_summed_lag_of_every_shard_stream_of_a_redis_cluster() -> None:
+    docs = render(REDIS_CLUSTER_VALUES)
+    [scaled] = by_kind(docs, "ScaledObject").values()
+    triggers = scaled["spec"]["triggers"]
+    assert len(triggers) == 4 * 16
+    assert [(t["name"], t["metadata"]["stream"]) for t in triggers] == shard_streams(16)
+    [auth] = by_kind(docs, "TriggerAuthentication").values()
+    for trigger in triggers:
+        assert trigger["type"] == "redis-cluster-streams"
+        assert trigger["metadata"]["addresses"] == "redis-cluster.redis.svc.cluster.local:6379"
+        assert trigger["metadata"]["consumerGroup"] == "dispatchers" and trigger["metadata"]["lagCount"] == "32"
+        assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "redis-cluster", "key": "redis-password"}
+    ]
+    modifiers = scaled["spec"]["advanced"]["scalingModifiers"]
+    assert modifiers["formula"].split(" + ") == [t["name"] for t in triggers]  # the sum of exactly those lags
+    assert modifiers["target"] == "32" and modifiers["metricType"] == "AverageValue"
+
+
+def test_shards_on_one_redis_sum_one_redis_streams_trigger_per_shard_stream() -> None:
+    docs = render(None, "keda.enabled=true", "queue.shards=3")
+    assert by_kind(docs, "ConfigMap")[f"{PREFIX}-config"]["data"]["QUEUE_SHARDS"] == "3"
+    [scaled] = by_kind(docs, "ScaledObject").values()
+    triggers = scaled["spec"]["triggers"]
+    assert [(t["name"], t["metadata"]["stream"]) for t in triggers] == shard_streams(3)
+    assert {(t["type"], t["metadata"]["address"]) for t in triggers} == {("redis-streams", f"{PREFIX}-redis:6379")}
+    assert scaled["spec"]["advanced"]["scalingModifiers"]["formula"].split(" + ") == [t["name"] for t in triggers]
+
+
+def redis_env(docs: tuple[Manifest, ...]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The Redis settings each container that talks to Redis sees (ConfigMaps it reads whole, then its env)."""
+    maps = by_kind(docs, "ConfigMap")
+    seen = {}
+    for name, spec in pod_specs(docs):
+        for c in containers(spec):
+            env: dict[str, Any] = {}
+            for source in c.get("envFrom", []):
+                env |= maps[source["configMapRef"]["name"]]["data"]
+            env |= {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+            if {"REDIS_URL", "REDIS_PASSWORD"} & set(env):
+                seen[(name, c["name"])] = env
+    return seen
+
+
+def test_every_process_that_talks_to_a_redis_cluster_is_told_so_and_shares_the_shards() -> None:
+    seen = redis_env(render(REDIS_CLUSTER_VALUES))
+    assert {f"{PREFIX}-api", f"{PREFIX}-dispatcher", f"{PREFIX}-operator"} <= {name for name, _ in seen}
+    for where, env in seen.items():
+        assert env["REDIS_URL"] == "redis://redis-cluster.redis.svc.cluster.local:6379", where
+        assert env["REDIS_CLUSTER"] == "true" and env["QUEUE_SHARDS"] == "16", where
+    for where, env in redis_env(render(str(CHART / "ci" / "default-values.yaml"))).items():
+        assert "REDIS_CLUSTER" not in env and "QUEUE_SHARDS" not in env, where  # one Redis: as before
+
+
+@pytest.mark.parametrize(
+    ("sets", "error"),
+    [
+        (("externalRedis.cluster=true",), "externalRedis.cluster needs an external Redis Cluster"),
+        (("externalRedis.url=redis://node:6379/2",), "a Redis Cluster has database 0 only"),
+        (("config.REDIS_DB=1",), "a Redis Cluster has database 0 only"),
+        (("queue.shards=65",), "queue/shards"),
+        (("config.QUEUE_SHARDS=4",), "set queue.shards, not config.QUEUE_SHARDS"),
+        (("config.REDIS_CLUSTER=true",), "set externalRedis.cluster, not config.REDIS_CLUSTER"),
+    ],
+)
+def test_a_redis_cluster_the_chart_cannot_serve_is_refused_with_the_reason(sets: tuple[str, ...], error: str) -> None:
+    base = () if sets[0] == "externalRedis.cluster=true" else ("-f", REDIS_CLUSTER_VALUES)
+    args = [x for item in sets for x in ("--set", item)]
+    result = run_helm("template", "r", str(CHART), *base, *args, check=False)
+    assert result.returncode != 0 and error in result.stderr, result.stderr
+
+
+def test_notes_tell_a_cluster_install_that_every_process_shares_the_shards() -> None:
+    def notes(*args: str) -> str:
+        return run_helm("install", RELEASE, str(CHART), "-n", NAMESPACE, "--dry-run=client", *args).stdout.split(
+            "NOTES:", 1
+        )[1]
+
+    assert "queue shards" not in notes()
+    cluster = notes("-f", REDIS_CLUSTER_VALUES)
+    assert "Jobs are spread over 16 queue shards (QUEUE_SHARDS=16, REDIS_CLUSTER=true" in cluster
+    assert "Every process that uses this Redis must share them" in cluster
 
 
 def test_the_bundled_redis_keeps_an_append_only_file_behind_a_password() -> None:

@@ -86,6 +86,24 @@ app.kubernetes.io/part-of: async-image-classifier
 {{- end }}
 {{- end }}
 
+{{/* The queue shards every process uses (QUEUE_SHARDS): queue.shards, or 16 on a Redis Cluster, 1 on one Redis. */}}
+{{- define "async-image-classifier.queueShards" -}}
+{{- .Values.queue.shards | default (ternary 16 1 .Values.externalRedis.cluster) | int }}
+{{- end }}
+
+{{/* "true" when the processes use sharded key names (a Redis Cluster, or more than one shard), else empty. */}}
+{{- define "async-image-classifier.sharded" -}}
+{{- if or .Values.externalRedis.cluster (gt (include "async-image-classifier.queueShards" . | int) 1) }}true{{ end }}
+{{- end }}
+
+{{/* The hash tag of each queue shard, as JSON ({"tags": [...]}): files/shard-tags.yaml, written by
+tests/chart_shard_tags.py from the code's naming (Helm cannot compute a key's CRC16 slot). */}}
+{{- define "async-image-classifier.shardTags" -}}
+{{- $table := .Files.Get "files/shard-tags.yaml" | fromYaml }}
+{{- $shards := include "async-image-classifier.queueShards" . }}
+{{- dict "tags" (required (printf "files/shard-tags.yaml has no row for %s shards" $shards) (index $table $shards)) | toJson }}
+{{- end }}
+
 {{- define "async-image-classifier.tritonService" -}}
 {{- include "async-image-classifier.componentName" (dict "root" . "component" "triton") }}
 {{- end }}
@@ -209,6 +227,21 @@ spec:
 {{- end }}
 {{- if and (gt (int .Values.triton.replicas) 1) .Values.models.persistence.enabled (ne .Values.models.persistence.accessMode "ReadWriteMany") }}
 {{- fail "more than one Triton replica reads one model repository: models.persistence.accessMode must be ReadWriteMany" }}
+{{- end }}
+{{- if and .Values.externalRedis.cluster .Values.redis.enabled }}
+{{- fail "externalRedis.cluster needs an external Redis Cluster: the bundled Redis (redis.enabled) is one standalone server. Set redis.enabled=false and externalRedis.url to any node of the cluster (README \"Redis Cluster\")" }}
+{{- end }}
+{{- if .Values.externalRedis.cluster }}
+{{- $db := (urlParse .Values.externalRedis.url).path | trimPrefix "/" | default "0" }}
+{{- if or (ne $db "0") (ne (toString (.Values.config.REDIS_DB | default "0")) "0") }}
+{{- fail "externalRedis.cluster: a Redis Cluster has database 0 only: drop the database from externalRedis.url (or make it /0) and config.REDIS_DB" }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.config "QUEUE_SHARDS" }}
+{{- fail "set queue.shards, not config.QUEUE_SHARDS: the chart renders KEDA's shard triggers from it" }}
+{{- end }}
+{{- if hasKey .Values.config "REDIS_CLUSTER" }}
+{{- fail "set externalRedis.cluster, not config.REDIS_CLUSTER" }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) (not .Values.externalRedis.url) }}
 {{- fail "redis.enabled is false: set externalRedis.url (and externalRedis.existingSecret)" }}
