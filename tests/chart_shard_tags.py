@@ -9,24 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from redis.crc import key_slot
+from aic.store.keys import shard_tags
 
 TABLE = Path(__file__).resolve().parents[1] / "charts" / "async-image-classifier" / "files" / "shard-tags.yaml"
 MAX_CHART_SHARDS = 64
 """The most shards the chart renders (`queue.shards`' schema maximum): 4 KEDA triggers per shard."""
-
-
-def shard_tags(shards: int) -> tuple[str, ...]:
-    """Each shard's hash tag. Must give what aic.store.keys.shard_tags gives (the processes' own naming): shard i's
-    tag is `q<i>.<n>` with the first n whose slot lies in the i-th `shards`-th of the 16384 slots."""
-    tags = []
-    for i in range(shards):
-        low, high = i * 16384 // shards, (i + 1) * 16384 // shards
-        n = 0
-        while not low <= key_slot(f"q{i}.{n}".encode()) < high:
-            n += 1
-        tags.append(f"q{i}.{n}")
-    return tuple(tags)
 
 
 def table() -> str:
