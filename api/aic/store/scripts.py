@@ -126,6 +126,7 @@ class Call:
             lines.append(f"local function item(j) return {{{key_parts}}}, {{{arg_parts}}} end")
             lines.append(f"local REST = {a0} + {len(item_args)} * EACH + 1")
         else:
+            lines.append("local EACH = 0")
             lines.append(f"local REST = {after}")
         return "\n".join(lines) + "\n"
 
