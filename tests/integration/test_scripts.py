@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
-
 from aic.store import calls, ratelimit, routes, scripts, webhooks
 from aic.store.scripts import CALLS, Call, Item
+from redis.asyncio import Redis
 from stack import RunningRedis
 
 MODULES = (calls, ratelimit, routes, webhooks)  # importing them registers every builder
