@@ -33,7 +33,7 @@ class Heartbeats:
     async def beat(self, worker_id: str, body: dict[str, Any]) -> None:
         """Record a heartbeat (``body`` carries ``ready`` and ``problems``) and forget dispatchers that stopped."""
         now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # two keys, two slots on a cluster
             pipe.set(keys.worker_status(worker_id), json.dumps(body), ex=keys.WORKER_STATUS_TTL_S)
             pipe.zadd(keys.WORKER_HEARTBEATS, {worker_id: now_ms})
             pipe.zremrangebyscore(keys.WORKER_HEARTBEATS, "-inf", now_ms - keys.WORKER_STATUS_TTL_S * 1000)
@@ -41,7 +41,7 @@ class Heartbeats:
 
     async def gone(self, worker_id: str) -> None:
         """A dispatcher that stops says so at once."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(keys.worker_status(worker_id))
             pipe.zrem(keys.WORKER_HEARTBEATS, worker_id)
             await pipe.execute()
@@ -52,7 +52,10 @@ class Heartbeats:
         ids = cast(list[bytes], await self.redis.zrangebyscore(keys.WORKER_HEARTBEATS, since_ms, "+inf"))
         if not ids:
             return []
-        bodies = cast(list[bytes | None], await self.redis.mget([keys.worker_status(i.decode()) for i in ids]))
+        async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the keys are in many slots on a cluster
+            for worker_id in ids:
+                pipe.get(keys.worker_status(worker_id.decode()))
+            bodies = cast(list[bytes | None], await pipe.execute())
         beats = []
         for worker_id, raw in zip(ids, bodies, strict=True):
             if raw is None:  # stopped between the two reads
