@@ -30,6 +30,9 @@ async def _lost_as_connection_error() -> AsyncIterator[None]:
         raise RedisConnectionError("pub/sub connection lost") from exc
 
 
+_KINDS = {"subscribe": "subscribe", "ssubscribe": "subscribe", "message": "message", "smessage": "message"}
+
+
 @dataclass(frozen=True)
 class Message:
     """One thing the subscription heard: a confirmed subscription (``data`` None) or an event of a job; with
@@ -93,7 +96,7 @@ class EventSubscription:
         if message is None:
             return None
         channel = message["channel"].decode() if isinstance(message["channel"], bytes) else str(message["channel"])
-        kind = str(message["type"]).removeprefix("s")  # ssubscribe / smessage on a cluster
+        kind = _KINDS.get(str(message["type"]), "")  # ssubscribe / smessage on a cluster
         if channel in self._inboxes:
             if kind == "subscribe":
                 return self._inbox_confirmed(channel)
