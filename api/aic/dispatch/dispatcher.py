@@ -190,7 +190,7 @@ class Dispatcher:
             except StoreUnavailable as exc:
                 log.warning("waiting for redis: %s", exc)
                 await asyncio.sleep(1.0)
-        log.info("dispatcher %s reading every priority queue", self.worker_id)
+        log.info("dispatcher %s reading every priority queue of %d shard(s)", self.worker_id, self.queue.shards)
         # the loops' own Redis calls (blocking reads, heartbeats) are no job's: untraced, and the tasks copy that
         # context; a job's work runs in its own span's context (telemetry.active), where the calls are traced
         with telemetry.untraced():
