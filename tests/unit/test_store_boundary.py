@@ -7,10 +7,11 @@ import ast
 from pathlib import Path
 
 import pytest
+import redis.exceptions as redis_errors
 from aic.core.errors import StoreError, StoreUnavailable
 from aic.core.settings import ObjectStoreSettings, RedisSettings
 from aic.local.ports import free_port
-from aic.store.connection import connect
+from aic.store.connection import boundary, connect
 from aic.store.jobs import JobStore
 from aic.store.objects import connect_uploads
 
@@ -49,3 +50,34 @@ def test_no_module_outside_the_store_uses_the_stores_translation_internals() -> 
                 if (node.module or "").startswith(("redis", "obstore")) or names & INTERNAL:
                     offenders.append(f"{path.relative_to(API)}: from {node.module} import {sorted(names)}")
     assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        redis_errors.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis_errors.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis_errors.TryAgainError("TRYAGAIN Multiple keys request during rehashing of slot"),
+        redis_errors.MovedError("3999 127.0.0.1:6381"),
+        redis_errors.AskError("3999 127.0.0.1:6381"),
+        redis_errors.SlotNotCoveredError("Slot 3999 not covered by the cluster"),
+        redis_errors.RedisClusterUnreachableError("Redis Cluster cannot be connected"),
+        redis_errors.RedisClusterException("All slots are not covered after query all startup_nodes"),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_a_cluster_mid_failover_is_store_unavailable(raised: Exception) -> None:
+    """What redis-py's RedisCluster raises while a primary is replaced (once its own retries are spent) is a 503 to
+    wait out, in the API and in a dispatcher's loops alike; a RedisClusterException is not even a RedisError."""
+    with pytest.raises(StoreUnavailable) as caught, boundary():
+        raise raised
+    assert caught.value.status_code == 503 and caught.value.__cause__ is raised
+
+
+@pytest.mark.parametrize(
+    "raised", [redis_errors.CrossSlotTransactionError("cross slot"), redis_errors.ResponseError("WRONGTYPE")]
+)
+def test_a_cluster_misuse_stays_a_store_error_not_a_retry(raised: Exception) -> None:
+    with pytest.raises(StoreError) as caught, boundary():
+        raise raised
+    assert not isinstance(caught.value, StoreUnavailable)

@@ -17,8 +17,16 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aic.core import telemetry
@@ -33,10 +41,27 @@ POOL_WAIT_S = 10.0
 ``REDIS_MAX_CONNECTIONS`` are busy: 32 simultaneous uploads gave 500s (bench/)."""
 
 _Errors = tuple[type[BaseException], ...]
-UNAVAILABLE: Final[_Errors] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ObjectStoreError)
+CLUSTER_BUGS: Final[_Errors] = (CrossSlotTransactionError, InvalidPipelineStack)
+"""What ``RedisCluster`` raises for a misuse (a transaction over two slots): a ``StoreError``, never retried."""
+UNAVAILABLE: Final[_Errors] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    ObjectStoreError,
+    # A Redis Cluster mid-failover, once redis-py's own retries (``connect``) are spent: CLUSTERDOWN / MASTERDOWN,
+    # TRYAGAIN, MOVED / ASK still pointing at a node being replaced were plain ``StoreError``s (a 503 from the API,
+    # but not the ``StoreUnavailable`` a dispatcher's loops wait out: one ended the loop), and the client-side errors
+    # that are not RedisErrors at all (``SlotNotCoveredError``, "All slots are not covered", "Redis Cluster cannot
+    # be connected") escaped the boundary: a 500 with a traceback from the API.
+    ClusterDownError,
+    TryAgainError,
+    AskError,
+    RedisClusterException,
+)
 """What redis-py and obstore raise while Redis or the object store is unreachable: ``StoreUnavailable`` outside
 (the object store's "not found" is an answer, handled inside ``aic.store.objects``)."""
-STORE_ERRORS: Final[_Errors] = (RedisError, OSError, ObjectStoreError)
+STORE_ERRORS: Final[_Errors] = (RedisError, OSError, ObjectStoreError, *CLUSTER_BUGS)
 """Anything a store call can fail with on the Redis or object-store side: ``StoreError`` outside."""
 
 
@@ -46,6 +71,8 @@ def boundary() -> Iterator[None]:
     httpcore's errors): callers outside ``aic.store`` never name a client library's exception."""
     try:
         yield
+    except CLUSTER_BUGS as exc:
+        raise StoreError(f"A store call failed ({type(exc).__name__})") from exc
     except UNAVAILABLE as exc:
         raise StoreUnavailable(f"A dependency is unavailable; retry later ({type(exc).__name__})") from exc
     except STORE_ERRORS as exc:
