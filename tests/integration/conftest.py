@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +22,16 @@ import pytest
 import redis as redis_sync
 import trustme
 from aic.core import settings as aic_settings
+from aic.core.settings import RedisSettings
 from aic.local import up
 from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
+from aic.modelrepo import layout
+from aic.store.connection import connect
+from aic.store.routes import RouteStore
 from image_server import ImageServer
+from redis.asyncio import Redis
 from redis_cluster import RedisCluster
 from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
@@ -51,9 +56,53 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTri
         yield server
 
 
-def publish_models(redis_url: str, repository: Path) -> None:
-    """Make the repository's models routable, as `aic up` does."""
-    asyncio.run(up.publish_models(redis_url, repository))
+def publish_models(redis_url: str, repository: Path, *, cluster: bool = False) -> None:
+    """Make the repository's models routable, as `aic up` does; with ``cluster``, on a Redis Cluster (as the operator
+    or `aic models apply` with ``REDIS_CLUSTER=true`` do: `aic up` itself never runs on one)."""
+    if not cluster:
+        asyncio.run(up.publish_models(redis_url, repository))
+        return
+
+    async def publish() -> None:
+        redis = connect(RedisSettings(redis_url=redis_url, redis_cluster=True))
+        try:
+            routes = RouteStore(redis)
+            for spec in layout.discover(repository):
+                await routes.publish(spec)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(publish())
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a store test runs: a standalone Redis of its module, or the session's Redis Cluster (16 queue shards)."""
+
+    url: str
+    cluster: bool
+    flush: Callable[[], None]
+
+    @property
+    def settings(self) -> RedisSettings:
+        return RedisSettings(redis_url=self.url, redis_cluster=self.cluster)
+
+    def connect(self, *, blocking_reads: bool = False) -> Redis:
+        return connect(self.settings, blocking_reads=blocking_reads)
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """Each store test once against a standalone Redis (the module's own) and once against the session's 3-primary
+    Redis Cluster; emptied before the test either way."""
+    if request.param == "standalone":
+        server: RunningRedis = request.getfixturevalue("own_redis")
+        target = RedisTarget(server.url, False, lambda: redis_sync.Redis.from_url(server.url).flushall())
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        target = RedisTarget(cluster.url, True, cluster.flushall)
+    target.flush()
+    return target
 
 
 @dataclass
