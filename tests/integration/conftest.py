@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,10 +29,11 @@ from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
 from aic.modelrepo import layout
-from aic.store.connection import connect
+from aic.store.connection import connect, is_cluster
 from aic.store.routes import RouteStore
 from image_server import ImageServer
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis_cluster import RedisCluster
 from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
@@ -89,6 +91,14 @@ class RedisTarget:
 
     def connect(self, *, blocking_reads: bool = False) -> Redis:
         return connect(self.settings, blocking_reads=blocking_reads)
+
+
+async def on_every_primary(redis: Redis, *command: str) -> Any:
+    """One command on every primary of a cluster, replies merged (the async cluster client sends KEYS and SCRIPT
+    FLUSH to one random node), or on the standalone server."""
+    if is_cluster(redis):
+        return await redis.execute_command(*command, target_nodes=AsyncRedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
+    return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(params=["standalone", "cluster"])

@@ -8,7 +8,6 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import msgspec
@@ -21,7 +20,7 @@ from aic.dispatch.models import SpecCache
 from aic.local.triton import LocalTriton
 from aic.modelrepo import layout
 from aic.store import keys, scripts
-from aic.store.connection import connect, is_cluster, keyspace
+from aic.store.connection import connect, keyspace
 from aic.store.jobs import JobStore, NewJob
 from aic.store.queue import QueueConsumer
 from aic.store.routes import RouteStore
@@ -29,10 +28,9 @@ from aic.store.sealing import SealedSecretError, Sealer
 from aic.store.transitions import Completion, JobTransitions
 from aic.store.webhooks import Reseal, WebhookStore
 from aic.store.workers import Heartbeats
-from conftest import ADMIN_KEY, API_KEY, RedisTarget, Stack, publish_models
+from conftest import ADMIN_KEY, API_KEY, RedisTarget, Stack, on_every_primary, publish_models
 from helpers import jpeg
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from stack import RunningRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
@@ -164,9 +162,7 @@ async def test_only_the_events_a_job_asked_for_are_queued(
 # -- creating a request's jobs: one step, all or none ------------------------------------------------------
 
 
-def new_job(
-    model_version: str = "latest", metadata: dict[str, str] | None = None, job_id: str | None = None
-) -> NewJob:
+def new_job(model_version: str = "latest", metadata: dict[str, str] | None = None, job_id: str | None = None) -> NewJob:
     return NewJob(
         job_id=job_id or str(uuid.uuid4()),
         tenant="acme",
@@ -187,14 +183,6 @@ def high_queue(redis: Redis, jobs: list[NewJob]) -> str:
     """The urgent-but-one stream of the shard the request's jobs fall in."""
     names = keyspace(redis)
     return names.queue(Priority.HIGH, names.shard(jobs[0].job_id))
-
-
-async def on_every_primary(redis: Redis, *command: str) -> Any:
-    """One command on every node of a cluster (the async cluster client sends KEYS and SCRIPT FLUSH to one random
-    node), or on the standalone server."""
-    if is_cluster(redis):
-        return await redis.execute_command(*command, target_nodes=AsyncRedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
-    return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
 
 async def stored_keys(redis: Redis) -> set[str]:
@@ -238,7 +226,9 @@ async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_no
     settings = QueueSettings(queue_max_depth=3 * names.shards, queue_full_retry_after_s=7)
     ids = store.new_ids(5)  # five ids of one shard: three requests in the same shard
     full = (
-        r"Queue is full \(about 32 jobs waiting, limit 48\)" if names.sharded else r"Queue is full \(2 jobs waiting, limit 3\)"
+        r"Queue is full \(about 32 jobs waiting, limit 48\)"
+        if names.sharded
+        else r"Queue is full \(2 jobs waiting, limit 3\)"
     )
     await store.create([new_job(job_id=ids[0]), new_job(job_id=ids[1])], settings)
     with pytest.raises(ServiceUnavailableError, match=full) as refused:
@@ -261,7 +251,9 @@ async def test_a_resent_create_changes_nothing_and_drops_only_the_uploads_nobody
     await redis.hset(names.job_status(done.job_id), "status", "completed")
     await redis.delete(names.job_image(done.job_id))
     await redis.hset(names.job_status(dead.job_id), "status", "failed")
-    await redis.hset(names.dead_letter_index(names.shard(dead.job_id)), dead.job_id, "1-0")  # dead-lettered: kept for an operator's retry
+    await redis.hset(
+        names.dead_letter_index(names.shard(dead.job_id)), dead.job_id, "1-0"
+    )  # dead-lettered: kept for an operator's retry
     again = await store.create(jobs)  # the same request, as the retry sends it
     assert [job.job_id for job in again] == [new.job_id for new in jobs]
     assert await redis.xlen(high_queue(redis, jobs)) == 3, "queued again: the jobs would run twice"
