@@ -10,6 +10,7 @@ the fault suite switches its own rig, ``uploads`` in test_faults.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,7 +36,7 @@ from image_server import ImageServer
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis_cluster import RedisCluster
-from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
+from stack import ContainerRedis, RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
 
 API_KEY = "acme-test-key-0123456789abcdef"
@@ -223,15 +224,27 @@ def image_server(webhook_ca: WebhookCA) -> Iterator[ImageServer]:
 
 @contextmanager
 def running_stack(
-    triton: LocalTriton, webhook_ca: WebhookCA, *, with_dispatcher: bool, **extra_env: str
+    triton: LocalTriton,
+    webhook_ca: WebhookCA,
+    *,
+    with_dispatcher: bool,
+    cluster: RedisCluster | None = None,
+    **extra_env: str,
 ) -> Iterator[Stack]:
-    """A Redis of its own with the repository's models routed, an `aic api` and, optionally, a dispatcher."""
-    with redis_server() as redis_srv:
-        publish_models(redis_srv.url, triton.repository)
+    """A Redis of its own with the repository's models routed, an `aic api` and, optionally, a dispatcher. With
+    ``cluster``: on that Redis Cluster instead (``REDIS_CLUSTER=true``, 16 queue shards), emptied first."""
+    with contextlib.ExitStack() as started:
+        if cluster is None:
+            redis_srv: RunningRedis = started.enter_context(redis_server())
+        else:
+            cluster.flushall()
+            redis_srv = ContainerRedis(cluster.url)  # only its url is used
+        publish_models(redis_srv.url, triton.repository, cluster=cluster is not None)
         port = free_port()
         env = {
             **os.environ,
             "REDIS_URL": redis_srv.url,
+            "REDIS_CLUSTER": "true" if cluster is not None else "false",
             "TRITON_URL": triton.grpc_url,
             "MODEL_REPOSITORY": str(triton.repository),
             "API_HOST": "127.0.0.1",
@@ -288,6 +301,19 @@ def stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
 def quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
     """An API whose queue no dispatcher reads: jobs stay pending until a test starts ``own_dispatcher()``."""
     with running_stack(triton_server, webhook_ca, with_dispatcher=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cluster_quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
+    """``quiet_stack`` on a 3-primary Redis Cluster of its own (``REDIS_CLUSTER=true``, 16 queue shards; not the
+    session's ``redis_cluster``, which store tests flush): an API whose queue no dispatcher reads until a test starts
+    ``own_dispatcher()``. Tests on it follow their own jobs (sharded pub/sub has no pattern subscription:
+    ``EventRecorder.follow``)."""
+    with (
+        RedisCluster.start(primaries=3) as cluster,
+        running_stack(triton_server, webhook_ca, with_dispatcher=False, cluster=cluster) as running,
+    ):
         yield running
 
 

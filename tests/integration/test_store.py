@@ -31,7 +31,6 @@ from aic.store.workers import Heartbeats
 from conftest import ADMIN_KEY, API_KEY, RedisTarget, Stack, on_every_primary, publish_models
 from helpers import jpeg
 from redis.asyncio import Redis
-from stack import RunningRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

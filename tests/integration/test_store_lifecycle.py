@@ -18,8 +18,8 @@ from aic.store.listing import JobFilter, JobIndex
 from aic.store.queue import QueueConsumer
 from aic.store.transitions import Completion, JobTransitions
 from aic.store.usage import UsageStore, day_of
-from redis.asyncio import Redis
 from conftest import RedisTarget, on_every_primary
+from redis.asyncio import Redis
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 

@@ -96,7 +96,6 @@ async def test_priority_weights_hold_within_a_shard(redis: Redis) -> None:
 
 
 async def test_queue_depth_and_dead_letters_are_summed_over_the_shards(redis: Redis) -> None:
-    names = keyspace(redis)
     created = {shard: await create_in(redis, shard, shard % 3 + 1, Priority.HIGH) for shard in (0, 5, 15)}
     consumer = QueueConsumer(redis, "test")
     await consumer.ensure_groups()
