@@ -63,8 +63,13 @@ class EventRecorder:
     status change is missed). Use as a context manager, or call ``close()``. If Redis goes away the subscription
     is made again once it is back (``reconnects`` counts it); what was published meanwhile is missed."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, cluster: bool = False) -> None:
+        """``cluster``: on a Redis Cluster (16 queue shards) events go through sharded pub/sub, which has no pattern
+        subscription: the recorder hears only the jobs it is told to ``follow``."""
         self.redis_url = redis_url
+        self.cluster = cluster
+        self.names = keys.Keyspace(shards=keys.CLUSTER_DEFAULT_SHARDS, cluster=True) if cluster else keys.LEGACY
+        self._lock = threading.Lock()
         self.pubsub = self._subscribe()
         self.events: list[dict[str, Any]] = []
         self.reconnects = 0
@@ -72,16 +77,37 @@ class EventRecorder:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _subscribe(self) -> redis.client.PubSub:
+    def _subscribe(self) -> Any:
+        if self.cluster:  # redis-py's ClusterPubSub: one connection per node a channel lives on, resubscribing itself
+            return redis.RedisCluster.from_url(self.redis_url).pubsub()
         pubsub = redis.Redis.from_url(self.redis_url).pubsub()
         pubsub.psubscribe(keys.LEGACY.job_events_pattern)
         pubsub.get_message(timeout=2)  # the subscribe confirmation
         return pubsub
 
+    def follow(self, job_ids: list[str]) -> None:
+        """Record the events of these jobs from now on (on a cluster the only ones recorded; standalone, every job's
+        are anyway). Call it before anything can move them: on a quiet stack, before a dispatcher starts."""
+        if not self.cluster:
+            return
+        with self._lock:
+            for job_id in job_ids:
+                self.pubsub.ssubscribe(self.names.job_events(job_id))
+
+    def _next(self) -> dict[str, Any] | None:
+        with self._lock:
+            if self.cluster:
+                message: dict[str, Any] | None = self.pubsub.get_sharded_message(timeout=0.0)
+            else:
+                message = self.pubsub.get_message(timeout=0.1)
+        if self.cluster and message is None:
+            time.sleep(0.01)
+        return message
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                message = self.pubsub.get_message(timeout=0.1)
+                message = self._next()
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 self.pubsub.close()
                 while not self._stop.is_set():
@@ -93,7 +119,7 @@ class EventRecorder:
                     except (redis.ConnectionError, redis.TimeoutError, OSError):
                         continue
                 continue
-            if message and message["type"] == "pmessage":
+            if message and message["type"] in ("pmessage", "smessage"):
                 self.events.append(json.loads(message["data"]))
 
     def of(self, job_id: str) -> list[dict[str, Any]]:

@@ -10,25 +10,33 @@ the fault suite switches its own rig, ``uploads`` in test_faults.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis as redis_sync
 import trustme
 from aic.core import settings as aic_settings
+from aic.core.settings import RedisSettings
 from aic.local import up
 from aic.local.modelbuild import ensure_default_model
 from aic.local.ports import free_port
 from aic.local.triton import LocalTriton, on_free_ports
+from aic.modelrepo import layout
+from aic.store.connection import connect, is_cluster
+from aic.store.routes import RouteStore
 from image_server import ImageServer
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis_cluster import RedisCluster
-from stack import RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
+from stack import ContainerRedis, RunningRedis, S3Server, Service, redis_server, s3_server, stop_all, wait_for_http
 from webhook_receiver import Receiver
 
 API_KEY = "acme-test-key-0123456789abcdef"
@@ -51,9 +59,61 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalTri
         yield server
 
 
-def publish_models(redis_url: str, repository: Path) -> None:
-    """Make the repository's models routable, as `aic up` does."""
-    asyncio.run(up.publish_models(redis_url, repository))
+def publish_models(redis_url: str, repository: Path, *, cluster: bool = False) -> None:
+    """Make the repository's models routable, as `aic up` does; with ``cluster``, on a Redis Cluster (as the operator
+    or `aic models apply` with ``REDIS_CLUSTER=true`` do: `aic up` itself never runs on one)."""
+    if not cluster:
+        asyncio.run(up.publish_models(redis_url, repository))
+        return
+
+    async def publish() -> None:
+        redis = connect(RedisSettings(redis_url=redis_url, redis_cluster=True))
+        try:
+            routes = RouteStore(redis)
+            for spec in layout.discover(repository):
+                await routes.publish(spec)
+        finally:
+            await redis.aclose()
+
+    asyncio.run(publish())
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a store test runs: a standalone Redis of its module, or the session's Redis Cluster (16 queue shards)."""
+
+    url: str
+    cluster: bool
+    flush: Callable[[], None]
+
+    @property
+    def settings(self) -> RedisSettings:
+        return RedisSettings(redis_url=self.url, redis_cluster=self.cluster)
+
+    def connect(self, *, blocking_reads: bool = False) -> Redis:
+        return connect(self.settings, blocking_reads=blocking_reads)
+
+
+async def on_every_primary(redis: Redis, *command: str) -> Any:
+    """One command on every primary of a cluster, replies merged (the async cluster client sends KEYS and SCRIPT
+    FLUSH to one random node), or on the standalone server."""
+    if is_cluster(redis):
+        return await redis.execute_command(*command, target_nodes=AsyncRedisCluster.PRIMARIES)  # type: ignore[no-untyped-call]
+    return await redis.execute_command(*command)  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """Each store test once against a standalone Redis (the module's own) and once against the session's 3-primary
+    Redis Cluster; emptied before the test either way."""
+    if request.param == "standalone":
+        server: RunningRedis = request.getfixturevalue("own_redis")
+        target = RedisTarget(server.url, False, lambda: redis_sync.Redis.from_url(server.url).flushall())
+    else:
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        target = RedisTarget(cluster.url, True, cluster.flushall)
+    target.flush()
+    return target
 
 
 @dataclass
@@ -164,15 +224,27 @@ def image_server(webhook_ca: WebhookCA) -> Iterator[ImageServer]:
 
 @contextmanager
 def running_stack(
-    triton: LocalTriton, webhook_ca: WebhookCA, *, with_dispatcher: bool, **extra_env: str
+    triton: LocalTriton,
+    webhook_ca: WebhookCA,
+    *,
+    with_dispatcher: bool,
+    cluster: RedisCluster | None = None,
+    **extra_env: str,
 ) -> Iterator[Stack]:
-    """A Redis of its own with the repository's models routed, an `aic api` and, optionally, a dispatcher."""
-    with redis_server() as redis_srv:
-        publish_models(redis_srv.url, triton.repository)
+    """A Redis of its own with the repository's models routed, an `aic api` and, optionally, a dispatcher. With
+    ``cluster``: on that Redis Cluster instead (``REDIS_CLUSTER=true``, 16 queue shards), emptied first."""
+    with contextlib.ExitStack() as started:
+        if cluster is None:
+            redis_srv: RunningRedis = started.enter_context(redis_server())
+        else:
+            cluster.flushall()
+            redis_srv = ContainerRedis(cluster.url)  # only its url is used
+        publish_models(redis_srv.url, triton.repository, cluster=cluster is not None)
         port = free_port()
         env = {
             **os.environ,
             "REDIS_URL": redis_srv.url,
+            "REDIS_CLUSTER": "true" if cluster is not None else "false",
             "TRITON_URL": triton.grpc_url,
             "MODEL_REPOSITORY": str(triton.repository),
             "API_HOST": "127.0.0.1",
@@ -229,6 +301,19 @@ def stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
 def quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
     """An API whose queue no dispatcher reads: jobs stay pending until a test starts ``own_dispatcher()``."""
     with running_stack(triton_server, webhook_ca, with_dispatcher=False) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cluster_quiet_stack(triton_server: LocalTriton, webhook_ca: WebhookCA) -> Iterator[Stack]:
+    """``quiet_stack`` on a 3-primary Redis Cluster of its own (``REDIS_CLUSTER=true``, 16 queue shards; not the
+    session's ``redis_cluster``, which store tests flush): an API whose queue no dispatcher reads until a test starts
+    ``own_dispatcher()``. Tests on it follow their own jobs (sharded pub/sub has no pattern subscription:
+    ``EventRecorder.follow``)."""
+    with (
+        RedisCluster.start(primaries=3) as cluster,
+        running_stack(triton_server, webhook_ca, with_dispatcher=False, cluster=cluster) as running,
+    ):
         yield running
 
 

@@ -81,7 +81,10 @@ async def test_an_override_wins_over_every_republish_and_goes_with_the_model(red
     await routes.override("v1", None)
     assert await weights(redis, "latest") == {"v1": 100, "v2": 100}
     await routes.withdraw("v2")
-    assert await redis.hget(keys.LEGACY.model_overrides, "v2") is None and await redis.hget(keys.LEGACY.model_requested, "v2") is None
+    assert (
+        await redis.hget(keys.LEGACY.model_overrides, "v2") is None
+        and await redis.hget(keys.LEGACY.model_requested, "v2") is None
+    )
     assert await routes.override("v2", 5) is False  # not published: nothing to override
 
 

@@ -275,7 +275,9 @@ def test_s3_stopped_for_15_s_mid_run_every_job_completes_once(rig: Rig, s3: S3Se
         assert during["failed"] == 0, during  # nothing failed or dead-lettered for the outage
         rig.assert_exactly_once(recorder, job_ids, "completed")
         r = rig.redis()
-        assert all(int(r.hget(keys.LEGACY.job_status(j), "attempts") or 0) == 1 for j in job_ids), "a delivery was counted"
+        assert all(int(r.hget(keys.LEGACY.job_status(j), "attempts") or 0) == 1 for j in job_ids), (
+            "a delivery was counted"
+        )
         assert "reclaimed" not in worker.output() + observer.output()
         wait_prefix_empty(s3, prefix)
 

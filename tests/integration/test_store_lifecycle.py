@@ -10,26 +10,25 @@ from datetime import UTC, datetime
 
 import pytest
 from aic.core.enums import JobStatus, Priority, Stage
-from aic.core.settings import RedisSettings
 from aic.store import keys, listing
-from aic.store.connection import connect
+from aic.store.connection import keyspace
 from aic.store.deadlines import DeadlineSweep
 from aic.store.jobs import JobStore, NewJob
 from aic.store.listing import JobFilter, JobIndex
 from aic.store.queue import QueueConsumer
 from aic.store.transitions import Completion, JobTransitions
 from aic.store.usage import UsageStore, day_of
+from conftest import RedisTarget, on_every_primary
 from redis.asyncio import Redis
-from stack import RunningRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="session")]
 
 
 @pytest.fixture
-async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
-    client = connect(RedisSettings(redis_url=own_redis.url))
-    await client.flushdb()
-    await client.hset(keys.LEGACY.model_routes, "latest", "efficientnet-lite0")
+async def redis(redis_target: RedisTarget) -> AsyncIterator[Redis]:
+    """A client of a standalone Redis (the seed's key names), then of the session's Redis Cluster (16 shards)."""
+    client = redis_target.connect()
+    await client.hset(keyspace(client).model_routes, "latest", "efficientnet-lite0")
     try:
         yield client
     finally:
@@ -60,12 +59,21 @@ async def every_page(index: JobIndex, tenant: str, limit: int, where: JobFilter 
 
 
 async def held(redis: Redis) -> list[Completion]:
-    """Every queued job taken by a test consumer, as a dispatcher holds it."""
+    """Every queued job (of every shard) taken by a test consumer, as a dispatcher holds it."""
     consumer = QueueConsumer(redis, "test")
     await consumer.ensure_groups()
-    entries = (await consumer.read({Priority.HIGH: 100}))[Priority.HIGH]
+    entries = [
+        e
+        for shard in keyspace(redis).all_shards()
+        for e in (await consumer.read({Priority.HIGH: 100}, shard))[Priority.HIGH]
+    ]
     return [Completion(t.job, t.entry, b'{"predictions": []}') for t in await JobTransitions(redis).take(entries)
             if t.job is not None]  # fmt: skip
+
+
+async def job_keys(redis: Redis, job_id: str) -> set[str]:
+    """Every key of one job left in Redis (any layout: the id is in each of its names)."""
+    return {k.decode() for k in await on_every_primary(redis, "KEYS", f"job:*{job_id}*")}
 
 
 async def counters(redis: Redis, tenant: str = "acme") -> dict[str, float]:
@@ -145,11 +153,12 @@ async def test_the_creation_window_is_the_index_range(redis: Redis) -> None:
 
 
 async def test_entries_of_expired_jobs_are_trimmed_when_a_page_meets_them(redis: Redis) -> None:
+    names = keyspace(redis)
     store, index = JobStore(redis), JobIndex(redis)
     kept, expired = new_job(), new_job()
     await store.create([kept])
     await store.create([expired])
-    await redis.delete(keys.LEGACY.job_status(expired.job_id))  # as its TTL would
+    await redis.delete(names.job_status(expired.job_id))  # as its TTL would
     assert await every_page(index, "acme", 10) == [[kept.job_id]]
     assert await redis.zscore(keys.tenant_jobs("acme"), expired.job_id) is None
     assert await redis.ttl(keys.tenant_jobs("acme")) > 0  # the index itself expires with an idle tenant
@@ -160,6 +169,7 @@ async def test_entries_of_expired_jobs_are_trimmed_when_a_page_meets_them(redis:
 
 async def test_the_sweep_times_out_a_running_job_once_and_its_late_result_is_discarded(redis: Redis) -> None:
     store, transitions, sweep = JobStore(redis), JobTransitions(redis), DeadlineSweep(redis)
+    names = keyspace(redis)
     job = new_job(deadline_s=30)
     await store.create([job])
     [item] = await held(redis)
@@ -173,33 +183,35 @@ async def test_the_sweep_times_out_a_running_job_once_and_its_late_result_is_dis
     assert await transitions.complete([item], through=Stage.INFERENCE) == [False]  # the late result
     assert await store.result(job.job_id) is None
     assert (await store.get(job.job_id)).status == "failed"
-    outbox = await redis.xrange(keys.LEGACY.webhook_outbox())
+    outbox = await redis.xrange(names.webhook_outbox(names.shard(job.job_id)))
     assert [fields[b"event"] for _, fields in outbox] == [b"failed"]  # job.failed, once
-    assert await redis.exists(keys.LEGACY.job_image(job.job_id)) == 0
+    assert await redis.exists(names.job_image(job.job_id)) == 0
     assert await redis.zscore(keys.DEADLINES, job.job_id) is None
     counts = await counters(redis)
     assert (counts.get("failed"), counts.get("timed_out"), counts.get("completed")) == (1, 1, None)
 
 
 async def test_a_live_job_lives_past_its_deadline_only_by_the_slack(redis: Redis) -> None:
+    names = keyspace(redis)
     store = JobStore(redis)
     job = new_job(deadline_s=90)
     await store.create([job])
-    ttl = await redis.ttl(keys.LEGACY.job_status(job.job_id))
+    ttl = await redis.ttl(names.job_status(job.job_id))
     assert 90 < ttl <= 90 + keys.LIVE_SLACK_S
-    assert 90 < await redis.ttl(keys.LEGACY.job_image(job.job_id)) <= 90 + keys.LIVE_SLACK_S
+    assert 90 < await redis.ttl(names.job_image(job.job_id)) <= 90 + keys.LIVE_SLACK_S
     status = (await store.get(job.job_id)).status_response()
     assert status.deadline_at is not None and status.expires_at is None
 
 
 async def test_an_ended_job_lives_as_long_as_its_retention(redis: Redis) -> None:
+    names = keyspace(redis)
     store, transitions = JobStore(redis), JobTransitions(redis)
     job = new_job(retention_s=40)
     await store.create([job])
     [item] = await held(redis)
     await transitions.start([item])
     assert await transitions.complete([item]) == [True]
-    for key in (keys.LEGACY.job_status(job.job_id), keys.LEGACY.job_result(job.job_id), keys.LEGACY.job_metadata(job.job_id)):
+    for key in (names.job_status(job.job_id), names.job_result(job.job_id), names.job_metadata(job.job_id)):
         assert 0 < await redis.ttl(key) <= 40, key
     status = (await store.get(job.job_id)).status_response()
     assert status.expires_at is not None
@@ -212,17 +224,18 @@ async def test_an_ended_job_lives_as_long_as_its_retention(redis: Redis) -> None
 
 
 async def test_purge_erases_every_key_of_a_dead_lettered_job_and_its_entries(redis: Redis) -> None:
+    names = keyspace(redis)
     store, transitions = JobStore(redis), JobTransitions(redis)
     job, other = new_job(), new_job()
     await store.create([job])
     await store.create([other])
     items = await held(redis)
     await transitions.fail([i for i in items if i.job.job_id == job.job_id], "no", "MODEL_ERROR", dead_letter=True)
-    await redis.rpush(keys.LEGACY.job_webhooks(job.job_id), "{}")
+    await redis.rpush(names.job_webhooks(job.job_id), "{}")
     await store.purge(await store.get(job.job_id))
-    assert {k.decode() for k in await redis.keys(f"job:{{{job.job_id}}}:*")} == set()
-    assert await redis.hexists(keys.LEGACY.dead_letter_index(), job.job_id) == 0
-    assert await redis.xlen(keys.LEGACY.dead_letter_stream()) == 0
+    assert await job_keys(redis, job.job_id) == set()
+    assert await redis.hexists(names.dead_letter_index(names.shard(job.job_id)), job.job_id) == 0
+    assert await redis.xlen(names.dead_letter_stream(names.shard(job.job_id))) == 0
     assert await redis.zscore(keys.tenant_jobs("acme"), job.job_id) is None
     assert await redis.zscore(keys.DEADLINES, job.job_id) is None
     assert (await store.get(other.job_id)).status == "pending"  # the other job is untouched
@@ -236,7 +249,7 @@ async def test_purging_a_live_job_cancels_it_first_and_a_late_dispatcher_leaves_
     await store.purge(await store.get(job.job_id))
     assert await transitions.start([item]) == [False]  # a dispatcher that took it just before
     assert await transitions.complete([item]) == [False]
-    assert {k.decode() for k in await redis.keys(f"job:{{{job.job_id}}}:*")} == set()
+    assert await job_keys(redis, job.job_id) == set()
     assert (await counters(redis)).get("cancelled") == 1
 
 

@@ -13,15 +13,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from aic.core.settings import RedisSettings, WebhookSettings
+from aic.core.settings import WebhookSettings
 from aic.store import keys
-from aic.store.connection import connect
+from aic.store.connection import keyspace
 from aic.store.webhooks import WebhookStore
 from aic.webhooks.worker import WebhookWorker
-from conftest import WebhookCA
+from conftest import RedisTarget, WebhookCA
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from stack import RunningRedis
 from webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -31,8 +30,10 @@ RESULT = {"job_id": "x", "predictions": [{"class_name": "Egyptian cat", "confide
 
 
 @pytest.fixture
-async def redis(own_redis: RunningRedis) -> AsyncIterator[Redis]:
-    client = connect(RedisSettings(redis_url=own_redis.url), blocking_reads=True)
+async def redis(redis_target: RedisTarget) -> AsyncIterator[Redis]:
+    """A client of a standalone Redis (the seed's key names), then of the session's Redis Cluster (16 shards: the
+    worker reads every shard's outbox in turn)."""
+    client = redis_target.connect(blocking_reads=True)
     try:
         yield client
     finally:
@@ -70,17 +71,29 @@ async def worker(redis: Redis, settings: WebhookSettings) -> AsyncIterator[Webho
         await asyncio.wait_for(task, 30)
 
 
-async def finished_job(redis: Redis, callback_url: str, status: str = "completed") -> str:
-    """A job as the job store's finish script leaves it: status, result and its outbox entry."""
-    job_id = str(uuid.uuid4())
+async def finished_job(redis: Redis, callback_url: str, status: str = "completed", job_id: str = "") -> str:
+    """A job as the job store's finish script leaves it: status, result and its outbox entry (of its shard)."""
+    job_id = job_id or str(uuid.uuid4())
+    names = keyspace(redis)
     fields = {"job_id": job_id, "tenant": TENANT, "status": status, "callback_url": callback_url}
     if status == "failed":
         fields |= {"error": "Unsupported image", "error_code": "INVALID_IMAGE"}
-    await redis.hset(keys.LEGACY.job_status(job_id), mapping=fields)  # type: ignore[misc]
-    await redis.expire(keys.LEGACY.job_status(job_id), 3600)
-    await redis.set(keys.LEGACY.job_result(job_id), json.dumps({**RESULT, "job_id": job_id}), ex=3600)
-    await redis.xadd(keys.LEGACY.webhook_outbox(), {"job_id": job_id, "event": status})
+    await redis.hset(names.job_status(job_id), mapping=fields)  # type: ignore[misc]
+    await redis.expire(names.job_status(job_id), 3600)
+    await redis.set(names.job_result(job_id), json.dumps({**RESULT, "job_id": job_id}), ex=3600)
+    await redis.xadd(outbox_of(redis, job_id), {"job_id": job_id, "event": status})
     return job_id
+
+
+def outbox_of(redis: Redis, job_id: str) -> str:
+    names = keyspace(redis)
+    return names.webhook_outbox(names.shard(job_id))
+
+
+async def scheduled(redis: Redis) -> int:
+    """Deliveries scheduled, over every shard."""
+    names = keyspace(redis)
+    return sum([await redis.zcard(names.webhook_scheduled(shard)) for shard in names.all_shards()])
 
 
 async def until_over(redis: Redis, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
@@ -109,8 +122,10 @@ async def test_completed_job_is_delivered_signed_with_the_result(
     assert body["data"] == {"job_id": job_id, "status": "completed", "result": {**RESULT, "job_id": job_id}}
     attempts = await WebhookStore(redis).attempts(job_id)
     assert [(a["attempt"], a["status_code"]) for a in attempts] == [(1, 200)]
-    assert await redis.zscore(keys.LEGACY.webhook_scheduled(), got.webhook_id) is None
-    assert not await redis.exists(keys.LEGACY.webhook_delivery(got.webhook_id))
+    names = keyspace(redis)
+    shard = names.shard(job_id)
+    assert await redis.zscore(names.webhook_scheduled(shard), got.webhook_id) is None
+    assert not await redis.exists(names.webhook_delivery(got.webhook_id, shard))
 
 
 async def test_failed_job_payload_carries_the_error(
@@ -167,7 +182,7 @@ async def test_gives_up_after_the_bounded_schedule(
     assert len(webhook_receiver.received(job_id)) == 3
     assert len({r.webhook_id for r in webhook_receiver.received(job_id)}) == 1
     assert [a["status_code"] for a in await WebhookStore(redis).attempts(job_id)] == [500, 500, 500]
-    assert await redis.zcard(keys.LEGACY.webhook_scheduled()) == 0
+    assert await scheduled(redis) == 0
 
 
 async def test_redirects_are_not_followed(
@@ -225,17 +240,19 @@ async def test_rotation_without_grace_signs_with_the_new_secret_only(
 async def test_an_entry_a_crashed_reader_left_unacknowledged_is_delivered(
     redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
 ) -> None:
+    job_id = str(uuid.uuid4())
+    outbox = outbox_of(redis, job_id)
     with contextlib.suppress(ResponseError):  # BUSYGROUP: an earlier worker made it
-        await redis.xgroup_create(keys.LEGACY.webhook_outbox(), keys.WEBHOOK_GROUP, id="$", mkstream=True)
-    job_id = await finished_job(redis, webhook_receiver.url("/ok"))
+        await redis.xgroup_create(outbox, keys.WEBHOOK_GROUP, id="$", mkstream=True)
+    await finished_job(redis, webhook_receiver.url("/ok"), job_id=job_id)
     # a reader that took the entry and died before scheduling it
-    taken = await redis.xreadgroup(keys.WEBHOOK_GROUP, "dead-reader", {keys.LEGACY.webhook_outbox(): ">"}, count=10)
+    taken = await redis.xreadgroup(keys.WEBHOOK_GROUP, "dead-reader", {outbox: ">"}, count=10)
     assert taken
     async with worker(redis, settings):
         summary = await until_over(redis, job_id)
     assert summary["state"] == "delivered"
     assert len(webhook_receiver.received(job_id)) == 1
-    assert (await redis.xpending(keys.LEGACY.webhook_outbox(), keys.WEBHOOK_GROUP))["pending"] == 0
+    assert (await redis.xpending(outbox, keys.WEBHOOK_GROUP))["pending"] == 0
 
 
 async def test_a_claim_whose_sender_died_is_retried_with_the_same_id(
@@ -243,7 +260,7 @@ async def test_a_claim_whose_sender_died_is_retried_with_the_same_id(
 ) -> None:
     store = WebhookStore(redis)
     job_id = await finished_job(redis, webhook_receiver.url("/ok"))
-    entry_id = (await redis.xrevrange(keys.LEGACY.webhook_outbox(), count=1))[0][0].decode()
+    entry_id = (await redis.xrevrange(outbox_of(redis, job_id), count=1))[0][0].decode()
     await store.enqueue(entry_id, job_id, "completed")
     [claimed] = await store.claim_due(10, lease_ms=300)  # a sender claims it, then dies without a word
     async with worker(redis, settings):
@@ -281,7 +298,7 @@ async def test_an_unknown_event_is_dropped_not_retried_forever(
     redis: Redis, settings: WebhookSettings, webhook_receiver: Receiver, receiver_secret: str
 ) -> None:
     job_id = await finished_job(redis, webhook_receiver.url("/ok"))
-    await redis.xadd(keys.LEGACY.webhook_outbox(), {"job_id": job_id, "event": "exploded"})
+    await redis.xadd(outbox_of(redis, job_id), {"job_id": job_id, "event": "exploded"})
     async with worker(redis, settings):
         await until_over(redis, job_id)  # the real 'completed' one
         store = WebhookStore(redis)
@@ -290,5 +307,5 @@ async def test_an_unknown_event_is_dropped_not_retried_forever(
                 await asyncio.sleep(0.02)
     attempts = await store.attempts(job_id)
     assert {a.get("error") for a in attempts} == {None, "unknown event 'exploded'"}
-    assert await redis.zcard(keys.LEGACY.webhook_scheduled()) == 0
+    assert await scheduled(redis) == 0
     assert len(webhook_receiver.received(job_id)) == 1

@@ -5,8 +5,8 @@ failure is written (the job store acknowledges it in the same atomic step). Whil
 on its idle time is reset every third of the lease; an entry idle longer than the lease belongs to a dead
 dispatcher and is claimed by a live one.
 
-With several queue shards (a Redis Cluster) every batch visits the shards in turn from a start that moves one
-shard per batch, so a busy shard cannot starve the others; the priority weights hold within each shard. One Redis
+With several queue shards (a Redis Cluster) every batch visits the shards in turn from a start that moves past the
+shard that filled the last batch, so a busy shard cannot starve the others; the priority weights hold within each shard. One Redis
 command cannot wait on streams of several slots, so an idle dispatcher waits on one shard at a time, briefly
 (``SHARDED_IDLE_BLOCK_MS``), and sweeps them all between waits.
 """
@@ -88,13 +88,19 @@ class Intake:
         return found
 
     async def _read_all(self, want: int) -> list[Entry]:
-        """Up to ``want`` new entries, weighted by priority within each shard, the shards in turn from ``_start``."""
+        """Up to ``want`` new entries, weighted by priority within each shard, the shards in turn from ``_start``.
+        The next read starts after the shard that filled this one: a busy shard fills a batch at most once per
+        round, so a job of any other shard waits at most one batch per busy shard (moving the start by one shard
+        per batch made the shards after a busy one wait until the start passed it: up to S batches)."""
         shards = self.queue.shards
-        first, self._start = self._start, (self._start + 1) % shards
+        first = self._start
+        self._start = (first + 1) % shards
         found: list[Entry] = []
         for i in range(shards):
-            found += await self._read_weighted(want - len(found), (first + i) % shards)
+            shard = (first + i) % shards
+            found += await self._read_weighted(want - len(found), shard)
             if len(found) >= want:
+                self._start = (shard + 1) % shards
                 break
         return found
 

@@ -12,7 +12,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 
 from aic.store import keys
-from aic.store.connection import guarded
+from aic.store.connection import guarded, is_cluster
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class Heartbeats:
     async def beat(self, worker_id: str, body: dict[str, Any]) -> None:
         """Record a heartbeat (``body`` carries ``ready`` and ``problems``) and forget dispatchers that stopped."""
         now_ms = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:  # two keys, two slots on a cluster
+        # the body and the index are two slots on a cluster (no transaction across slots): written in this order,
+        # and ``live`` skips a listed dispatcher whose body is missing
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.set(keys.worker_status(worker_id), json.dumps(body), ex=keys.WORKER_STATUS_TTL_S)
             pipe.zadd(keys.WORKER_HEARTBEATS, {worker_id: now_ms})
             pipe.zremrangebyscore(keys.WORKER_HEARTBEATS, "-inf", now_ms - keys.WORKER_STATUS_TTL_S * 1000)
@@ -41,7 +43,7 @@ class Heartbeats:
 
     async def gone(self, worker_id: str) -> None:
         """A dispatcher that stops says so at once."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.delete(keys.worker_status(worker_id))
             pipe.zrem(keys.WORKER_HEARTBEATS, worker_id)
             await pipe.execute()
@@ -52,7 +54,7 @@ class Heartbeats:
         ids = cast(list[bytes], await self.redis.zrangebyscore(keys.WORKER_HEARTBEATS, since_ms, "+inf"))
         if not ids:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the keys are in many slots on a cluster
+        async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: on a cluster the bodies are many slots
             for worker_id in ids:
                 pipe.get(keys.worker_status(worker_id.decode()))
             bodies = cast(list[bytes | None], await pipe.execute())
