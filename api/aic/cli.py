@@ -47,8 +47,12 @@ def cmd_api(_: argparse.Namespace) -> int:
 
     malloc.tune()  # uploads of a few hundred KB: reused from the heap, not mapped and faulted in each time
     telemetry.setup("aic-api")  # before the app: its tracing plugin is added only while spans are exported
+    from aic.store import layout
+
     api = settings_mod.load(ApiSettings)
-    serve(create_app(api, settings_mod.load(RedisSettings)), api)
+    redis_settings = settings_mod.load(RedisSettings)
+    asyncio.run(layout.check_settings(redis_settings))  # a layout mismatch: one line and exit 2, not a traceback
+    serve(create_app(api, redis_settings), api)
     return 0
 
 
@@ -58,6 +62,7 @@ async def _dispatch() -> None:
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
     from aic.dispatch.health import Health
     from aic.dispatch.sweep import sweep_uploads
+    from aic.store import layout
     from aic.store.connection import connect
     from aic.store.objects import connect_uploads
     from aic.store.queue import QueueConsumer, QueueStats
@@ -75,6 +80,7 @@ async def _dispatch() -> None:
     metrics.serve(settings_mod.load(MetricsSettings), "dispatcher", {"/livez": health.live, "/readyz": health.ready})
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
+    await layout.check(redis)  # another key layout than the data's: refused (LayoutMismatch, exit 2)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
     worker_id = new_worker_id()
     object_store = settings_mod.load(ObjectStoreSettings)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
+from aic.core.settings import SettingsError
+from aic.store import layout
 from aic.store.connection import connect
 from aic.store.routes import RouteStore
 
@@ -43,6 +45,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.L
         "model repository %s; Triton replicas %s", CONFIG.triton.model_repository, fleet.urls() or "from endpoints"
     )
     memo.redis = connect(CONFIG.redis)
+    try:
+        await layout.check(memo.redis)  # another key layout than the data's would publish routes nobody reads
+    except SettingsError as exc:
+        raise kopf.PermanentError(str(exc)) from None
     memo.reconciler = Reconciler(CONFIG, fleet, RouteStore(memo.redis))
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aic.store import evidence
+from aic.store import evidence, layout
 from aic.store.connection import connect
 from aic.store.routes import RouteStore
 
@@ -43,6 +43,7 @@ async def _run(action: str, targets: list[Any], wait_s: float = 0.0) -> int:
     config = load_config(local=True)
     fleet = Fleet(config.static_replicas, config.operator.triton_load_timeout_s)
     redis = connect(config.redis)
+    await layout.check(redis)  # another key layout than the data's: refused (LayoutMismatch, exit 2)
     reconciler = Reconciler(config, fleet, RouteStore(redis))
     code = 0
     try:

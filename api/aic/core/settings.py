@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -136,17 +137,46 @@ class RedisSettings:
     queue_shards: int = 0
     """How many queue shards the jobs are spread over (``aic.store.keys``); 0: 1 on one Redis, 16 on a cluster.
     Every process of a deployment must use the same value; changing it is a migration (README "Scaling")."""
+    key_layout_before: str = ""
+    """While migrating (README "Scaling"): the key layout the existing data was written in, ``standalone`` (one
+    Redis, one shard: the seed's names), ``shards:<S>`` (one Redis, S shards) or ``cluster:<S>``. Processes then
+    accept data in that layout, read a job not found under the new names under the old ones, and dispatchers keep
+    taking the old layout's queued jobs. Empty: no migration. Remove it once the longest retention has passed."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.queue_shards <= 1024:
             raise SettingsError(f"QUEUE_SHARDS must be 0 (the default) to 1024, got {self.queue_shards}")
         if self.redis_cluster and self.redis_db != 0:
             raise SettingsError("REDIS_DB must be 0 with REDIS_CLUSTER=true: a Redis Cluster has one database")
+        before = self.layout_before
+        if before is not None and before == (self.redis_cluster, self.shards):
+            raise SettingsError(
+                f"KEY_LAYOUT_BEFORE={self.key_layout_before} is the layout these settings use: unset it, or name "
+                "the layout the data was written in before"
+            )
+
+    @property
+    def layout_before(self) -> tuple[bool, int] | None:
+        """``KEY_LAYOUT_BEFORE`` as (cluster, shards); None when unset."""
+        return parse_layout(self.key_layout_before) if self.key_layout_before else None
 
     @property
     def shards(self) -> int:
         """The queue shards in effect."""
         return self.queue_shards or (16 if self.redis_cluster else 1)
+
+
+def parse_layout(raw: str) -> tuple[bool, int]:
+    """A key layout's name, ``standalone``, ``shards:<S>`` or ``cluster:<S>`` (S from 1 to 1024), as (cluster,
+    shards); SettingsError for anything else."""
+    name, _, count = raw.strip().partition(":")
+    if name == "standalone" and not count:
+        return False, 1
+    if name in ("shards", "cluster") and re.fullmatch(r"[1-9][0-9]{0,3}", count) and int(count) <= 1024:
+        return name == "cluster", int(count)
+    raise SettingsError(
+        f"KEY_LAYOUT_BEFORE must be standalone, shards:<S> or cluster:<S> (S from 1 to 1024), got {raw!r}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,7 @@ from aic.http.ratelimit import RateLimitMiddleware
 from aic.http.submissions import Submitter
 from aic.http.tokens import signing_secret
 from aic.live.hub import EventHub
+from aic.store import layout
 from aic.store.connection import Probe, connect
 from aic.store.direct import DirectUploads
 from aic.store.events import EventSubscription
@@ -82,6 +83,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
+        await layout.check(redis)  # another key layout than the data's: refused before serving (LayoutMismatch)
         state = app.state
         queue_settings = settings_mod.load(QueueSettings)
         object_store = settings_mod.load(ObjectStoreSettings)

@@ -144,6 +144,8 @@ def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
     if telemetry.enabled():
         instrument_redis()
     layout = Keyspace(shards=settings.shards, cluster=settings.redis_cluster)
+    before = settings.layout_before
+    previous = Keyspace(shards=before[1], cluster=before[0]) if before is not None else None
     if settings.redis_cluster:
         cluster = RedisCluster.from_url(
             settings.redis_url,
@@ -154,7 +156,7 @@ def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
             health_check_interval=30,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=12),  # rides out a failover (~2-5 s)
         )
-        return bind(cast(Redis, cluster), layout)
+        return bind(cast(Redis, cluster), layout, previous)
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
         timeout=POOL_WAIT_S,
@@ -166,21 +168,38 @@ def connect(settings: RedisSettings, *, blocking_reads: bool = False) -> Redis:
         health_check_interval=30,
         retry_on_timeout=True,
     )
-    return bind(Redis.from_pool(pool), layout)
+    return bind(Redis.from_pool(pool), layout, previous)
 
 
 _KEYSPACES: weakref.WeakKeyDictionary[object, Keyspace] = weakref.WeakKeyDictionary()
+_PREVIOUS: weakref.WeakKeyDictionary[object, Keyspace] = weakref.WeakKeyDictionary()
 
 
-def bind(redis: Redis, layout: Keyspace) -> Redis:
-    """Record that ``redis`` serves a deployment laid out as ``layout``; returns ``redis``."""
+def bind(redis: Redis, layout: Keyspace, previous: Keyspace | None = None) -> Redis:
+    """Record that ``redis`` serves a deployment laid out as ``layout`` (migrating from ``previous``, the layout
+    named by ``KEY_LAYOUT_BEFORE``); returns ``redis``."""
     _KEYSPACES[redis] = layout
+    if previous is not None and previous != layout:
+        _PREVIOUS[redis] = previous
+    else:
+        _PREVIOUS.pop(redis, None)
     return redis
 
 
 def keyspace(redis: Redis) -> Keyspace:
     """The key names of the deployment ``redis`` serves (the seed's, for a client nobody bound)."""
     return _KEYSPACES.get(redis, LEGACY)
+
+
+def previous_keyspace(redis: Redis) -> Keyspace | None:
+    """While migrating (``KEY_LAYOUT_BEFORE``): the key names the existing data was written in; else None."""
+    return _PREVIOUS.get(redis)
+
+
+def keyspaces(redis: Redis) -> tuple[Keyspace, ...]:
+    """The key names to look a job up under, in order: the deployment's, then while migrating the previous ones."""
+    previous = _PREVIOUS.get(redis)
+    return (keyspace(redis),) if previous is None else (keyspace(redis), previous)
 
 
 def is_cluster(redis: Redis) -> bool:

@@ -18,7 +18,7 @@ from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
 from aic.store.calls import Timeout
 from aic.store.connection import guarded, keyspace
-from aic.store.jobs import Job, now_ms_
+from aic.store.jobs import Job, find_jobs, now_ms_
 from aic.store.objects import Uploads
 
 SWEEP_BATCH: Final = 200
@@ -43,11 +43,7 @@ class DeadlineSweep:
         ))]  # fmt: skip
         if not due:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in due:
-                pipe.hgetall(self.keys.job_status(job_id))
-            replies = await pipe.execute()
-        jobs = [Job.from_hash(raw) if raw else None for raw in replies]
+        jobs = [job for job, _ in await find_jobs(self.redis, due)]  # while migrating: the previous layout's too
         live = [job for job in jobs if job is not None and job.status.live and job.past_deadline(now_ms)]
         timed_out = await self._time_out(live, now_ms)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -73,7 +69,7 @@ class DeadlineSweep:
                 now = now_iso()
                 code = str(ErrorCode.TIMEOUT)
                 event = job.event(status="failed", error_message=TIMEOUT_MESSAGE, error_code=code, updated_at=now)
-                job_id, names = job.job_id, self.keys
+                job_id, names = job.job_id, job.names or self.keys
                 call = Timeout(
                     status=names.job_status(job_id), image=names.job_image(job_id),
                     metadata=names.job_metadata(job_id), events=names.job_events(job_id),

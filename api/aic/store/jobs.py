@@ -32,7 +32,7 @@ from aic.core.settings import QueueSettings
 from aic.core.timeutil import iso, now_iso
 from aic.store import keys, scripts, usage
 from aic.store.calls import Cancel, Create, CreateJob, Purge, Retry
-from aic.store.connection import UNAVAILABLE, guard, guarded, keyspace
+from aic.store.connection import UNAVAILABLE, guard, guarded, is_cluster, keyspace, keyspaces
 from aic.store.objects import Uploads, upload_path
 
 log = logging.getLogger("aic.store")
@@ -78,10 +78,14 @@ class Job:
     """Submitted by URL: the dispatcher fetches the image from here (no bytes are stored for it)."""
     waiter: str = ""
     """The inbox of the API process waiting for the job to end (``NewJob.waiter``); empty: none."""
+    names: keys.Keyspace | None = field(default=None, compare=False, repr=False)
+    """The key layout the job was found in, when not the deployment's (a job written before a migration,
+    ``KEY_LAYOUT_BEFORE``): its later steps use the same names."""
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> Job | None:
-        """The job, or None for a hash that is not a whole job record (a stray field written after it expired)."""
+    def from_hash(cls, raw: dict[bytes, bytes], names: keys.Keyspace | None = None) -> Job | None:
+        """The job, or None for a hash that is not a whole job record (a stray field written after it expired);
+        ``names``: the previous layout, for a job found there."""
         h = {k.decode(): v.decode() for k, v in raw.items()}
         if "job_id" not in h or "status" not in h:
             return None
@@ -110,6 +114,7 @@ class Job:
             upload=h.get("upload") or None,
             image_url=h.get("image_url") or None,
             waiter=h.get("waiter", ""),
+            names=names,
         )
 
     def past_deadline(self, now_ms: int | None = None) -> bool:
@@ -148,13 +153,44 @@ class Job:
 
 @guard
 async def statuses(redis: Redis, job_ids: Sequence[str]) -> list[JobStatus | None]:
-    """Each job's status (None: gone), in order, in one round trip."""
-    names = keyspace(redis)
-    async with redis.pipeline(transaction=False) as pipe:
-        for job_id in job_ids:
-            pipe.hget(names.job_status(job_id), "status")
-        replies = await pipe.execute()
-    return [JobStatus(reply.decode()) if reply is not None else None for reply in replies]
+    """Each job's status (None: gone), in order, in one round trip (while migrating, another for the jobs not
+    found: under the previous layout's names)."""
+    found: list[JobStatus | None] = [None] * len(job_ids)
+    for names in keyspaces(redis):
+        missing = [i for i, status in enumerate(found) if status is None]
+        if not missing:
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in missing:
+                pipe.hget(names.job_status(job_ids[i]), "status")
+            replies = await pipe.execute()
+        for i, reply in zip(missing, replies, strict=True):
+            found[i] = JobStatus(reply.decode()) if reply is not None else None
+    return found
+
+
+async def find_jobs(redis: Redis, job_ids: Sequence[str], *, results: bool = False) -> list[tuple[Job | None, Any]]:
+    """Each job (None: gone) and, with ``results``, its stored result, in order: one round trip, and while
+    migrating (``KEY_LAYOUT_BEFORE``) one more for the jobs not found, under the previous layout's names. For the
+    store's guarded classes (redis-py's errors pass through it)."""
+    found: list[tuple[Job | None, Any]] = [(None, None)] * len(job_ids)
+    current = keyspace(redis)
+    for names in keyspaces(redis):
+        missing = [i for i, (job, _) in enumerate(found) if job is None]
+        if not missing:
+            break
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in missing:
+                pipe.hgetall(names.job_status(job_ids[i]))
+                if results:
+                    pipe.get(names.job_result(job_ids[i]))
+            replies = await pipe.execute()
+        step = 2 if results else 1
+        for n, i in enumerate(missing):
+            raw = replies[n * step]
+            job = Job.from_hash(raw, None if names == current else names) if raw else None
+            found[i] = (job, replies[n * step + 1] if results else None)
+    return found
 
 
 def now_ms_() -> int:
@@ -387,27 +423,21 @@ class JobStore:
             log.warning("jobs %s created but not indexed: %s", [job.job_id for job in jobs], exc)
 
     async def get(self, job_id: str, tenant: str | None = None) -> Job:
-        """The job, or JobNotFoundError; another tenant's job is reported exactly like an unknown one."""
-        raw: dict[bytes, bytes] = await self.redis.hgetall(self.keys.job_status(job_id))  # type: ignore[assignment]
-        job = Job.from_hash(raw) if raw else None
+        """The job, or JobNotFoundError; another tenant's job is reported exactly like an unknown one. While
+        migrating, a job not found under the deployment's names is looked up under the previous layout's."""
+        [(job, _)] = await find_jobs(self.redis, [job_id])
         if job is None or (tenant is not None and job.tenant != tenant):
             raise JobNotFoundError(job_id)
         return job
 
     async def with_results(self, job_ids: Sequence[str], tenant: str | None = None) -> list[tuple[Job, bytes | None]]:
-        """Each job with its stored result (None until it completed), in one round trip; JobNotFoundError as
-        ``get``."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(self.keys.job_status(job_id))
-                pipe.get(self.keys.job_result(job_id))
-            replies = await pipe.execute()
+        """Each job with its stored result (None until it completed), in one round trip (two while migrating);
+        JobNotFoundError as ``get``."""
         found = []
-        for job_id, raw, result in zip(job_ids, replies[::2], replies[1::2], strict=True):
-            job = Job.from_hash(raw) if raw else None
+        for job_id, (job, result) in zip(job_ids, await find_jobs(self.redis, job_ids, results=True), strict=True):
             if job is None or (tenant is not None and job.tenant != tenant):
                 raise JobNotFoundError(job_id)
-            found.append((job, result))
+            found.append((job, cast(bytes | None, result)))
         return found
 
     async def ended(self, job_ids: Sequence[str]) -> bool:
@@ -415,19 +445,27 @@ class JobStore:
         return all(status is None or status.terminal for status in await statuses(self.redis, job_ids))
 
     async def metadata(self, job_id: str) -> dict[str, Any]:
-        raw = await self.redis.get(self.keys.job_metadata(job_id))
+        raw = await self._first([names.job_metadata(job_id) for names in keyspaces(self.redis)])
         return cast(dict[str, Any], json.loads(raw)) if raw else {}
 
     async def result(self, job_id: str) -> bytes | None:
         """The stored result JSON of a completed job (None before completion or once expired)."""
-        return cast(bytes | None, await self.redis.get(self.keys.job_result(job_id)))
+        return await self._first([names.job_result(job_id) for names in keyspaces(self.redis)])
+
+    async def _first(self, names: Sequence[str]) -> bytes | None:
+        """The value of the first of ``names`` that exists (a job's key under each layout it may be in)."""
+        for name in names:
+            value = cast(bytes | None, await self.redis.get(name))
+            if value is not None:
+                return value
+        return None
 
     async def cancel(self, job: Job) -> None:
         """Cancel a live job atomically; JobNotFoundError when it is gone, JobEndedError once it has ended. A cancel
         that happened is counted in the tenant's usage (once: the script says whether it did)."""
         now = now_iso()
         event = job.event(status=str(JobStatus.CANCELLED), updated_at=now)
-        job_id, names = job.job_id, self.keys
+        job_id, names = job.job_id, job.names or self.keys
         call = Cancel(
             status=names.job_status(job_id), image=names.job_image(job_id), metadata=names.job_metadata(job_id),
             events=names.job_events(job_id), waiter=job.waiter or names.job_events(job_id),
@@ -459,14 +497,18 @@ class JobStore:
         if job.status.live and counted:
             with contextlib.suppress(JobEndedError, JobNotFoundError):  # it ended or went meanwhile: erased anyway
                 await self.cancel(job)
-        job_id, names = job.job_id, self.keys
+        job_id, names = job.job_id, job.names or self.keys
         shard = names.shard(job_id)
-        call = Purge(
-            status=names.job_status(job_id), result=names.job_result(job_id), image=names.job_image(job_id),
-            metadata=names.job_metadata(job_id), webhooks=names.job_webhooks(job_id),
-            dead_stream=names.dead_letter_stream(shard), dead_index=names.dead_letter_index(shard), job_id=job_id,
-        )  # fmt: skip
-        await scripts.run(self.redis, call)
+        if names.sharded or not is_cluster(self.redis):
+            call = Purge(
+                status=names.job_status(job_id), result=names.job_result(job_id), image=names.job_image(job_id),
+                metadata=names.job_metadata(job_id), webhooks=names.job_webhooks(job_id),
+                dead_stream=names.dead_letter_stream(shard), dead_index=names.dead_letter_index(shard), job_id=job_id,
+            )  # fmt: skip
+            await scripts.run(self.redis, call)
+        else:  # a standalone install's job copied into a cluster: its keys and the shared ones are in other slots
+            for name in (names.job_status, names.job_result, names.job_image, names.job_metadata, names.job_webhooks):
+                await self.redis.delete(name(job_id))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.tenant_jobs(job.tenant), job_id)
             pipe.zrem(keys.DEADLINES, job_id)
@@ -491,7 +533,7 @@ class JobStore:
                           error_message=None, error_code=None)  # fmt: skip
         deadline_s = job.deadline_s or self.queue.queue_ttl_s
         deadline_ms = now_ms_() + deadline_s * 1000
-        job_id, names = job.job_id, self.keys
+        job_id, names = job.job_id, job.names or self.keys
         shard = names.shard(job_id)
         call = Retry(
             status=names.job_status(job_id), image=names.job_image(job_id), result=names.job_result(job_id),

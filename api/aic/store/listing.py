@@ -24,7 +24,7 @@ from aic.core.enums import JobStatus, Priority
 from aic.core.errors import BadRequestError
 from aic.store import keys
 from aic.store.connection import guarded, keyspace
-from aic.store.jobs import Job
+from aic.store.jobs import Job, find_jobs
 
 SCAN_BUDGET: Final = 1000
 """Index entries one page examines at most when a filter that is not indexed skips jobs."""
@@ -145,8 +145,5 @@ class JobIndex:
         return batch, len(rest) < count and len(ties) + len(rest) <= count
 
     async def _jobs(self, job_ids: Sequence[str]) -> list[Job | None]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hgetall(self.keys.job_status(job_id))
-            replies = await pipe.execute()
-        return [Job.from_hash(raw) if raw else None for raw in replies]
+        """The jobs (None: gone); while migrating, those not found are looked up under the previous layout."""
+        return [job for job, _ in await find_jobs(self.redis, job_ids)]

@@ -26,7 +26,7 @@ from aic.core.enums import Priority
 from aic.core.schemas import DeadLetter, QueueInfo
 from aic.core.timeutil import iso
 from aic.store import keys
-from aic.store.connection import guarded, keyspace
+from aic.store.connection import guarded, is_cluster, keyspace, previous_keyspace
 
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
 
@@ -38,15 +38,32 @@ class Entry:
     stream: str
     entry_id: str
     job_id: str
+    names: keys.Keyspace | None = None
+    """The key layout of a stream written before a migration (``KEY_LAYOUT_BEFORE``), whose job's keys are named
+    the same way; None: the deployment's."""
 
 
-def _entries(reply: Iterable[tuple[object, list[tuple[object, dict[bytes, bytes] | None]]]] | None) -> list[Entry]:
+def _entries(
+    reply: Iterable[tuple[object, list[tuple[object, dict[bytes, bytes] | None]]]] | None,
+    names: keys.Keyspace | None = None,
+) -> list[Entry]:
     found: list[Entry] = []
     for stream, messages in reply or []:
         name = stream.decode() if isinstance(stream, bytes) else str(stream)
         for entry_id, fields in messages:
             eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            found.append(Entry(name, eid, (fields or {}).get(b"job_id", b"").decode()))
+            found.append(Entry(name, eid, (fields or {}).get(b"job_id", b"").decode(), names))
+    return found
+
+
+def queue_shards(redis: Redis) -> list[tuple[keys.Keyspace, int, keys.Keyspace | None]]:
+    """Every queue shard to read: the deployment's, then while migrating (``KEY_LAYOUT_BEFORE``) the previous
+    layout's, as (its names, its shard, the names its entries carry). A standalone layout's queues on a cluster are
+    left out: its scripts would span slots (such a migration drains the queues first, README "Scaling")."""
+    current, previous = keyspace(redis), previous_keyspace(redis)
+    found: list[tuple[keys.Keyspace, int, keys.Keyspace | None]] = [(current, s, None) for s in current.all_shards()]
+    if previous is not None and (previous.sharded or not is_cluster(redis)):
+        found += [(previous, s, previous) for s in previous.all_shards()]
     return found
 
 
@@ -65,15 +82,18 @@ class QueueConsumer:
         self.redis = redis
         self.consumer = consumer
         self.keys = keyspace(redis)
+        self._shards = queue_shards(redis)
 
     @property
     def shards(self) -> int:
-        return self.keys.shards
+        """How many shards a dispatcher reads in turn: the deployment's, and while migrating the previous layout's
+        after them (``shard`` arguments count through both)."""
+        return len(self._shards)
 
     async def ensure_groups(self) -> None:
         """The consumer group on every queue of every shard (and the dead-letter streams), created where missing."""
-        for shard in self.keys.all_shards():
-            for stream in [*self.keys.queues(shard), self.keys.dead_letter_stream(shard)]:
+        for names, shard, _ in self._shards:
+            for stream in [*names.queues(shard), names.dead_letter_stream(shard)]:
                 try:
                     await self.redis.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
                 except ResponseError as exc:
@@ -83,28 +103,31 @@ class QueueConsumer:
     async def read(self, counts: Mapping[Priority, int], shard: int = 0) -> dict[Priority, list[Entry]]:
         """New entries of one shard, up to ``counts[priority]`` of each priority, in one round trip (no blocking)."""
         wanted = [p for p in Priority if counts.get(p, 0) > 0]
+        names, local, tag = self._shards[shard]
         async with self.redis.pipeline(transaction=False) as pipe:
             for priority in wanted:
-                stream = self.keys.queue(priority, shard)
+                stream = names.queue(priority, local)
                 pipe.xreadgroup(keys.QUEUE_GROUP, self.consumer, {stream: ">"}, count=counts[priority])
             replies = await pipe.execute()
-        return {priority: _entries(reply) for priority, reply in zip(wanted, replies, strict=True)}
+        return {priority: _entries(reply, tag) for priority, reply in zip(wanted, replies, strict=True)}
 
     async def read_blocking(self, count: int, block_ms: int, shard: int = 0) -> list[Entry]:
         """Up to ``count`` new entries of one shard, of any priority, waiting up to ``block_ms`` for the first."""
+        names, local, tag = self._shards[shard]
         reply = await self.redis.xreadgroup(
-            keys.QUEUE_GROUP, self.consumer, dict.fromkeys(self.keys.queues(shard), ">"), count=count, block=block_ms
+            keys.QUEUE_GROUP, self.consumer, dict.fromkeys(names.queues(local), ">"), count=count, block=block_ms
         )
-        return _entries(reply)  # type: ignore[arg-type]
+        return _entries(reply, tag)  # type: ignore[arg-type]
 
     async def reclaim(self, priority: Priority, idle_ms: int, count: int, shard: int = 0) -> list[Entry]:
         """Entries of ``priority`` in one shard another consumer took but has not renewed for ``idle_ms``: ours
         now."""
-        stream = self.keys.queue(priority, shard)
+        names, local, tag = self._shards[shard]
+        stream = names.queue(priority, local)
         _next, messages, _deleted = await self.redis.xautoclaim(
             stream, keys.QUEUE_GROUP, self.consumer, idle_ms, "0-0", count=count
         )
-        return _entries([(stream, messages)])
+        return _entries([(stream, messages)], tag)
 
     async def renew(self, entries: Iterable[Entry]) -> None:
         """Reset the idle time of entries we hold, so no live dispatcher reclaims a slow job."""
@@ -154,21 +177,23 @@ class QueueStats:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         self.keys = keyspace(redis)
+        self._shards = [(names, shard) for names, shard, _ in queue_shards(redis)]
+        """While migrating, the previous layout's queues too: a drain waits until they are empty."""
 
     async def infos(self, now_ms: int | None = None) -> list[QueueInfo]:
         """Depth, in flight and oldest age of every priority, summed over the shards, in one round trip (per node)
         for all of them (a queue no dispatcher has read yet has no group: nothing in flight)."""
-        wanted = [(priority, shard) for priority in Priority for shard in self.keys.all_shards()]
+        wanted = [(priority, names, shard) for priority in Priority for names, shard in self._shards]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for priority, shard in wanted:
-                stream = self.keys.queue(priority, shard)
+            for priority, names, shard in wanted:
+                stream = names.queue(priority, shard)
                 pipe.xlen(stream)
                 pipe.xinfo_groups(stream)
                 pipe.xrange(stream, count=1)
             replies = await pipe.execute(raise_on_error=False)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         per_priority: dict[Priority, list[QueueInfo]] = defaultdict(list)
-        for i, (priority, _shard) in enumerate(wanted):
+        for i, (priority, _names, _shard) in enumerate(wanted):
             length, groups, oldest = replies[3 * i : 3 * i + 3]
             if isinstance(length, Exception) or isinstance(oldest, Exception):
                 raise length if isinstance(length, Exception) else oldest
@@ -180,16 +205,16 @@ class QueueStats:
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
         """The newest ``limit`` dead letters of all shards, newest first."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in self.keys.all_shards():
-                pipe.xrevrange(self.keys.dead_letter_stream(shard), count=limit)
+            for names, shard in self._shards:
+                pipe.xrevrange(names.dead_letter_stream(shard), count=limit)
             replies = cast(list[_Entries], await pipe.execute())
         entries = sorted((entry for reply in replies for entry in reply), key=lambda e: _entry_key(e[0]), reverse=True)
         return [_dead_letter(entry_id, fields) for entry_id, fields in entries[:limit]]
 
     async def dead_letter_count(self) -> int:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in self.keys.all_shards():
-                pipe.xlen(self.keys.dead_letter_stream(shard))
+            for names, shard in self._shards:
+                pipe.xlen(names.dead_letter_stream(shard))
             return sum(int(n) for n in await pipe.execute())
 
 

@@ -73,12 +73,16 @@ class JobTransitions:
     async def take(self, entries: Sequence[Entry]) -> list[Taken]:
         """The job and upload of each entry, in order; StoreUnavailable while an upload cannot be read."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.hgetall(self.keys.job_status(entry.job_id or "-"))
-                pipe.get(self.keys.job_image(entry.job_id or "-"))
+            for entry in entries:  # an entry of the previous layout (migrating): its job is named the same way
+                names = entry.names or self.keys
+                pipe.hgetall(names.job_status(entry.job_id or "-"))
+                pipe.get(names.job_image(entry.job_id or "-"))
             replies = await pipe.execute()
         raws = replies[::2]
-        jobs = [Job.from_hash(raw) if entry.job_id and raw else None for entry, raw in zip(entries, raws, strict=True)]
+        jobs = [
+            Job.from_hash(raw, entry.names) if entry.job_id and raw else None
+            for entry, raw in zip(entries, raws, strict=True)
+        ]
         images: list[bytes | None] = replies[1::2]
         if self.uploads is None and any(job and job.upload for job in jobs):
             # a misconfigured dispatcher must not read a path as an image: the jobs wait, the log says why
@@ -111,7 +115,7 @@ class JobTransitions:
         status, progress = JobStatus.PROCESSING, STAGE_PROGRESS[stage]
         event = job.event(status=str(status), stage=str(stage), progress=progress, updated_at=now)
         fields = ("status", str(status), "stage", str(stage), "progress", str(progress), "updated_at", now)
-        names = self.keys
+        names = job.names or self.keys
         call = Advance(
             status=names.job_status(job.job_id), events=names.job_events(job.job_id),
             outbox=names.webhook_outbox(names.shard(job.job_id)), event=event,
@@ -201,7 +205,7 @@ class JobTransitions:
     def _finish_call(
         self, pipe: Any, job: Job, entry: Entry, result: bytes, event: bytes, letter: bytes, fields: dict[str, str]
     ) -> None:
-        job_id, names = job.job_id, self.keys
+        job_id, names = job.job_id, job.names or self.keys
         shard = names.shard(job_id)
         call = Finish(
             status=names.job_status(job_id), result=names.job_result(job_id), image=names.job_image(job_id),
