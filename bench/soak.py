@@ -306,7 +306,9 @@ def main() -> int:  # noqa: C901 - one script, one timeline
 
         statuses = {j: (r.hget(keys.LEGACY.job_status(j), "status") or b"?").decode() for j in load.accepted}
         not_ended = [j for j, s in statuses.items() if s not in TERMINAL]
-        result_wrong = [j for j, s in statuses.items() if bool(r.exists(keys.LEGACY.job_result(j))) != (s == "completed")]
+        result_wrong = [
+            j for j, s in statuses.items() if bool(r.exists(keys.LEGACY.job_result(j))) != (s == "completed")
+        ]
         terminal = recorder.terminal_counts(list(load.accepted))
         published_twice = [j for j in load.accepted if terminal[j] > 1]
         published_missed = [j for j in load.accepted if terminal[j] == 0]

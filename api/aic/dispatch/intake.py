@@ -6,9 +6,9 @@ on its idle time is reset every third of the lease; an entry idle longer than th
 dispatcher and is claimed by a live one.
 
 With several queue shards (a Redis Cluster) every batch visits the shards in turn from a start that moves past the
-shard that filled the last batch, so a busy shard cannot starve the others; the priority weights hold within each shard. One Redis
-command cannot wait on streams of several slots, so an idle dispatcher waits on one shard at a time, briefly
-(``SHARDED_IDLE_BLOCK_MS``), and sweeps them all between waits.
+shard that filled the last batch, so a busy shard cannot starve the others; the priority weights hold within each
+shard. One Redis command cannot wait on streams of several slots, so an idle dispatcher waits on one shard at a
+time, briefly (``SHARDED_IDLE_BLOCK_MS``), and sweeps them all between waits.
 """
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
 
 
 def _info(priority: Priority, length: int, groups: list[dict[Any, Any]], oldest: _Entries, now_ms: int) -> QueueInfo:
-    waiting = in_flight = 0
+    waiting, in_flight = length, 0  # no group yet: no dispatcher has read the stream, every entry waits
     if length:
         for group in groups:
             if group["name"] in (keys.QUEUE_GROUP, keys.QUEUE_GROUP.encode()):
@@ -181,25 +181,31 @@ class QueueStats:
         """While migrating, the previous layout's queues too: a drain waits until they are empty."""
 
     async def infos(self, now_ms: int | None = None) -> list[QueueInfo]:
-        """Depth, in flight and oldest age of every priority, summed over the shards, in one round trip (per node)
-        for all of them (a queue no dispatcher has read yet has no group: nothing in flight)."""
-        wanted = [(priority, names, shard) for priority in Priority for names, shard in self._shards]
+        """Depth, in flight and oldest age of every priority, summed over the shards: lengths and oldest entries in
+        one round trip (per node), then the consumer group of each stream that holds entries (an empty stream
+        has nothing waiting or in flight; one no dispatcher has read yet has no group: nothing in flight). No
+        command that can fail goes into the first round trip: a cluster pipeline retries a node's whole batch on
+        an error reply."""
+        wanted = [(priority, names.queue(priority, shard)) for priority in Priority for names, shard in self._shards]
         async with self.redis.pipeline(transaction=False) as pipe:
-            for priority, names, shard in wanted:
-                stream = names.queue(priority, shard)
+            for _priority, stream in wanted:
                 pipe.xlen(stream)
-                pipe.xinfo_groups(stream)
                 pipe.xrange(stream, count=1)
-            replies = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute()
+        lengths, oldest = [int(n) for n in replies[::2]], replies[1::2]
+        busy = [i for i, length in enumerate(lengths) if length]
+        groups: dict[int, list[dict[Any, Any]]] = {}
+        if busy:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for i in busy:
+                    pipe.xinfo_groups(wanted[i][1])
+                found = await pipe.execute(raise_on_error=False)
+            for i, reply in zip(busy, found, strict=True):
+                groups[i] = [] if isinstance(reply, ResponseError) else reply
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         per_priority: dict[Priority, list[QueueInfo]] = defaultdict(list)
-        for i, (priority, _names, _shard) in enumerate(wanted):
-            length, groups, oldest = replies[3 * i : 3 * i + 3]
-            if isinstance(length, Exception) or isinstance(oldest, Exception):
-                raise length if isinstance(length, Exception) else oldest
-            per_priority[priority].append(
-                _info(priority, int(length), [] if isinstance(groups, ResponseError) else groups, oldest, now_ms)
-            )
+        for i, (priority, _stream) in enumerate(wanted):
+            per_priority[priority].append(_info(priority, lengths[i], groups.get(i, []), oldest[i], now_ms))
         return [_sum(priority, per_priority[priority]) for priority in Priority]
 
     async def dead_letters(self, limit: int) -> list[DeadLetter]:
