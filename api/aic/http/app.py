@@ -3,6 +3,7 @@ error mapper, wired per process in the lifespan and handed to routes by dependen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,7 +84,8 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         redis = connect(redis_settings)
-        await layout.check(redis)  # another key layout than the data's: refused before serving (LayoutMismatch)
+        # another key layout than the data's: refused (``aic api`` checked before serving; again once Redis answers)
+        layout_watch = asyncio.create_task(layout.watch(redis), name="aic-layout-guard")
         state = app.state
         queue_settings = settings_mod.load(QueueSettings)
         object_store = settings_mod.load(ObjectStoreSettings)
@@ -117,6 +119,7 @@ def create_app(api_settings: ApiSettings | None = None, redis_settings: RedisSet
         try:
             yield
         finally:
+            layout_watch.cancel()
             await hub.stop()
             await redis.aclose()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
 from typing import Final
 
 from redis.asyncio import Redis
@@ -103,9 +105,22 @@ async def check(redis: Redis) -> Keyspace:
 
 
 async def check_settings(settings: RedisSettings) -> None:
-    """The check on a client of its own, for a command to run before it starts its work (``aic api``)."""
+    """The check on a client of its own, for a command to run before it starts its work (``aic api``): once; while
+    Redis does not answer the process starts anyway (unready) and ``watch`` checks once Redis is there."""
     redis = connect(settings)
     try:
-        await check(redis)
+        await check_once(redis)
+    except StoreUnavailable as exc:
+        log.warning("key layout not checked yet, redis is away: %s", exc)
     finally:
         await redis.aclose()
+
+
+async def watch(redis: Redis) -> None:
+    """``check`` for a process already serving: a layout refused once Redis answers stops the process (SIGTERM
+    to itself, after the one-line error), as if it had been refused at its start."""
+    try:
+        await check(redis)
+    except LayoutMismatch as exc:
+        log.critical("%s", exc)
+        os.kill(os.getpid(), signal.SIGTERM)
