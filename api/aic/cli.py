@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import logging
 import os
@@ -59,6 +60,7 @@ def cmd_api(_: argparse.Namespace) -> int:
 async def _dispatch() -> None:
     """One dispatcher process: the dispatcher and, beside it on the same loop, the webhook delivery worker."""
     from aic.core import metrics, telemetry
+    from aic.core.errors import StoreUnavailable
     from aic.dispatch.dispatcher import Dispatcher, new_worker_id
     from aic.dispatch.health import Health
     from aic.dispatch.sweep import sweep_uploads
@@ -80,7 +82,10 @@ async def _dispatch() -> None:
     metrics.serve(settings_mod.load(MetricsSettings), "dispatcher", {"/livez": health.live, "/readyz": health.ready})
     triton = settings_mod.load(TritonSettings)
     redis = connect(settings_mod.load(RedisSettings), blocking_reads=True)
-    await layout.check(redis)  # another key layout than the data's: refused (LayoutMismatch, exit 2)
+    # another key layout than the data's: refused (LayoutMismatch, exit 2), here or, while Redis is away, when the
+    # dispatcher's start waits for it (``QueueConsumer.ensure_groups``): its probes answer meanwhile
+    with contextlib.suppress(StoreUnavailable):
+        await layout.check_once(redis)
     runner = TritonRunner(triton.triton_url, triton.triton_timeout_s)
     worker_id = new_worker_id()
     object_store = settings_mod.load(ObjectStoreSettings)

@@ -176,10 +176,12 @@ async def test_standalone_to_four_shards_without_a_drain_finishes_the_old_jobs_a
 async def test_without_the_migration_setting_old_ids_are_not_found_and_old_queues_not_read(
     redis: Redis, own_redis: RunningRedis
 ) -> None:
-    """What the guard prevents: the same switch without KEY_LAYOUT_BEFORE loses the jobs."""
+    """What the guard prevents: the same switch without KEY_LAYOUT_BEFORE would lose the jobs; a dispatcher's start
+    (``ensure_groups``) refuses it."""
     queued = await submit(redis, 2)
     four = client(own_redis.url, FOUR)
-    assert await process_all(four) == []
+    with pytest.raises(layout.LayoutMismatch, match="KEY_LAYOUT_BEFORE=standalone"):
+        await QueueConsumer(four, "d1").ensure_groups()
     with pytest.raises(JobNotFoundError):
         await JobStore(four).get(queued[0].job_id)
 

@@ -25,7 +25,7 @@ from redis.exceptions import ResponseError
 from aic.core.enums import Priority
 from aic.core.schemas import DeadLetter, QueueInfo
 from aic.core.timeutil import iso
-from aic.store import keys
+from aic.store import keys, layout
 from aic.store.connection import guarded, is_cluster, keyspace, previous_keyspace
 
 _Entries = list[tuple[bytes, dict[bytes, bytes]]]
@@ -91,7 +91,9 @@ class QueueConsumer:
         return len(self._shards)
 
     async def ensure_groups(self) -> None:
-        """The consumer group on every queue of every shard (and the dead-letter streams), created where missing."""
+        """The consumer group on every queue of every shard (and the dead-letter streams), created where missing;
+        first, the layout guard (``aic.store.layout``: LayoutMismatch for a process naming keys unlike the data)."""
+        await layout.check_once(self.redis)
         for names, shard, _ in self._shards:
             for stream in [*names.queues(shard), names.dead_letter_stream(shard)]:
                 try:
