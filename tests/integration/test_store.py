@@ -217,15 +217,14 @@ async def test_create_refuses_an_alias_that_routes_nowhere_and_stores_nothing(re
 
 
 async def test_create_refuses_jobs_that_would_pass_the_queue_depth_and_stores_none(redis: Redis) -> None:
-    """On a cluster (16 shards) each shard holds its share of the depth (48 / 16 = 3), and the refusal says the
-    depth is about the shard's times the shards."""
+    """On a cluster (16 shards) each shard holds its share of the depth (48 / 16 = 3), and the refusal says so."""
     names = keyspace(redis)
     await redis.hset(names.model_routes, "latest", "efficientnet-lite0")
     store = JobStore(redis)
     settings = QueueSettings(queue_max_depth=3 * names.shards, queue_full_retry_after_s=7)
     ids = store.new_ids(5)  # five ids of one shard: three requests in the same shard
     full = (
-        r"Queue is full \(about 32 jobs waiting, limit 48\)"
+        r"Queue is full \(2 jobs waiting in its shard, limit 3 per queue shard: 48 over 16 shards\)"
         if names.sharded
         else r"Queue is full \(2 jobs waiting, limit 3\)"
     )

@@ -318,10 +318,12 @@ class JobStore:
                 with contextlib.suppress(JobNotFoundError, JobEndedError):
                     await self.purge(done, counted=False)
             await self.delete_uploads([job for job, new in zip(jobs, new_jobs, strict=True) if new.upload is None])
-            waiting = int(outcome[1]) * self.keys.shards if self.keys.shards > 1 else int(outcome[1])
+            limit = str(queue.queue_max_depth)
+            if self.keys.shards > 1:
+                limit = f"{share} per queue shard: {queue.queue_max_depth} over {self.keys.shards} shards"
             raise ServiceUnavailableError(
-                f"Queue is full ({'about ' if self.keys.shards > 1 else ''}{waiting} jobs waiting, limit "
-                f"{queue.queue_max_depth}); retry later",
+                f"Queue is full ({int(outcome[1])} jobs waiting{' in its shard' * (self.keys.shards > 1)}, limit "
+                f"{limit}); retry later",
                 headers={"Retry-After": str(queue.queue_full_retry_after_s)},
             )
         await self._created(jobs, [len(new.image) for new in new_jobs])
