@@ -120,3 +120,28 @@ async def test_queue_depth_and_dead_letters_are_summed_over_the_shards(redis: Re
     assert sorted(letter.job_id for letter in letters) == sorted(dead)
     assert [letter.job_id for letter in letters] == dead[::-1]  # newest first, over the shards
     assert [letter.job_id for letter in await stats.dead_letters(2)] == dead[:0:-1]
+
+
+async def test_reading_the_queue_asks_no_node_for_the_keys_of_a_command(
+    redis: Redis, redis_cluster: RedisCluster
+) -> None:
+    """redis-py's cluster client would ask a node ``COMMAND GETKEYS`` before every XREADGROUP (a round trip, always
+    on one node: bench/store_scale.py); the store's client finds the stream's slot itself."""
+
+    def getkeys_calls() -> int:
+        total = 0
+        for node in redis_cluster.primaries():
+            stats = redis_cluster.client(node).info("commandstats")
+            total += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+        return total
+
+    consumer = QueueConsumer(redis, "d1")
+    await consumer.ensure_groups()
+    await JobStore(redis).create([new_job(id_in(3, 16))])
+    before = getkeys_calls()
+    found = [entry for shard in range(16) for entry in await consumer.read_blocking(8, 1, shard)]
+    found += [
+        e for shard in range(16) for got in (await consumer.read({Priority.HIGH: 1}, shard)).values() for e in got
+    ]
+    assert len(found) == 1
+    assert getkeys_calls() == before
