@@ -228,6 +228,15 @@ async def test_a_shadow_version_changes_no_clients_result_and_reports_full_agree
         without = await classify(rig, "shadowed", 6)
     await serve(rig, "shadow-v2", version(["shadowed"], traffic={"weight": 100, "shadow": {"percent": 100}}))
     assert weights(rig, "shadowed") == {"shadow-v1": 100, "shadow-v2": 0}  # a shadow never answers
+
+    async def applied() -> bool | None:  # the dispatcher re-reads comparisons every EVIDENCE_FLUSH_S: jobs it
+        # took before that would not be shadowed (a loaded machine once left 3 of 12 uncompared this way)
+        return (
+            'aic_model_comparison_rules{candidate="shadow-v2"} 1.0' in (await rig.client.get(rig.metrics_url)).text
+            or None
+        )
+
+    await eventually(applied, 60, lambda: rig.dispatcher.output()[-2000:])
     served_before = await rig.triton.get_inference_statistics("shadow-v2", as_json=True)
     with EventRecorder(rig.env["REDIS_URL"]) as shadowed:
         with_shadow = await classify(rig, "shadowed", 12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from aic.core.metrics import STAGE_BUCKETS
 
@@ -39,6 +39,20 @@ COMPARISON_ERRORS: Final = Counter(
 SKIPPED: Final = Counter(
     "aic_model_comparison_skipped", "Jobs not compared because SHADOW_MAX_IN_FLIGHT extra runs were already running"
 )
+
+RULES: Final = Gauge(
+    "aic_model_comparison_rules",
+    "Comparisons this dispatcher applies now, 1 per candidate version (a shadow, or a rollout's mirror); read from "
+    "Redis every EVIDENCE_FLUSH_S",
+    ["candidate"],
+)
+
+
+def record_rules(candidates: list[str]) -> None:
+    """The comparisons now applied (a candidate no longer compared drops out)."""
+    RULES.clear()
+    for candidate in candidates:
+        RULES.labels(candidate).set(1)
 
 
 def record_outcome(alias: str, version: str, latency_s: float | None, jobs: int = 1) -> None:

@@ -35,7 +35,7 @@ from aic.core.errors import StoreUnavailable
 from aic.core.modelspec import ModelSpec
 from aic.core.schemas import Prediction
 from aic.dispatch import preprocess
-from aic.dispatch.observe_versions import SKIPPED, record_comparison, record_outcome
+from aic.dispatch.observe_versions import SKIPPED, record_comparison, record_outcome, record_rules
 from aic.store.evidence import EvidenceStore, Tally
 from aic.triton.client import TritonRunner
 from aic.triton.topk import top_k
@@ -230,6 +230,7 @@ class Versions:
         try:
             await self.store.record(tally)
             self.rules = [Rule.of(name, raw) for name, raw in sorted((await self.store.comparisons()).items())]
+            record_rules([rule.candidate for rule in self.rules])
         except StoreUnavailable as exc:
             log.debug("version evidence: redis unavailable: %s", exc)
             for key, fields in tally.counts.items():  # kept for the next flush
