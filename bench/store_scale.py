@@ -71,6 +71,7 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration-s", type=float, default=15.0, help="measured window per configuration")
     parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--idle-s", type=float, default=3.0, help="window measuring the servers' CPU with no load")
     parser.add_argument("--primaries", default="1,3,6", help="cluster sizes to measure, comma-separated")
     parser.add_argument("--shards", type=int, default=48, help="QUEUE_SHARDS of the cluster rows (48: 48/16/8 each)")
     parser.add_argument("--no-default-shards", action="store_true", help="skip the row with the default 16 shards")
@@ -258,7 +259,7 @@ def shared_keys(nodes: Sequence[Node], cluster: bool, tenants: int) -> dict[str,
     """Which node holds the keys every job also writes outside its own slot (one key each, not per job)."""
     names = keys.Keyspace(shards=16, cluster=cluster)
     today = time.strftime("%Y-%m-%d", time.gmtime())
-    wanted = [names.model_routes, keys.DEADLINES, keys.USAGE_TENANTS]
+    wanted = [names.model_routes, keys.USAGE_TENANTS]
     wanted += [keys.tenant_jobs(f"tenant-{t}") for t in range(tenants)]
     wanted += [keys.usage(f"tenant-{t}", today) for t in range(tenants)]
     held: dict[str, list[str]] = {node.name: [] for node in nodes}
@@ -294,6 +295,12 @@ def measure(  # noqa: C901
         for stream in [*names.queues(shard), names.dead_letter_stream(shard)]:
             setup.xgroup_create(stream, keys.QUEUE_GROUP, id="0", mkstream=True)
     setup.close()
+    # the servers' own work with no client (serverCron, the cluster bus's gossip): more nodes, more of it; it is
+    # reported apart, so the per-job figure is the jobs' own cost
+    idle_before, idle_started = [cpu_s(node) for node in nodes], time.monotonic()
+    time.sleep(args.idle_s)
+    idle_s = time.monotonic() - idle_started
+    idle_rate = [(cpu_s(node) - before) / idle_s for node, before in zip(nodes, idle_before, strict=True)]
     begin = time.time() + 2.0  # the load processes import and connect meanwhile
     load = Load(url, cluster, shards, args.producers, args.consumers, args.in_flight, args.tenants,
                 begin + args.warmup_s, begin + args.warmup_s + args.duration_s)  # fmt: skip
@@ -342,6 +349,10 @@ def measure(  # noqa: C901
             "shards": spread_of(shards, [node])[0] if cluster else shards,
             "cpu_s": round(spent, 3),
             "cpu_ms_per_own_job": round(1000 * spent / per_node_jobs[i], 4) if per_node_jobs[i] else None,
+            "idle_cpu_pct": round(100 * idle_rate[i], 2),
+            "net_cpu_ms_per_own_job": (
+                round(1000 * max(0.0, spent - idle_rate[i] * wall) / per_node_jobs[i], 4) if per_node_jobs[i] else None
+            ),
             "cpu_pct": round(100 * spent / wall, 1),
             "commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]["usec_per_job"])),
         })  # fmt: skip
@@ -359,6 +370,8 @@ def measure(  # noqa: C901
         "created": sum(o["created"] for o in outcomes),
         "errors": sum(o["errors"] for o in outcomes),
         "redis_cpu_ms_per_job": round(1000 * total_cpu / max(jobs, 1), 4),
+        "redis_net_cpu_ms_per_job": round(1000 * max(0.0, total_cpu - sum(idle_rate) * wall) / max(jobs, 1), 4),
+        "redis_idle_cpu_pct": round(100 * sum(idle_rate), 2),
         "redis_cpu_pct": round(100 * total_cpu / wall, 1),
         "max_min_jobs_per_primary": ratio(counts),
         "max_min_created_per_primary": ratio(per_node_created),
@@ -367,9 +380,11 @@ def measure(  # noqa: C901
         "shared_keys_on": {k: v for k, v in shared_keys(nodes, cluster, args.tenants).items() if v},
     }
     cpu_list = " / ".join(str(n["cpu_ms_per_own_job"]) for n in per_node)
+    net_list = " / ".join(str(n["net_cpu_ms_per_own_job"]) for n in per_node)
     print(
         f"store_scale: {label}: {row['jobs_per_s']} jobs/s, Redis {row['redis_cpu_ms_per_job']} ms/job "
-        f"(per primary, own jobs: {cpu_list}), jobs per primary {counts} (created {per_node_created}), "
+        f"(per primary, own jobs: {cpu_list}; less idle: {net_list}), jobs per primary {counts} "
+        f"(created {per_node_created}), "
         f"errors {row['errors']}",
         flush=True,
     )
@@ -406,10 +421,12 @@ def capacity(rows: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, 
     """One primary core's state work in jobs/s, from the worst primary's CPU per own job of the even rows."""
     even = [r for r in rows if r["cluster"] and r["shards"] == args.shards]
     worst = max(n["cpu_ms_per_own_job"] for r in even for n in r["per_primary"] if n["cpu_ms_per_own_job"])
+    worst_net = max(n["net_cpu_ms_per_own_job"] for r in even for n in r["per_primary"] if n["net_cpu_ms_per_own_job"])
     mean = sum(r["redis_cpu_ms_per_job"] for r in even) / len(even)
     per_core = 1000 / worst
     return {
         "worst_primary_cpu_ms_per_job": worst,
+        "worst_primary_net_cpu_ms_per_job": worst_net,
         "mean_cpu_ms_per_job": round(mean, 4),
         "jobs_per_s_per_primary_core": round(per_core),
         "headroom": args.headroom,
@@ -428,22 +445,25 @@ def markdown(result: dict[str, Any]) -> str:
         "cannot grow with the primaries: the servers and the load share the same cores. What must stay flat is the "
         "Redis CPU per job on each primary.",
         "",
-        "| configuration | shards per primary | jobs/s | Redis CPU ms/job (all primaries) | per primary, own jobs "
-        "(ms) | jobs per primary | max/min | machine busy % |",
-        "|---|---|---|---|---|---|---|---|",
+        "| configuration | shards per primary | jobs/s | Redis CPU ms/job (all primaries) | less idle | per primary, "
+        "own jobs (ms) | less idle | idle % of a core, all | jobs per primary | max/min | machine busy % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         per = " / ".join(f"{n['cpu_ms_per_own_job']}" for n in r["per_primary"])
+        net = " / ".join(f"{n['net_cpu_ms_per_own_job']}" for n in r["per_primary"])
         jobs = " / ".join(str(n["jobs"]) for n in r["per_primary"])
         spread = "/".join(str(s) for s in r["shards_per_primary"])
         lines.append(
-            f"| {r['config']} | {spread} | {r['jobs_per_s']} | {r['redis_cpu_ms_per_job']} | {per} | {jobs} | "
+            f"| {r['config']} | {spread} | {r['jobs_per_s']} | {r['redis_cpu_ms_per_job']} | "
+            f"{r['redis_net_cpu_ms_per_job']} | {per} | {net} | {r['redis_idle_cpu_pct']} | {jobs} | "
             f"{r['max_min_jobs_per_primary']} | {r['machine_busy_pct']} |"
         )
     lines += [
         "",
         f"- **One primary core handles about {cap['jobs_per_s_per_primary_core']} jobs/s** of state work (the "
         f"worst primary's {cap['worst_primary_cpu_ms_per_job']} ms of Redis CPU per job of its own shards, "
+        f"{cap['worst_primary_net_cpu_ms_per_job']} ms less the servers' idle work, "
         f"{result['load']['shards']} shards).",
         f"- A target of R jobs/s needs ceil(R / {cap['jobs_per_s_per_primary_core']} / {cap['headroom']}) "
         "primaries: " + ", ".join(f"{r} jobs/s -> {n}" for r, n in cap["primaries_for"].items()) + ".",

@@ -186,7 +186,7 @@ async def test_the_sweep_times_out_a_running_job_once_and_its_late_result_is_dis
     outbox = await redis.xrange(names.webhook_outbox(names.shard(job.job_id)))
     assert [fields[b"event"] for _, fields in outbox] == [b"failed"]  # job.failed, once
     assert await redis.exists(names.job_image(job.job_id)) == 0
-    assert await redis.zscore(keys.DEADLINES, job.job_id) is None
+    assert await redis.zscore(names.deadlines(names.shard(job.job_id)), job.job_id) is None
     counts = await counters(redis)
     assert (counts.get("failed"), counts.get("timed_out"), counts.get("completed")) == (1, 1, None)
 
@@ -237,7 +237,7 @@ async def test_purge_erases_every_key_of_a_dead_lettered_job_and_its_entries(red
     assert await redis.hexists(names.dead_letter_index(names.shard(job.job_id)), job.job_id) == 0
     assert await redis.xlen(names.dead_letter_stream(names.shard(job.job_id))) == 0
     assert await redis.zscore(keys.tenant_jobs("acme"), job.job_id) is None
-    assert await redis.zscore(keys.DEADLINES, job.job_id) is None
+    assert await redis.zscore(names.deadlines(names.shard(job.job_id)), job.job_id) is None
     assert (await store.get(other.job_id)).status == "pending"  # the other job is untouched
 
 

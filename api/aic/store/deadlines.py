@@ -17,8 +17,8 @@ from aic.core.enums import ErrorCode, JobStatus
 from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
 from aic.store.calls import Timeout
-from aic.store.connection import guarded, keyspace
-from aic.store.jobs import Job, find_jobs, now_ms_
+from aic.store.connection import guarded, keyspace, keyspaces
+from aic.store.jobs import Job, deadline_set, find_jobs, now_ms_
 from aic.store.objects import Uploads
 
 SWEEP_BATCH: Final = 200
@@ -36,11 +36,15 @@ class DeadlineSweep:
         self._usage = usage.UsageWriter()
 
     async def sweep(self, now_ms: int | None = None) -> list[Job]:
-        """Fail the live jobs whose deadline passed (up to ``SWEEP_BATCH``); those it failed (as they were)."""
+        """Fail the live jobs whose deadline passed (up to ``SWEEP_BATCH`` per shard, every shard's deadline set, and
+        while migrating the previous layout's too); those it failed (as they were)."""
         now_ms = now_ms_() if now_ms is None else now_ms
-        due = [m.decode() for m in cast(list[bytes], await self.redis.zrangebyscore(
-            keys.DEADLINES, "-inf", now_ms, start=0, num=SWEEP_BATCH
-        ))]  # fmt: skip
+        sets = [names.deadlines(shard) for names in keyspaces(self.redis) for shard in names.all_shards()]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for deadlines in dict.fromkeys(sets):
+                pipe.zrangebyscore(deadlines, "-inf", now_ms, start=0, num=SWEEP_BATCH)
+            replies = cast(list[list[bytes]], await pipe.execute())
+        due = list(dict.fromkeys(member.decode() for reply in replies for member in reply))
         if not due:
             return []
         jobs = [job for job, _ in await find_jobs(self.redis, due)]  # while migrating: the previous layout's too
@@ -49,9 +53,14 @@ class DeadlineSweep:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, job in zip(due, jobs, strict=True):
                 if job is not None and job.status.live and not job.past_deadline(now_ms):
-                    pipe.zadd(keys.DEADLINES, {job_id: job.deadline_ms})  # moved on (a retried dead letter)
+                    pipe.zadd(
+                        deadline_set(job, self.keys), {job_id: job.deadline_ms}
+                    )  # moved on (a retried dead letter)
                 else:
-                    pipe.zrem(keys.DEADLINES, job_id)
+                    for deadlines in dict.fromkeys(
+                        names.deadlines(names.shard(job_id)) for names in keyspaces(self.redis)
+                    ):
+                        pipe.zrem(deadlines, job_id)
             tally = usage.Tally()
             for job in timed_out:
                 tally.add(job.tenant, usage.ended(str(JobStatus.FAILED), str(ErrorCode.TIMEOUT)))

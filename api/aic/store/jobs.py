@@ -42,6 +42,10 @@ DEFAULT_DEADLINE_S = keys.JOB_STATUS_TTL_S
 """A job's deadline when neither the submit nor ``QUEUE_TTL_S`` says otherwise."""
 INDEX_UPKEEP_S = 3600.0
 """How often a store trims a tenant's index by age and renews its TTL (the TTL is the longest job lifetime, days)."""
+ROUTED_FOR_S = 1.0
+"""How long a store trusts that an alias it found routed still is, before it asks Redis again: the routes are one
+key every submit would read (one primary of a cluster); a withdrawn alias is accepted this much longer (its job then
+fails at the dispatcher, as one taken in the instant before a withdrawal always could)."""
 DEFAULT_RETENTION_S = keys.JOB_RESULT_TTL_S
 """How long an ended job stays readable when its submit gave no ``retention_s`` (the seed's 24 h)."""
 
@@ -242,6 +246,8 @@ class JobStore:
         """With an object store: uploads are written there first, and the jobs keep their paths."""
         self.keys = keyspace(redis)
         self._usage = usage.UsageWriter()
+        self._routed: dict[str, float] = {}
+        """Alias -> when this store last found it routed (monotonic s)."""
         self._index_kept: dict[str, float] = {}
         """Tenant -> when this store last trimmed its index and renewed its TTL (monotonic s)."""
 
@@ -269,7 +275,8 @@ class JobStore:
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        The alias is checked against the routes first (one key of its own). Then one round trip per queue shard
+        The alias is checked against the routes first (one key of its own; once found, trusted for ``ROUTED_FOR_S``).
+        Then one round trip per queue shard
         the jobs fall in (one, unless they are direct uploads of several shards): the uploads and ``lua/create.lua``
         in one transaction; a shard refusing after another accepted erases what the other created. Then,
         outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters. With an
@@ -281,10 +288,8 @@ class JobStore:
         if len(aliases) != 1:
             raise ValueError(f"the jobs of one request share one model_version, got {sorted(aliases)}")
         [alias] = aliases
-        if not await self.redis.hexists(self.keys.model_routes, alias):
-            names = cast(list[bytes], await self.redis.hkeys(self.keys.model_routes))
-            known = ", ".join(sorted(name.decode() for name in names))
-            raise BadRequestError(f"Unknown model_version {alias!r} (available: {known or 'none published yet'})")
+        if time.monotonic() - self._routed.get(alias, -ROUTED_FOR_S) >= ROUTED_FOR_S:
+            await self._check_routed(alias)
         jobs: list[Job] = []
         items: list[CreateJob] = []
         stored = await self._store_images(new_jobs)
@@ -393,6 +398,21 @@ class JobStore:
             record=json.dumps([part for pair in record.items() for part in pair]),
         )
 
+    async def _check_routed(self, alias: str) -> None:
+        """BadRequestError unless ``alias`` routes to a model now (then trusted for ``ROUTED_FOR_S``)."""
+        if not await self.redis.hexists(self.keys.model_routes, alias):
+            names = cast(list[bytes], await self.redis.hkeys(self.keys.model_routes))
+            known = ", ".join(sorted(name.decode() for name in names))
+            raise BadRequestError(f"Unknown model_version {alias!r} (available: {known or 'none published yet'})")
+        self._routed[alias] = time.monotonic()
+
+    def _by_deadlines(self, jobs: Sequence[Job]) -> dict[str, dict[str, float]]:
+        """The jobs' deadline entries, by the deadline set of their shard."""
+        found: dict[str, dict[str, float]] = {}
+        for job in jobs:
+            found.setdefault(self.keys.deadlines(self.keys.shard(job.job_id)), {})[job.job_id] = job.deadline_ms
+        return found
+
     def new_ids(self, count: int) -> list[str]:
         """Ids for the jobs of one request, all of one queue shard, so one atomic step creates them all."""
         ids = [str(uuid.uuid4())]
@@ -413,7 +433,8 @@ class JobStore:
             async with self.redis.pipeline(transaction=False) as pipe:
                 index = keys.tenant_jobs(tenant)
                 pipe.zadd(index, {job.job_id: job.created_ms for job in jobs})
-                pipe.zadd(keys.DEADLINES, {job.job_id: job.deadline_ms for job in jobs})
+                for deadlines, entries in self._by_deadlines(jobs).items():
+                    pipe.zadd(deadlines, entries)
                 if time.monotonic() - self._index_kept.get(tenant, -INDEX_UPKEEP_S) >= INDEX_UPKEEP_S:
                     # entries older than any job can live, and the index's own TTL: an hourly chore, not per submit
                     pipe.zremrangebyscore(index, "-inf", jobs[0].created_ms - self.lifetime_s * 1000)
@@ -487,7 +508,7 @@ class JobStore:
         try:  # the cancel happened: an outage now costs the count, not the answer
             async with self.redis.pipeline(transaction=False) as pipe:
                 self._usage.add(pipe, tally.counts)
-                pipe.zrem(keys.DEADLINES, job.job_id)
+                pipe.zrem(deadline_set(job, self.keys), job.job_id)
                 await pipe.execute()
         except UNAVAILABLE as exc:
             log.warning("job %s cancelled but not counted: %s", job.job_id, exc)
@@ -513,7 +534,7 @@ class JobStore:
                 await self.redis.delete(name(job_id))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrem(keys.tenant_jobs(job.tenant), job_id)
-            pipe.zrem(keys.DEADLINES, job_id)
+            pipe.zrem(deadline_set(job, self.keys), job_id)
             await pipe.execute()
         await self.delete_uploads([job])  # an ended job's object (a dead letter keeps it): the record is gone now
 
@@ -555,9 +576,15 @@ class JobStore:
         if outcome != str(JobStatus.PENDING):
             raise JobEndedError(f"Job {job.job_id} cannot be retried from status {outcome}", status=outcome)
         try:  # retried already: without its deadline entry it still times out when a dispatcher takes it late
-            await self.redis.zadd(keys.DEADLINES, {job.job_id: deadline_ms})
+            await self.redis.zadd(deadline_set(job, self.keys), {job.job_id: deadline_ms})
         except UNAVAILABLE as exc:
             log.warning("job %s retried without its deadline entry: %s", job.job_id, exc)
+
+
+def deadline_set(job: Job, current: keys.Keyspace | None = None) -> str:
+    """The deadline set a job's entry is in: its shard's, under the layout it was found in."""
+    names = job.names or current or keys.LEGACY
+    return names.deadlines(names.shard(job.job_id))
 
 
 def live_ttl_s(deadline_s: int) -> int:

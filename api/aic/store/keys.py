@@ -177,6 +177,12 @@ class Keyspace:
         scanning the stream. Written and removed in the same Lua steps as the entry itself."""
         return self._shard("queue", shard, "dead:index")
 
+    def deadlines(self, shard: int = 0) -> str:
+        """Sorted set: job id -> its deadline (ms), of the shard's live jobs. The dispatchers' sweep fails live jobs
+        found past it; an entry is removed when its job finishes, or by the sweep. Written outside the jobs' steps
+        (idempotently); one per shard so that no one key takes a write of every job on a cluster."""
+        return self._shard("jobs", shard, "deadlines")
+
     def webhook_outbox(self, shard: int = 0) -> str:
         """Stream of (job_id, event) pairs whose webhook is due; written atomically with the state change."""
         return self._shard("webhooks", shard, "outbox")
@@ -331,10 +337,6 @@ def tenant_jobs(tenant: str) -> str:
     Members whose job expired are trimmed when a page meets them and, by age, on every submit."""
     return f"jobs:tenant:{{{tenant}}}"
 
-
-DEADLINES: Final = "jobs:deadlines"
-"""Sorted set: job id -> its deadline (ms). The dispatchers' sweep fails live jobs found past it; an entry is
-removed when its job finishes, or by the sweep."""
 
 USAGE_TTL_S: Final = 400 * 86400
 """A day of usage counters is kept this long (the issue asks for at least 90 days; a year and a month covers

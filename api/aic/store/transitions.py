@@ -20,7 +20,7 @@ from aic.core.timeutil import now_iso
 from aic.store import keys, scripts, usage
 from aic.store.calls import Advance, Finish
 from aic.store.connection import UNAVAILABLE, guarded, keyspace
-from aic.store.jobs import Job, statuses
+from aic.store.jobs import Job, deadline_set, statuses
 from aic.store.objects import Uploads
 from aic.store.queue import Entry
 
@@ -163,7 +163,9 @@ class JobTransitions:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 self._usage.add(pipe, tally.counts)
-                pipe.zrem(keys.DEADLINES, *(job.job_id for job, done in zip(jobs, finished, strict=True) if done))
+                for job, done in zip(jobs, finished, strict=True):
+                    if done:
+                        pipe.zrem(deadline_set(job, self.keys), job.job_id)
                 await pipe.execute()
         except UNAVAILABLE as exc:
             log.warning("usage of %d ended jobs not counted: %s", sum(finished), exc)
