@@ -357,6 +357,10 @@ def measure(  # noqa: C901
             "commands": dict(sorted(commands.items(), key=lambda kv: -kv[1]["usec_per_job"])),
         })  # fmt: skip
     counts = [n["jobs"] for n in per_node]
+    calls = {
+        name: round(sum(n["commands"].get(name, {}).get("calls_per_job", 0.0) for n in per_node), 3)
+        for name in {name for n in per_node for name in n["commands"]}
+    }
     total_cpu = sum(n["cpu_s"] for n in per_node)
     busy, total = machine_after[0] - machine_before[0], machine_after[1] - machine_before[1]
     row = {
@@ -372,6 +376,13 @@ def measure(  # noqa: C901
         "redis_cpu_ms_per_job": round(1000 * total_cpu / max(jobs, 1), 4),
         "redis_net_cpu_ms_per_job": round(1000 * max(0.0, total_cpu - sum(idle_rate) * wall) / max(jobs, 1), 4),
         "redis_idle_cpu_pct": round(100 * sum(idle_rate), 2),
+        "calls_per_job": dict(sorted(calls.items(), key=lambda kv: -kv[1])),
+        "commands_per_job": round(sum(calls.values()), 2),
+        "evalsha_usec_per_call": round(
+            sum(n["commands"].get("evalsha", {}).get("usec_per_job", 0.0) for n in per_node)
+            / max(calls.get("evalsha", 0.0), 1e-9),
+            1,
+        ),
         "redis_cpu_pct": round(100 * total_cpu / wall, 1),
         "max_min_jobs_per_primary": ratio(counts),
         "max_min_created_per_primary": ratio(per_node_created),
@@ -458,6 +469,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {r['config']} | {spread} | {r['jobs_per_s']} | {r['redis_cpu_ms_per_job']} | "
             f"{r['redis_net_cpu_ms_per_job']} | {per} | {net} | {r['redis_idle_cpu_pct']} | {jobs} | "
             f"{r['max_min_jobs_per_primary']} | {r['machine_busy_pct']} |"
+        )
+    lines += [
+        "",
+        "The work per job is the same however many primaries share it; what one call costs is not, on 2 cores "
+        "shared by up to 6 servers and the load (a server is scheduled on and off a core: cold caches):",
+        "",
+        "| configuration | commands per job, all primaries | EVALSHA per job | µs per EVALSHA |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['config']} | {r['commands_per_job']} | {r['calls_per_job'].get('evalsha', 0)} | "
+            f"{r['evalsha_usec_per_call']} |"
         )
     lines += [
         "",
