@@ -21,6 +21,7 @@ from aic.store.jobs import Job, JobStore, NewJob
 from aic.store.listing import JobFilter, JobIndex
 from aic.store.queue import Entry, QueueConsumer, QueueStats
 from aic.store.transitions import Completion, JobTransitions
+from aic.store.webhooks import WebhookStore
 from redis.asyncio import Redis
 from redis_cluster import RedisCluster
 from stack import RunningRedis
@@ -225,3 +226,31 @@ async def test_standalone_copied_into_a_cluster_keeps_finished_jobs_readable(
     finally:
         await cluster.aclose()
         redis_cluster.flushall()
+
+
+async def test_a_job_queued_before_the_switch_gets_its_webhook_after_it(redis: Redis, own_redis: RunningRedis) -> None:
+    """Its end is queued in the old layout's outbox (its finish step runs on the old names): the webhook workers of
+    the new layout read that outbox too while migrating, schedule the delivery there and build its payload from
+    the job's old keys."""
+    store = JobStore(redis)
+    await redis.hset(store.keys.model_routes, "latest", "m")
+    [job_id] = store.new_ids(1)
+    new = NewJob(job_id, TENANT, b"img", {}, Priority.NORMAL, "latest", callback_url="https://hooks.example/x")
+    await store.create([new])
+    migrating = client(own_redis.url, FOUR, keys.LEGACY)
+    assert [entry.job_id for entry in await process_all(migrating)] == [job_id]  # finished after the switch
+    assert await redis.xlen(keys.LEGACY.webhook_outbox()) == 1  # on the old names
+
+    webhooks = WebhookStore(migrating)
+    await webhooks.ensure_outbox_group()
+    [entry] = await webhooks.read_outbox("w1", 60_000, 10, 1)
+    assert (entry.job_id, entry.event, entry.names) == (job_id, "completed", keys.LEGACY)
+    await webhooks.enqueue(entry.entry_id, entry.job_id, entry.event, entry.names)
+    assert await redis.xlen(keys.LEGACY.webhook_outbox()) == 0  # acknowledged and removed
+    [delivery] = await webhooks.claim_due(10, 30_000)
+    assert (delivery.job_id, delivery.names) == (job_id, keys.LEGACY)
+    assert (await webhooks.job(job_id, delivery.names))["status"] == "completed"
+    assert await webhooks.result(job_id, delivery.names) == {"id": job_id}
+    await webhooks.record(delivery, {"attempt": 1, "status": 200}, {"state": "delivered"}, None)
+    assert await webhooks.attempts(job_id) == [{"attempt": 1, "status": 200}]
+    assert await webhooks.claim_due(10, 30_000) == [] and await webhooks.next_due_ms() is None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, cast
 
 from redis.asyncio import Redis
@@ -18,7 +18,9 @@ from redis.exceptions import ResponseError
 
 from aic.core.webhooks import new_secret, webhook_id
 from aic.store import keys, scripts
-from aic.store.connection import guarded, keyspace
+from aic.store.connection import guarded, keyspace, keyspaces
+from aic.store.keys import Keyspace
+from aic.store.queue import queue_shards
 from aic.store.scripts import Call, arg, key
 from aic.store.sealing import Sealer, open_unsealed
 
@@ -101,6 +103,8 @@ class Delivery:
     event: str
     entry_id: str
     attempts: int
+    names: Keyspace | None = field(default=None, compare=False, repr=False)
+    """While migrating (``KEY_LAYOUT_BEFORE``): the previous layout, for a delivery scheduled there."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,8 @@ class OutboxEntry:
     entry_id: str
     job_id: str
     event: str
+    names: Keyspace | None = field(default=None, compare=False, repr=False)
+    """While migrating: the previous layout, for an entry of its outbox (its job's keys are named so too)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,9 @@ class WebhookStore:
         self.redis = redis
         self.sealer = sealer
         self.keys = keyspace(redis)
+        self._shards = queue_shards(redis)
+        """Every shard whose outbox and schedule this store serves: the deployment's, and while migrating
+        (``KEY_LAYOUT_BEFORE``) the previous layout's, whose jobs queued before the switch still end there."""
         self._start = 0
         """The shard whose outbox an idle reader waits on next (sharded: one at a time, briefly)."""
 
@@ -173,11 +182,9 @@ class WebhookStore:
 
     async def ensure_outbox_group(self) -> None:
         """The consumer group ``webhooks`` on every shard's outbox, created where missing."""
-        for shard in self.keys.all_shards():
+        for names, shard, _ in self._shards:
             try:
-                await self.redis.xgroup_create(
-                    self.keys.webhook_outbox(shard), keys.WEBHOOK_GROUP, id="0", mkstream=True
-                )
+                await self.redis.xgroup_create(names.webhook_outbox(shard), keys.WEBHOOK_GROUP, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
@@ -186,54 +193,58 @@ class WebhookStore:
         """Outbox entries for ``consumer``: first those a crashed reader left for ``claim_idle_ms``, else new ones
         (waiting up to ``block_ms``; with several shards, sweeping all of them and waiting on one at a time for a
         short while). Entries deleted while pending are acknowledged here and not returned."""
-        shards = self.keys.shards
         found: list[OutboxEntry] = []
-        for shard in self.keys.all_shards():
-            outbox = self.keys.webhook_outbox(shard)
+        for names, shard, carried in self._shards:
+            outbox = names.webhook_outbox(shard)
             claimed = await self.redis.xautoclaim(outbox, keys.WEBHOOK_GROUP, consumer, claim_idle_ms, count=count)
-            found += await self._entries(outbox, cast(_Entries, list(claimed[1])))
+            found += await self._entries(outbox, cast(_Entries, list(claimed[1])), carried)
             if len(found) >= count:
                 return found
         if found:
             return found
-        if shards > 1:
-            for shard in self.keys.all_shards():
-                found += await self._read(consumer, shard, count - len(found), None)
+        if len(self._shards) > 1:
+            for i in range(len(self._shards)):
+                found += await self._read(consumer, i, count - len(found), None)
                 if len(found) >= count:
                     return found
             if found:
                 return found
-            self._start = (self._start + 1) % shards
+            self._start = (self._start + 1) % len(self._shards)
             return await self._read(consumer, self._start, count, min(block_ms, SHARDED_IDLE_BLOCK_MS))
         return await self._read(consumer, 0, count, block_ms)
 
-    async def _read(self, consumer: str, shard: int, count: int, block_ms: int | None) -> list[OutboxEntry]:
-        outbox = self.keys.webhook_outbox(shard)
+    async def _read(self, consumer: str, i: int, count: int, block_ms: int | None) -> list[OutboxEntry]:
+        names, shard, carried = self._shards[i]
+        outbox = names.webhook_outbox(shard)
         read = cast(
             list[tuple[bytes, _Entries]],
             await self.redis.xreadgroup(keys.WEBHOOK_GROUP, consumer, {outbox: ">"}, count=count, block=block_ms),
         )
-        return await self._entries(outbox, [entry for _, stream_entries in read or [] for entry in stream_entries])
+        entries = [entry for _, stream_entries in read or [] for entry in stream_entries]
+        return await self._entries(outbox, entries, carried)
 
-    async def _entries(self, outbox: str, entries: _Entries) -> list[OutboxEntry]:
+    async def _entries(self, outbox: str, entries: _Entries, carried: Keyspace | None) -> list[OutboxEntry]:
         found: list[OutboxEntry] = []
         for entry_id, fields in entries:
             if not fields:  # deleted while pending: acknowledge the empty shell
                 await self.redis.xack(outbox, keys.WEBHOOK_GROUP, entry_id)
                 continue
-            found.append(OutboxEntry(entry_id.decode(), fields[b"job_id"].decode(), fields[b"event"].decode()))
+            job_id, event = fields[b"job_id"].decode(), fields[b"event"].decode()
+            found.append(OutboxEntry(entry_id.decode(), job_id, event, carried))
         return found
 
     # -- deliveries ------------------------------------------------------------------------------------
 
-    async def enqueue(self, entry_id: str, job_id: str, event: str) -> None:
-        """Move one outbox entry into the schedule (due now) and acknowledge it, atomically and idempotently."""
+    async def enqueue(self, entry_id: str, job_id: str, event: str, names: Keyspace | None = None) -> None:
+        """Move one outbox entry into the schedule (due now) and acknowledge it, atomically and idempotently;
+        ``names``: the layout the entry came from (``OutboxEntry.names``)."""
         wid = webhook_id(job_id, event)
         summary = json.dumps({"event": event, "webhook_id": wid, "state": "pending", "attempts": 0})
-        shard = self.keys.shard(job_id)
+        names = names or self.keys
+        shard = names.shard(job_id)
         call = Enqueue(
-            delivery=self.keys.webhook_delivery(wid, shard), scheduled=self.keys.webhook_scheduled(shard),
-            outbox=self.keys.webhook_outbox(shard), status=self.keys.job_status(job_id), group=keys.WEBHOOK_GROUP,
+            delivery=names.webhook_delivery(wid, shard), scheduled=names.webhook_scheduled(shard),
+            outbox=names.webhook_outbox(shard), status=names.job_status(job_id), group=keys.WEBHOOK_GROUP,
             entry_id=entry_id, webhook_id=wid, job_id=job_id, event=event, due_ms=now_ms(), summary=summary,
         )  # fmt: skip
         await scripts.run(self.redis, call)
@@ -243,25 +254,26 @@ class WebhookStore:
         meanwhile."""
         now = now_ms()
         found: list[Delivery] = []
-        for shard in self.keys.all_shards():
+        for names, shard, carried in self._shards:
             if len(found) >= limit:
                 break
-            scheduled = self.keys.webhook_scheduled(shard)
+            scheduled = names.webhook_scheduled(shard)
             call = Claim(scheduled=scheduled, now_ms=now, lease_until_ms=now + lease_ms, limit=limit - len(found))
             for member in cast(list[bytes], await scripts.run(self.redis, call)):
                 wid = member.decode()
-                h = await _read_hash(self.redis, self.keys.webhook_delivery(wid, shard))
+                h = await _read_hash(self.redis, names.webhook_delivery(wid, shard))
                 if not h:  # finished by another worker whose lease had run out: nothing left to do
                     await self.redis.zrem(scheduled, wid)
                     continue
-                found.append(Delivery(wid, h["job_id"], h["event"], h["entry_id"], int(h.get("attempts", 0))))
+                attempts = int(h.get("attempts", 0))
+                found.append(Delivery(wid, h["job_id"], h["event"], h["entry_id"], attempts, carried))
         return found
 
     async def next_due_ms(self) -> int | None:
         """When the soonest delivery of any shard is due (None: none scheduled)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for shard in self.keys.all_shards():
-                pipe.zrange(self.keys.webhook_scheduled(shard), 0, 0, withscores=True)
+            for names, shard, _ in self._shards:
+                pipe.zrange(names.webhook_scheduled(shard), 0, 0, withscores=True)
             replies = await pipe.execute()
         due = [int(first[0][1]) for first in replies if first]
         return min(due) if due else None
@@ -271,28 +283,37 @@ class WebhookStore:
     ) -> None:
         """Append the attempt to the job, update its summary, then reschedule or finish the delivery."""
         wid, job_id = delivery.webhook_id, delivery.job_id
-        shard = self.keys.shard(job_id)
+        names = delivery.names or self.keys
+        shard = names.shard(job_id)
         call = Record(
-            scheduled=self.keys.webhook_scheduled(shard), delivery=self.keys.webhook_delivery(wid, shard),
-            status=self.keys.job_status(job_id), attempts=self.keys.job_webhooks(job_id), webhook_id=wid,
+            scheduled=names.webhook_scheduled(shard), delivery=names.webhook_delivery(wid, shard),
+            status=names.job_status(job_id), attempts=names.job_webhooks(job_id), webhook_id=wid,
             attempt=json.dumps(attempt), summary=json.dumps(summary),
             next_due_ms="" if next_due_ms is None else next_due_ms, attempts_so_far=attempt["attempt"],
         )  # fmt: skip
         await scripts.run(self.redis, call)
 
-    async def job(self, job_id: str) -> dict[str, str]:
-        """The job's status hash as text (empty once it expired): what a payload is built from."""
-        return await _read_hash(self.redis, self.keys.job_status(job_id))
+    async def job(self, job_id: str, names: Keyspace | None = None) -> dict[str, str]:
+        """The job's status hash as text (empty once it expired): what a payload is built from; ``names``: the
+        layout its delivery came from (``Delivery.names``)."""
+        return await _read_hash(self.redis, (names or self.keys).job_status(job_id))
 
-    async def result(self, job_id: str) -> dict[str, Any] | None:
+    async def result(self, job_id: str, names: Keyspace | None = None) -> dict[str, Any] | None:
         """The job's stored result, for a ``job.completed`` payload."""
-        stored = await self.redis.get(self.keys.job_result(job_id))
+        stored = await self.redis.get((names or self.keys).job_result(job_id))
         return cast(dict[str, Any], json.loads(stored)) if stored else None
 
     async def attempts(self, job_id: str) -> list[dict[str, Any]]:
-        raw = cast(list[bytes], await self.redis.lrange(self.keys.job_webhooks(job_id), 0, -1))
-        return [json.loads(item) for item in raw]
+        """The job's delivery attempts (while migrating, under the layout that has them)."""
+        for names in keyspaces(self.redis):
+            raw = cast(list[bytes], await self.redis.lrange(names.job_webhooks(job_id), 0, -1))
+            if raw:
+                return [json.loads(item) for item in raw]
+        return []
 
     async def summary(self, job_id: str) -> dict[str, Any] | None:
-        raw = cast(bytes | None, await self.redis.hget(self.keys.job_status(job_id), "webhook"))
-        return cast(dict[str, Any], json.loads(raw)) if raw else None
+        for names in keyspaces(self.redis):
+            raw = cast(bytes | None, await self.redis.hget(names.job_status(job_id), "webhook"))
+            if raw:
+                return cast(dict[str, Any], json.loads(raw))
+        return None

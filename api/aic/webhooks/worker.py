@@ -97,7 +97,7 @@ class WebhookWorker:
             self.consumer, self.settings.webhook_claim_idle_ms, count=50, block_ms=1000
         )
         for entry in entries:
-            await self.store.enqueue(entry.entry_id, entry.job_id, entry.event)
+            await self.store.enqueue(entry.entry_id, entry.job_id, entry.event, entry.names)
         return len(entries)
 
     # -- delivery: schedule -> receiver ----------------------------------------------------------------
@@ -137,7 +137,7 @@ class WebhookWorker:
             log.exception("webhook %s: attempt could not be completed", delivery.webhook_id)
 
     async def _attempt_once(self, delivery: Delivery) -> None:
-        job = await self.store.job(delivery.job_id)
+        job = await self.store.job(delivery.job_id, delivery.names)
         number = delivery.attempts + 1
         if not job.get("callback_url"):  # the job expired meanwhile: nothing to send, nowhere to record
             await self.store.record(delivery, {"attempt": number}, {}, None)
@@ -151,7 +151,7 @@ class WebhookWorker:
             await self._attempt_traced(delivery, job, number, span)
 
     async def _attempt_traced(self, delivery: Delivery, job: dict[str, str], number: int, span: Span | None) -> None:
-        result = await self.store.result(delivery.job_id) if delivery.event == "completed" else None
+        result = await self.store.result(delivery.job_id, delivery.names) if delivery.event == "completed" else None
         body = payload(delivery.event, entry_time(delivery.entry_id), job, result)
         outcome, refused = await self._send(delivery, job, body)
         metrics.DELIVERY_DURATION.observe(outcome.duration_ms / 1000, telemetry.exemplar())
