@@ -17,6 +17,7 @@ from aic.core.errors import JobNotFoundError
 from aic.core.settings import RedisSettings
 from aic.store import keys, layout
 from aic.store.connection import bind, connect
+from aic.store.events import EventSubscription, Message
 from aic.store.jobs import Job, JobStore, NewJob
 from aic.store.listing import JobFilter, JobIndex
 from aic.store.queue import Entry, QueueConsumer, QueueStats
@@ -254,3 +255,27 @@ async def test_a_job_queued_before_the_switch_gets_its_webhook_after_it(redis: R
     await webhooks.record(delivery, {"attempt": 1, "status": 200}, {"state": "delivered"}, None)
     assert await webhooks.attempts(job_id) == [{"attempt": 1, "status": 200}]
     assert await webhooks.claim_due(10, 30_000) == [] and await webhooks.next_due_ms() is None
+
+
+async def test_a_job_queued_before_the_switch_is_followed_live_after_it(redis: Redis, own_redis: RunningRedis) -> None:
+    """Its steps publish on the old layout's channel names: a subscription of the new layout follows those too."""
+    [job] = await submit(redis, 1)
+    migrating = client(own_redis.url, FOUR, keys.LEGACY)
+    subscription = EventSubscription(migrating)
+    try:
+        while (message := await subscription.next(1.0)) is None or not message.inbox:
+            pass  # the inbox is confirmed: the reader is up
+        await subscription.subscribe(job.job_id)
+        confirmations = [message for _ in range(3) if (message := await subscription.next(0.3)) is not None]
+        assert confirmations == [Message(job.job_id, None)]  # one, the new name's: the hub's counts stay exact
+        await process_all(migrating)
+        statuses: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 20
+        while "completed" not in statuses and asyncio.get_running_loop().time() < deadline:
+            message = await subscription.next(1.0)
+            if message is not None and message.data is not None:
+                assert message.job_id == job.job_id
+                statuses.append(json.loads(message.data)["status"])
+        assert statuses and statuses[0] == "processing" and statuses[-1] == "completed", statuses
+    finally:
+        await subscription.close()
