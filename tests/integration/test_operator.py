@@ -35,6 +35,7 @@ from aic_operator.metrics import ERROR_KINDS
 from aic_operator.spec import parse
 from helpers import assert_readable_by_another_user, jpeg
 from prometheus_client.parser import text_string_to_metric_families
+from redis_cluster import RedisCluster
 from skimage import data as skdata
 from stack import RunningRedis, Service, stop_all, wait_for_http
 
@@ -581,6 +582,44 @@ def test_aic_models_apply_and_delete_run_the_same_reconcile_without_a_cluster(
     manifest.write_text(yaml.safe_dump(document))
     refused = aic("models", "apply", "-f", str(manifest))
     assert refused.returncode == 1 and "no GPU" in refused.stderr
+
+
+def test_aic_models_apply_and_delete_on_a_redis_cluster(
+    own_triton: LocalTriton, redis_cluster: RedisCluster, pvc_root: Path, tmp_path: Path
+) -> None:
+    """With REDIS_CLUSTER=true the same command publishes to a cluster: the routes under the cluster's names."""
+    redis_cluster.flushall()
+    document = {**copy.deepcopy(SAMPLE), "metadata": {"name": "cluster-lite0"}}
+    document["spec"]["aliases"] = ["on-cluster"]
+    manifest = tmp_path / "mv.yaml"
+    manifest.write_text(yaml.safe_dump(document))
+    env = {
+        **os.environ,
+        "MODEL_REPOSITORY": str(own_triton.repository),
+        "TRITON_URL": own_triton.grpc_url,
+        "TRITON_BACKENDS": "python",
+        "REDIS_URL": redis_cluster.url,
+        "REDIS_CLUSTER": "true",
+        "PVC_MOUNT_ROOT": str(pvc_root),
+    }
+    cluster = redis_sync.RedisCluster.from_url(redis_cluster.url)
+    names = keys.Keyspace(keys.CLUSTER_DEFAULT_SHARDS, cluster=True)
+
+    def aic(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "aic.cli", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, umask=0o077)
+
+    try:
+        applied = aic("models", "apply", "-f", str(manifest))
+        assert applied.returncode == 0, applied.stderr
+        assert cluster.hget(names.model_routes, "on-cluster") == b"cluster-lite0"
+        assert cluster.exists(keys.LEGACY.model_routes) == 0  # not the standalone names
+        deleted = aic("models", "delete", "cluster-lite0")
+        assert deleted.returncode == 0, deleted.stderr
+        assert cluster.hget(names.model_routes, "on-cluster") is None
+    finally:
+        cluster.close()
+        redis_cluster.flushall()
 
 
 @pytest.mark.parametrize(
