@@ -59,8 +59,10 @@ def test_a_script_reads_exactly_the_names_its_builder_declares(call: type[Call])
     text = re.sub(r"--[^\n]*", "", scripts.text(call.SCRIPT))
     roles = _roles(call)
     read_keys = set(re.findall(r"\bK\.(\w+)", text))
-    if "notify_waiter(K)" in text:  # the prelude's helper reads these of the K it is given
+    if "notify_waiter(K)" in text:  # the prelude's helpers read these of the K they are given
         read_keys |= {"status", "waiter", "events"}
+    if "end_job(K" in text:
+        read_keys |= {"status", "metadata", "image", "events", "waiter", "outbox"}
     read_args = set(re.findall(r"\bA\.(\w+)", text))
     assert read_keys == set(roles["key"]), "keys read vs declared"
     assert read_args == set(roles["arg"]), "arguments read vs declared"

@@ -158,6 +158,17 @@ end
 local function notify_waiter(K)
   if K.waiter ~= K.events then redis.call(PUBLISH, K.waiter, redis.call('HGET', K.status, 'job_id')) end
 end
+-- Ends a live job that gets no result (cancelled, timed out): its status and metadata kept for its retention, its
+-- upload dropped, the event published, the waiting submit told, the webhook queued.
+local function end_job(K, default_ttl, event, webhook_event)
+  local ttl = retention_of(K.status, default_ttl)
+  redis.call('EXPIRE', K.status, ttl)
+  redis.call('EXPIRE', K.metadata, ttl)
+  redis.call('DEL', K.image)
+  redis.call(PUBLISH, K.events, event)
+  notify_waiter(K)
+  queue_webhook(K.status, K.outbox, webhook_event)
+end
 """
 
 

@@ -4,11 +4,5 @@
 local st = redis.call('HGET', K.status, 'status')
 if not LIVE[st] then return st or '' end
 redis.call('HSET', K.status, 'status', 'cancelled', 'updated_at', A.updated_at)
-local ttl = retention_of(K.status, A.ttl)
-redis.call('EXPIRE', K.status, ttl)
-redis.call('EXPIRE', K.metadata, ttl)
-redis.call('DEL', K.image)
-redis.call(PUBLISH, K.events, A.event)
-notify_waiter(K)
-queue_webhook(K.status, K.outbox, 'cancelled')
+end_job(K, A.ttl, A.event, 'cancelled')
 return 'ok'

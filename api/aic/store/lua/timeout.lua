@@ -8,11 +8,5 @@ if not LIVE[st] then return 0 end
 local deadline = tonumber(redis.call('HGET', K.status, 'deadline_ms') or '')
 if deadline == nil or deadline > tonumber(A.now_ms) then return 0 end
 redis.call('HSET', K.status, 'status', 'failed', 'error', A.message, 'error_code', A.code, 'updated_at', A.updated_at)
-local ttl = retention_of(K.status, A.ttl)
-redis.call('EXPIRE', K.status, ttl)
-redis.call('EXPIRE', K.metadata, ttl)
-redis.call('DEL', K.image)
-redis.call(PUBLISH, K.events, A.event)
-notify_waiter(K)
-queue_webhook(K.status, K.outbox, 'failed')
+end_job(K, A.ttl, A.event, 'failed')
 return 1
