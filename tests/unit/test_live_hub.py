@@ -10,7 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from aic.core.errors import StoreUnavailable
-from aic.live.hub import EventHub
+from aic.live.hub import REREAD, EventHub
 from aic.store.events import Message
 
 
@@ -166,3 +166,17 @@ async def test_a_lost_or_reconfirmed_inbox_tells_every_waiter_to_follow_its_jobs
         await asyncio.sleep(1.2)  # the hub waits a second after losing Redis
         with hub.expect(["c"]) as reopened:
             assert reopened is not None
+
+
+async def test_a_subscription_confirmed_again_tells_its_listeners_to_re_read_the_state() -> None:
+    """A reconnect, or a cluster moving the channel to a new primary after a failover, confirms the subscription
+    again; what was published meanwhile is lost, so each listener is told to re-read at once (not after its idle
+    wait)."""
+    fake = FakeSubscription()
+    async with running(fake) as hub, hub.listen("job-r") as first, hub.listen("job-r") as second:
+        await settle()
+        assert first.empty() and second.empty()  # the first confirmation is no re-read
+        fake.confirm("job-r")  # redis-py re-subscribed
+        await settle()
+        assert (first.get_nowait(), second.get_nowait()) == (REREAD, REREAD)
+        assert hub._acked["job-r"] == hub._sent["job-r"] == 1  # the bookkeeping of subscribes is untouched

@@ -1,7 +1,7 @@
 """Following one job: every distinct status from now until it ends, and waiting for jobs to end.
 
-Listeners that hear nothing for a while re-read the state (a reconnect of the pub/sub connection may drop
-messages), which also paces keep-alives.
+Listeners re-read the state when their subscription is confirmed again (a reconnect or a cluster's failover may
+have dropped messages: ``hub.REREAD``), and when they hear nothing for a while, which also paces keep-alives.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from aic.core.schemas import JobStatusResponse
-from aic.live.hub import EventHub, Expectation
+from aic.live.hub import REREAD, EventHub, Expectation
 from aic.store.jobs import JobStore
 
 INBOX_RECHECK_S = 5.0
@@ -40,7 +40,10 @@ async def follow(
                 yield None
                 current = (await job_store.get(job_id, tenant)).status_response()  # a dropped message is caught up here
             else:
-                current = msgspec.json.decode(raw, type=JobStatusResponse)
+                if raw == REREAD:
+                    current = (await job_store.get(job_id, tenant)).status_response()
+                else:
+                    current = msgspec.json.decode(raw, type=JobStatusResponse)
             if current.updated_at < last.updated_at:
                 continue  # published before the state read above, already included in it
             if (current.status, current.progress, current.stage) != (last.status, last.progress, last.stage):

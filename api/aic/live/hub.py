@@ -23,6 +23,9 @@ SUBSCRIBE_TIMEOUT_S = 5.0
 RECONNECT_ON: tuple[type[BaseException], ...] = (StoreError, RuntimeError)
 """Redis went away (or redis-py's pub/sub was caught mid-reconnect): wait a second and read again."""
 LISTENER_QUEUE = 256
+REREAD: bytes = b""
+"""What a listener's queue gets when its job's subscription was confirmed again (Redis reconnected, or a cluster
+moved the channel to a new primary after a failover): messages may have been lost meanwhile, re-read the state."""
 
 
 class Expectation:
@@ -155,6 +158,9 @@ class EventHub:
             event = self._confirmed.get(message.job_id)
             if event is None:  # a job no longer followed (Redis re-confirms every channel after a reconnect)
                 return
+            if event.is_set() and self._acked[message.job_id] >= self._sent[message.job_id]:
+                self._nudge(message.job_id)  # confirmed again: a reconnect or a failover, not a subscribe of ours
+                return
             self._acked[message.job_id] += 1
             if self._acked[message.job_id] >= self._sent[message.job_id]:
                 event.set()
@@ -163,6 +169,11 @@ class EventHub:
         for queue in self._listeners.get(message.job_id, ()):
             with contextlib.suppress(asyncio.QueueFull):  # a stalled client re-reads the state instead
                 queue.put_nowait(message.data)
+
+    def _nudge(self, job_id: str) -> None:
+        for queue in self._listeners.get(job_id, ()):
+            with contextlib.suppress(asyncio.QueueFull):  # a full queue re-reads the state by itself
+                queue.put_nowait(REREAD)
 
     async def _run(self) -> None:
         while True:
