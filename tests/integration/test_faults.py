@@ -152,7 +152,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         yield rig
     finally:
         rig.stop_dispatchers()
-        api.stop()
+        rig.api.stop()  # not ``api``: a test with uploads in S3 restarts the rig's API (``_restart_api``)
         triton.stop()
         redis_server.stop()
 
