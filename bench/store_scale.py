@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import procs  # noqa: E402
 from aic.core.enums import Priority, Stage  # noqa: E402
-from aic.core.settings import DispatcherSettings, QueueSettings, RedisSettings  # noqa: E402
+from aic.core.settings import CLUSTER_DEFAULT_SHARDS, DispatcherSettings, QueueSettings, RedisSettings  # noqa: E402
 from aic.local.ports import free_port  # noqa: E402
 from aic.store import keys  # noqa: E402
 from aic.store.connection import PERSISTENCE, connect, server_args  # noqa: E402
@@ -522,7 +522,7 @@ def main() -> int:
     for primaries in [int(p) for p in args.primaries.split(",")]:
         rows.append(cluster(args, primaries, args.shards))
     if not args.no_default_shards:
-        rows.append(cluster(args, max(int(p) for p in args.primaries.split(",")), keys.CLUSTER_DEFAULT_SHARDS))
+        rows.append(cluster(args, max(int(p) for p in args.primaries.split(",")), CLUSTER_DEFAULT_SHARDS))
     result = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "elapsed_s": round(time.time() - started, 1),
@@ -540,7 +540,7 @@ def main() -> int:
         },
         "rows": rows,
         "capacity": capacity(rows, args),
-        "default_spread": {p: static_spread(keys.CLUSTER_DEFAULT_SHARDS, p) for p in (3, 6)},
+        "default_spread": {p: static_spread(CLUSTER_DEFAULT_SHARDS, p) for p in (3, 6)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))

@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import redis
+from aic.core.settings import CLUSTER_DEFAULT_SHARDS
 from aic.store import keys
 from PIL import Image
 from skimage import data as skdata
@@ -68,7 +69,7 @@ class EventRecorder:
         subscription: the recorder hears only the jobs it is told to ``follow``."""
         self.redis_url = redis_url
         self.cluster = cluster
-        self.names = keys.Keyspace(shards=keys.CLUSTER_DEFAULT_SHARDS, cluster=True) if cluster else keys.LEGACY
+        self.names = keys.Keyspace(shards=CLUSTER_DEFAULT_SHARDS, cluster=True) if cluster else keys.LEGACY
         self._lock = threading.Lock()
         self.pubsub = self._subscribe()
         self.events: list[dict[str, Any]] = []

@@ -603,7 +603,7 @@ def test_aic_models_apply_and_delete_on_a_redis_cluster(
         "PVC_MOUNT_ROOT": str(pvc_root),
     }
     cluster = redis_sync.RedisCluster.from_url(redis_cluster.url)
-    names = keys.Keyspace(keys.CLUSTER_DEFAULT_SHARDS, cluster=True)
+    names = keys.Keyspace(settings.CLUSTER_DEFAULT_SHARDS, cluster=True)
 
     def aic(*args: str) -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "aic.cli", *args]

@@ -6,8 +6,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from aic.core.settings import RedisSettings, SettingsError
-from aic.store import keys
+from aic.core.settings import CLUSTER_DEFAULT_SHARDS, RedisSettings, SettingsError
 from aic.store.connection import bind
 from aic.store.jobs import JobStore
 from aic.store.keys import LEGACY, Keyspace, shard_of, shard_tags
@@ -74,7 +73,7 @@ def test_job_ids_spread_evenly_over_shards() -> None:
 
 def test_settings_pick_the_shards_and_refuse_nonsense() -> None:
     assert RedisSettings().shards == 1
-    assert RedisSettings(redis_cluster=True).shards == keys.CLUSTER_DEFAULT_SHARDS
+    assert RedisSettings(redis_cluster=True).shards == CLUSTER_DEFAULT_SHARDS
     assert RedisSettings(redis_cluster=True, queue_shards=48).shards == 48
     with pytest.raises(SettingsError, match="QUEUE_SHARDS"):
         RedisSettings(queue_shards=5000)

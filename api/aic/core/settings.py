@@ -13,7 +13,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from dotenv import dotenv_values
 
@@ -122,6 +122,12 @@ class MetricsSettings:
     """Port of this process's ``/metrics``; 0: none."""
 
 
+CLUSTER_DEFAULT_SHARDS: Final = 16
+"""Queue shards on a Redis Cluster when ``QUEUE_SHARDS`` is not set: up to 16 primaries each get one."""
+MAX_SHARDS: Final = 1024
+"""The most queue shards a deployment may have (``QUEUE_SHARDS``, ``KEY_LAYOUT_BEFORE``)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RedisSettings:
     """Where job state and the queue live."""
@@ -144,8 +150,8 @@ class RedisSettings:
     taking the old layout's queued jobs. Empty: no migration. Remove it once the longest retention has passed."""
 
     def __post_init__(self) -> None:
-        if not 0 <= self.queue_shards <= 1024:
-            raise SettingsError(f"QUEUE_SHARDS must be 0 (the default) to 1024, got {self.queue_shards}")
+        if not 0 <= self.queue_shards <= MAX_SHARDS:
+            raise SettingsError(f"QUEUE_SHARDS must be 0 (the default) to {MAX_SHARDS}, got {self.queue_shards}")
         if self.redis_cluster and self.redis_db != 0:
             raise SettingsError("REDIS_DB must be 0 with REDIS_CLUSTER=true: a Redis Cluster has one database")
         before = self.layout_before
@@ -163,19 +169,19 @@ class RedisSettings:
     @property
     def shards(self) -> int:
         """The queue shards in effect."""
-        return self.queue_shards or (16 if self.redis_cluster else 1)
+        return self.queue_shards or (CLUSTER_DEFAULT_SHARDS if self.redis_cluster else 1)
 
 
 def parse_layout(raw: str) -> tuple[bool, int]:
-    """A key layout's name, ``standalone``, ``shards:<S>`` or ``cluster:<S>`` (S from 1 to 1024), as (cluster,
-    shards); SettingsError for anything else."""
+    """A key layout's name, ``standalone``, ``shards:<S>`` or ``cluster:<S>`` (S from 1 to ``MAX_SHARDS``), as
+    (cluster, shards); SettingsError for anything else."""
     name, _, count = raw.strip().partition(":")
     if name == "standalone" and not count:
         return False, 1
-    if name in ("shards", "cluster") and re.fullmatch(r"[1-9][0-9]{0,3}", count) and int(count) <= 1024:
+    if name in ("shards", "cluster") and re.fullmatch(r"[1-9][0-9]{0,3}", count) and int(count) <= MAX_SHARDS:
         return name == "cluster", int(count)
     raise SettingsError(
-        f"KEY_LAYOUT_BEFORE must be standalone, shards:<S> or cluster:<S> (S from 1 to 1024), got {raw!r}"
+        f"KEY_LAYOUT_BEFORE must be standalone, shards:<S> or cluster:<S> (S from 1 to {MAX_SHARDS}), got {raw!r}"
     )
 
 

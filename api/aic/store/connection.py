@@ -139,16 +139,11 @@ class _Cluster(RedisCluster):
     more round trip per read, always to the same node (bench/store_scale.py: 7.8 a job on it)."""
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
-        name = str(command).upper()
-        if name in _STREAM_READS:
-            words = [arg.upper() if isinstance(arg, (str, bytes)) else arg for arg in args]
-            found = [i for i, word in enumerate(words) if word in (b"STREAMS", "STREAMS")]
-            if found:
-                at = found[0] + 1
-                streams = args[at : at + (len(args) - at) // 2]
-                slots = {self.keyslot(stream) for stream in streams}
-                if len(slots) == 1:
-                    return slots.pop()
+        if str(command).upper() in _STREAM_READS and b"STREAMS" in args:  # how redis-py's xread(group) spells it
+            at = args.index(b"STREAMS") + 1
+            slots = {self.keyslot(stream) for stream in args[at : at + (len(args) - at) // 2]}
+            if len(slots) == 1:
+                return slots.pop()
         return await super()._determine_slot(command, *args)
 
 

@@ -275,10 +275,10 @@ class JobStore:
 
         Refused with BadRequestError when the request's alias routes to no model, and with
         ServiceUnavailableError (Retry-After) when the jobs would take the queues past ``queue_max_depth``.
-        The alias is checked against the routes first (one key of its own; once found, trusted for ``ROUTED_FOR_S``).
-        Then one round trip per queue shard
-        the jobs fall in (one, unless they are direct uploads of several shards): the uploads and ``lua/create.lua``
-        in one transaction; a shard refusing after another accepted erases what the other created. Then,
+        The alias is checked against the routes first (one key of its own; once found, trusted for
+        ``ROUTED_FOR_S``). Then one round trip per queue shard the jobs fall in (one, unless they are direct uploads
+        of several shards): the uploads and ``lua/create.lua`` in one transaction; a shard refusing after another
+        accepted erases what the other created. Then,
         outside it (not the jobs' keys), the tenant's index entries, the deadlines and the usage counters. With an
         object store the uploads are written there first (StoreUnavailable: no job was created) and Redis gets
         their paths; a refusal deletes them again (a crash in between leaves them to the sweep).
@@ -410,7 +410,7 @@ class JobStore:
         """The jobs' deadline entries, by the deadline set of their shard."""
         found: dict[str, dict[str, float]] = {}
         for job in jobs:
-            found.setdefault(self.keys.deadlines(self.keys.shard(job.job_id)), {})[job.job_id] = job.deadline_ms
+            found.setdefault(deadline_set(job, self.keys), {})[job.job_id] = job.deadline_ms
         return found
 
     def new_ids(self, count: int) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Final
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 from aic.core.enums import Priority
+from aic.core.settings import MAX_SHARDS
 
 JOB_STATUS_TTL_S: Final = 3600
 """A job not finished within this window expires (seed: status 1 h); since deadlines, the default one (the
@@ -40,10 +41,6 @@ WORKER_STATUS_TTL_S: Final = 60
 
 
 # -- layout -------------------------------------------------------------------------------------------------------
-
-CLUSTER_DEFAULT_SHARDS: Final = 16
-"""Queue shards on a Redis Cluster when ``QUEUE_SHARDS`` is not set: up to 16 primaries each get one."""
-MAX_SHARDS: Final = 1024
 
 
 def shard_of(job_id: str, shards: int) -> int:
