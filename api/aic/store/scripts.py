@@ -57,8 +57,15 @@ def each() -> Any:
     return dataclasses.field(default=(), metadata={_ROLE: "each"})
 
 
+_FIELDS: dict[tuple[type, str], list[dataclasses.Field[Any]]] = {}
+
+
 def _fields(cls: type, role: str) -> list[dataclasses.Field[Any]]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get(_ROLE) == role]
+    """A builder's fields of one role, in order (worked out once per class: every script call lays them out)."""
+    found = _FIELDS.get((cls, role))
+    if found is None:
+        found = _FIELDS[(cls, role)] = [f for f in dataclasses.fields(cls) if f.metadata.get(_ROLE) == role]
+    return found
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
